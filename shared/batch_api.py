@@ -1,0 +1,128 @@
+"""Status of batch jobs over REST: Gemini API (API key) and Vertex AI (google-auth bearer token).
+
+One ``BatchApiClient`` lives for one tick, over an ``httpx.AsyncClient`` the caller builds (and closes).
+``get_status`` retries 408/429/5xx and transport errors with jittered exponential backoff, honours
+``Retry-After``, respects the per-region Vertex quota and never runs past the tick's deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from .errors import BadResponseError, DeadlineExceeded, PermanentError, RelayError, TransientError
+from .jobnames import GEMINI, JobName
+from .models import JobStatus
+from .ratelimit import RegionLimiter
+from .retry import RetryPolicy, classify
+from .settings import Settings
+
+
+def vertex_base_url(settings: Settings, location: str) -> str:
+    if settings.vertex_base_url:
+        return settings.vertex_base_url.replace("{location}", location)
+    if location == "global":
+        return "https://aiplatform.googleapis.com"
+    return f"https://{location}-aiplatform.googleapis.com"
+
+
+def status_url(settings: Settings, job: JobName) -> str:
+    if job.api == GEMINI:
+        return f"{settings.gemini_base_url}/v1beta/{job.name}"
+    return f"{vertex_base_url(settings, job.location or 'global')}/v1/{job.name}"
+
+
+def make_http_client(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None,
+                     connections: int | None = None) -> httpx.AsyncClient:
+    """The tick's HTTP client: one pool sized to the concurrency, keep-alive, a timeout on everything."""
+    size = connections or settings.poll_concurrency
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.request_timeout_s),
+        limits=httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=30),
+        transport=transport,
+        follow_redirects=False,
+        headers={"user-agent": "batch-relay/0.1"},
+    )
+
+
+class BatchApiClient:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        settings: Settings,
+        *,
+        vertex_auth: httpx.Auth | None = None,
+        retry: RetryPolicy | None = None,
+        limiter: RegionLimiter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._http = http
+        self._settings = settings
+        self._vertex_auth = vertex_auth
+        self._retry = retry or RetryPolicy(max_attempts=settings.max_attempts)
+        self._limiter = limiter or RegionLimiter(settings.vertex_region_qpm, clock=clock)
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+        self._gemini_headers = {"x-goog-api-key": settings.gemini_api_key} if settings.gemini_api_key else {}
+        self.requests = 0
+
+    async def get_status(self, job: JobName, deadline: float) -> JobStatus:
+        """The job's status, or an error from ``shared.errors`` (never anything else)."""
+        if job.api == GEMINI and not self._settings.gemini_api_key:
+            raise PermanentError("RELAY_GEMINI_API_KEY is not set; cannot poll Gemini API batches",
+                                 kind="forbidden")
+        url = status_url(self._settings, job)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                if job.api != GEMINI:
+                    await self._limiter.acquire(job.region_key, deadline)
+                body = await self._get_json(job, url, deadline)
+                status = (JobStatus.from_gemini if job.api == GEMINI else JobStatus.from_vertex)(body)
+                if status.name != job.name:
+                    raise BadResponseError(f"reply is for {status.name[:200]!r}, not {job.name!r}")
+                return status
+            except TransientError as exc:
+                if attempt >= self._retry.max_attempts:
+                    raise
+                wait = self._retry.backoff(attempt, exc.retry_after, self._rng)
+                if isinstance(exc, DeadlineExceeded) or self._clock() + wait >= deadline:
+                    raise
+                await self._sleep(wait)
+
+    async def _get_json(self, job: JobName, url: str, deadline: float) -> Any:
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            raise DeadlineExceeded("tick deadline reached before the request")
+        timeout = min(self._settings.request_timeout_s, remaining)
+        self.requests += 1
+        try:
+            if job.api == GEMINI:
+                response = await self._http.get(url, headers=self._gemini_headers, timeout=timeout)
+            else:
+                response = await self._http.get(url, auth=self._vertex_auth or httpx.USE_CLIENT_DEFAULT,
+                                                timeout=timeout)
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"timed out after {timeout:.1f}s ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise TransientError(f"transport error: {type(exc).__name__}") from None
+        except RelayError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. a credentials refresh failing inside auth
+            raise TransientError(f"request failed: {type(exc).__name__}: {str(exc)[:200]}") from None
+        if (error := classify(response)) is not None:
+            raise error
+        try:
+            return json.loads(response.content)
+        except ValueError:
+            raise BadResponseError(f"reply is not JSON ({len(response.content)} bytes)") from None

@@ -1,0 +1,146 @@
+"""The ``copy`` part of a record (A4) and its outbox: claim, finish, recopy, and the sweep of copies
+stuck in ``copying``. Every change is one Firestore transaction, so concurrent deliveries of the same
+event agree on one copier and one announcement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+from . import events, states
+from .errors import UsageError
+from .jobnames import JobName
+from .store import JobStore, new_copy
+
+DONE_STATES = ("done", "not_applicable")
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """Result of ``claim``: ``claimed`` (we copy), ``done``/``failed`` (already finished: just make
+    sure it is announced), ``busy`` (another delivery holds a live lease), ``gone`` (not tracked),
+    ``not_success`` (the record is not in a success state)."""
+
+    result: str
+    record: dict[str, Any] | None = None
+
+
+class CopyLedger:
+    def __init__(self, store: JobStore) -> None:
+        self._store = store
+        self._db = store.db
+        self._lease_s = store.settings.copy_lease_s
+        self._source = store.settings.event_source
+
+    def claim(self, name: str, now: dt.datetime) -> Claim:
+        from google.cloud import firestore
+
+        ref = self._store.ref(name)
+
+        @firestore.transactional
+        def run(txn) -> Claim:
+            doc = ref.get(transaction=txn)
+            if not doc.exists:
+                return Claim("gone")
+            data = doc.to_dict()
+            copy = data.get("copy") or new_copy()
+            status = copy.get("status")
+            if status in DONE_STATES:
+                return Claim("done", data)
+            if status == "failed":
+                return Claim("failed", data)
+            if data.get("state") not in states.SUCCESS:
+                return Claim("not_success", data)
+            lease = data.get("copy_lease_until")
+            if status == "copying" and lease and lease > now:
+                return Claim("busy", data)
+            updates = {"copy.status": "copying", "copy_lease_until": now + dt.timedelta(seconds=self._lease_s)}
+            txn.update(ref, updates)
+            data["copy"] = {**copy, "status": "copying"}
+            data["copy_lease_until"] = updates["copy_lease_until"]
+            return Claim("claimed", data)
+
+        return run(self._db.transaction())
+
+    def finish(self, name: str, attempt: int, now: dt.datetime, *, status: str, uri: str | None = None,
+               manifest_uri: str | None = None, objects: int = 0, size: int = 0,
+               error: dict[str, Any] | None = None) -> events.Event | None:
+        """Commit the copy's result and put its announcement in the outbox (``copy.announced=false``).
+        Returns the event to publish, or None if this attempt no longer owns the copy."""
+        from google.cloud import firestore
+
+        ref = self._store.ref(name)
+
+        @firestore.transactional
+        def run(txn) -> events.Event | None:
+            doc = ref.get(transaction=txn)
+            if not doc.exists:
+                return None
+            data = doc.to_dict()
+            copy = dict(data.get("copy") or new_copy())
+            if int(copy.get("attempt") or 1) != attempt or copy.get("status") != "copying":
+                return None
+            copy.update(status=status, uri=uri, manifest_uri=manifest_uri, objects=int(objects),
+                        bytes=int(size), error=error, announced=False)
+            record = {**data, "copy": copy}
+            build = events.outputs_failed if status == "failed" else events.outputs_ready
+            event = build(record, self._source, now)
+            txn.update(ref, {"copy": copy, "copy_lease_until": None, "outbox.copy": event.to_doc(),
+                             "has_unpublished": True})
+            return event
+
+        return run(self._db.transaction())
+
+    def recopy(self, name: str) -> dict[str, Any]:
+        """Start a new attempt of a failed or stuck copy: ``attempt + 1``, status ``pending``."""
+        from google.cloud import firestore
+
+        job = JobName.parse(name)
+        ref = self._store.ref(job.name)
+
+        @firestore.transactional
+        def run(txn) -> dict[str, Any]:
+            doc = ref.get(transaction=txn)
+            if not doc.exists:
+                raise UsageError(f"{job.name} is not tracked")
+            data = doc.to_dict()
+            if data.get("state") not in states.SUCCESS:
+                raise UsageError(f"{job.name} is {data.get('state')}: only succeeded jobs have outputs to copy")
+            copy = data.get("copy") or new_copy()
+            if copy.get("status") in DONE_STATES:
+                raise UsageError(f"the copy of {job.name} is already {copy.get('status')}")
+            fresh = new_copy(int(copy.get("attempt") or 1) + 1)
+            txn.update(ref, {"copy": fresh, "copy_lease_until": None})
+            return {**data, "copy": fresh}
+
+        return run(self._db.transaction())
+
+    def stuck(self, now: dt.datetime) -> list[str]:
+        """Names of copies in ``copying`` whose lease ran out (the reactor died or gave up)."""
+        out = []
+        for snap in self._store.copying():
+            lease = snap.data.get("copy_lease_until")
+            if lease is None or lease <= now:
+                out.append(snap.name)
+        return out
+
+
+class CopySweeper:
+    """Run by each tick: fails copies stuck in ``copying`` past their lease, announcing it."""
+
+    def __init__(self, store: JobStore, settings=None) -> None:
+        self._ledger = CopyLedger(store)
+
+    def sweep(self, now: dt.datetime) -> int:
+        failed = 0
+        for name in self._ledger.stuck(now):
+            claim = self._ledger.claim(name, now)  # re-check inside a transaction
+            if claim.result != "claimed" or claim.record is None:
+                continue
+            attempt = int(claim.record["copy"].get("attempt") or 1)
+            error = {"kind": "timeout", "message": "copy did not finish within its lease (RELAY_COPY_LEASE_S)"}
+            if self._ledger.finish(name, attempt, now, status="failed", error=error):
+                failed += 1
+        return failed

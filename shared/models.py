@@ -1,0 +1,227 @@
+"""What a status fetch tells us about a job, parsed from either API's wire format (WIRE.md).
+
+``JobStatus.from_gemini`` / ``from_vertex`` accept unknown fields, int64 counts as strings, omitted zero
+counts and nanosecond timestamps; anything of the wrong shape raises ``BadResponseError``.
+``to_record`` gives the A4 fields a poll may write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from typing import Any
+
+from . import states
+from .errors import BadResponseError
+from .jobnames import GEMINI, VERTEX
+
+_TS = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})$"
+)
+_STATE = re.compile(r"^JOB_STATE_[A-Z][A-Z_]{0,60}$")
+
+
+def parse_timestamp(value: Any, field: str) -> dt.datetime | None:
+    """RFC 3339 with up to nanoseconds -> aware datetime (microsecond precision)."""
+    if value is None or value == "":
+        return None
+    m = _TS.match(value) if isinstance(value, str) else None
+    if not m:
+        raise BadResponseError(f"{field} is not an RFC 3339 timestamp: {str(value)[:80]!r}")
+    y, mo, d, h, mi, s, frac, tz = m.groups()
+    micros = int((frac or "0").ljust(9, "0")[:6])
+    try:
+        if tz in ("Z", "z"):
+            tzinfo = dt.UTC
+        else:
+            sign = 1 if tz[0] == "+" else -1
+            tzinfo = dt.timezone(sign * dt.timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6])))
+        stamp = dt.datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), micros, tzinfo=tzinfo)
+    except ValueError as exc:
+        raise BadResponseError(f"{field} is not a valid time: {value[:80]!r}") from exc
+    return stamp.astimezone(dt.UTC)
+
+
+def parse_count(value: Any, field: str) -> int:
+    """int64 as a JSON string (or number); omitted means 0."""
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        raise BadResponseError(f"{field} is not a count: {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?\d{1,19}", value):
+        return int(value)
+    raise BadResponseError(f"{field} is not a count: {str(value)[:40]!r}")
+
+
+def _obj(value: Any, field: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadResponseError(f"{field} is not an object")
+    return value
+
+
+def _str(value: Any, field: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadResponseError(f"{field} is not a string")
+    return value
+
+
+def _state(raw: Any) -> str:
+    if raw is not None and not isinstance(raw, str):
+        raise BadResponseError("state is not a string")
+    state = states.normalize(raw)
+    if not _STATE.match(state):
+        raise BadResponseError(f"state {str(raw)[:60]!r} is not a job state")
+    return state
+
+
+def _error(raw: Any) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    body = _obj(raw, "error")
+    code = body.get("code", 0)
+    if isinstance(code, bool) or not isinstance(code, int):
+        try:
+            code = parse_count(code, "error.code")
+        except BadResponseError:
+            code = 0
+    message = body.get("message")
+    return {"code": code, "message": message if isinstance(message, str) else ""}
+
+
+@dataclasses.dataclass(frozen=True)
+class JobStatus:
+    """The parts of a job's status that batch-relay stores."""
+
+    name: str
+    api: str
+    state: str
+    display_name: str | None = None
+    model: str | None = None
+    create_time: dt.datetime | None = None
+    start_time: dt.datetime | None = None
+    end_time: dt.datetime | None = None
+    update_time: dt.datetime | None = None
+    completion_stats: dict[str, int] | None = None
+    error: dict[str, Any] | None = None
+    output: dict[str, Any] = dataclasses.field(default_factory=dict)
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Not stored: the reactor reads inline responses from the API when it copies them.
+    has_inline_responses: bool = False
+
+    @classmethod
+    def from_gemini(cls, body: Any) -> JobStatus:
+        op = _obj(body, "body")
+        meta = _obj(op.get("metadata"), "metadata")
+        name = _str(meta.get("name"), "metadata.name") or _str(op.get("name"), "name")
+        if not name:
+            raise BadResponseError("reply has no batch name")
+        stats = _obj(meta.get("batchStats"), "metadata.batchStats")
+        counts = None
+        if stats:
+            counts = {
+                "successful": parse_count(stats.get("successfulRequestCount"), "successfulRequestCount"),
+                "failed": parse_count(stats.get("failedRequestCount"), "failedRequestCount"),
+                "incomplete": parse_count(stats.get("pendingRequestCount"), "pendingRequestCount"),
+            }
+        out = _obj(meta.get("output"), "metadata.output")
+        response = _obj(op.get("response"), "response")
+        output: dict[str, Any] = {}
+        responses_file = _str(out.get("responsesFile"), "output.responsesFile") or _str(
+            response.get("responsesFile"), "response.responsesFile"
+        )
+        if responses_file:
+            output["file_name"] = responses_file
+        inlined = _obj(out.get("inlinedResponses"), "output.inlinedResponses") or _obj(
+            response.get("inlinedResponses"), "response.inlinedResponses"
+        )
+        items = inlined.get("inlinedResponses")
+        if items is not None:
+            if not isinstance(items, list):
+                raise BadResponseError("inlinedResponses is not a list")
+            output["inlined_count"] = len(items)
+        return cls(
+            name=name,
+            api=GEMINI,
+            state=_state(meta.get("state")),
+            display_name=_str(meta.get("displayName"), "displayName"),
+            model=_str(meta.get("model"), "model"),
+            create_time=parse_timestamp(meta.get("createTime"), "createTime"),
+            start_time=parse_timestamp(meta.get("startTime"), "startTime"),
+            end_time=parse_timestamp(meta.get("endTime"), "endTime"),
+            update_time=parse_timestamp(meta.get("updateTime"), "updateTime"),
+            completion_stats=counts,
+            error=_error(op.get("error")),
+            output=output,
+            has_inline_responses=items is not None,
+        )
+
+    @classmethod
+    def from_vertex(cls, body: Any) -> JobStatus:
+        job = _obj(body, "body")
+        name = _str(job.get("name"), "name")
+        if not name:
+            raise BadResponseError("reply has no job name")
+        stats = _obj(job.get("completionStats"), "completionStats")
+        counts = None
+        if stats:
+            incomplete = parse_count(stats.get("incompleteCount"), "incompleteCount")
+            counts = {
+                "successful": parse_count(stats.get("successfulCount"), "successfulCount"),
+                "failed": parse_count(stats.get("failedCount"), "failedCount"),
+                "incomplete": None if incomplete == -1 else incomplete,
+            }
+        info = _obj(job.get("outputInfo"), "outputInfo")
+        output: dict[str, Any] = {}
+        if gcs := _str(info.get("gcsOutputDirectory"), "outputInfo.gcsOutputDirectory"):
+            output["gcs_uri"] = gcs.rstrip("/")
+        if bq := _str(info.get("bigqueryOutputTable"), "outputInfo.bigqueryOutputTable"):
+            output["bigquery_uri"] = bq
+        labels = _obj(job.get("labels"), "labels")
+        return cls(
+            name=name,
+            api=VERTEX,
+            state=_state(job.get("state")),
+            display_name=_str(job.get("displayName"), "displayName"),
+            model=_str(job.get("model"), "model"),
+            create_time=parse_timestamp(job.get("createTime"), "createTime"),
+            start_time=parse_timestamp(job.get("startTime"), "startTime"),
+            end_time=parse_timestamp(job.get("endTime"), "endTime"),
+            update_time=parse_timestamp(job.get("updateTime"), "updateTime"),
+            completion_stats=counts,
+            error=_error(job.get("error")),
+            output=output,
+            labels={str(k): str(v) for k, v in labels.items()},
+        )
+
+    @property
+    def terminal(self) -> bool:
+        return states.is_terminal(self.state)
+
+    def compared_fields(self) -> dict[str, Any]:
+        """The fields whose change makes a poll write (A4: state, completion_stats, error, output)."""
+        return {
+            "state": self.state,
+            "completion_stats": self.completion_stats,
+            "error": self.error,
+            "output": self.output or {},
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        """Fields a poll writes when something compared changed (times and names ride along)."""
+        return {
+            **self.compared_fields(),
+            "terminal": self.terminal,
+            "display_name": self.display_name,
+            "model": self.model,
+            "create_time": self.create_time,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "update_time": self.update_time,
+        }

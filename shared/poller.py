@@ -1,0 +1,176 @@
+"""One poll tick: publish what earlier ticks left unpublished, then fetch every due job's status
+concurrently and commit (and publish) only what changed.
+
+The record query runs in a worker thread and feeds a queue; ``concurrency`` workers take jobs from it,
+so fetching starts with the first page and the number of tasks stays small whatever N is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .batch_api import BatchApiClient
+from .errors import BadResponseError, DeadlineExceeded, RelayError, UsageError
+from .jobnames import JobName
+from .log import get_logger, log
+from .outbox import Outbox
+from .publisher import EventPublisher
+from .settings import Settings
+from .store import SHARDS, JobStore, Outcome, Snapshot
+
+_log = get_logger("poller")
+_DONE = object()
+
+
+@dataclasses.dataclass
+class TickSummary:
+    polled: int = 0
+    changed: int = 0
+    published: int = 0
+    errors: int = 0
+    duration_s: float = 0.0
+    updated: int = 0
+    deferred: int = 0
+    republished: int = 0
+    lost: int = 0
+    swept: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["duration_s"] = round(self.duration_s, 3)
+        return out
+
+
+class Poller:
+    """Runs ticks. Everything it talks to is passed in."""
+
+    def __init__(self, settings: Settings, store: JobStore, api: BatchApiClient, publisher: EventPublisher,
+                 *, now: Callable[[], dt.datetime] | None = None, clock: Callable[[], float] = time.monotonic,
+                 sweeper: Callable[[dt.datetime], Any] | None = None) -> None:
+        self._settings = settings
+        self._store = store
+        self._api = api
+        self._publisher = publisher
+        self._now = now or (lambda: dt.datetime.now(dt.UTC))
+        self._clock = clock
+        self._sweeper = sweeper
+        self.outbox = Outbox(store, publisher)
+        self.owner = self.outbox.owner
+
+    async def tick(self, *, shard_lo: int = 0, shard_hi: int = SHARDS) -> TickSummary:
+        started = self._clock()
+        deadline = started + self._settings.tick_deadline_s
+        summary = TickSummary()
+        if self._sweeper is not None:
+            summary.swept = int(await asyncio.to_thread(self._sweeper, self._now()) or 0)
+        await self._republish(summary, deadline)
+        await self._poll(summary, deadline, shard_lo, shard_hi)
+        summary.duration_s = self._clock() - started
+        await asyncio.to_thread(self._store.heartbeat, summary.as_dict(), self._now())
+        log(_log, logging.INFO, "tick finished", **summary.as_dict())
+        return summary
+
+    # -- phase 1: the outbox of earlier ticks ------------------------------------------------------
+    async def _republish(self, summary: TickSummary, deadline: float) -> None:
+        snaps = await asyncio.to_thread(lambda: list(self._store.unpublished()))
+        for snap in snaps:
+            if self._clock() >= deadline:
+                return
+            now = self._now()
+            if not await asyncio.to_thread(self._store.claim, snap, self.owner, now):
+                continue
+            sent, _left = await self.outbox.flush(snap.data)
+            summary.republished += sent
+            summary.published += sent
+
+    # -- phase 2: poll the due jobs ----------------------------------------------------------------
+    async def _poll(self, summary: TickSummary, deadline: float, lo: int, hi: int) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue(maxsize=0)
+        start = lo + secrets.randbelow(max(hi - lo, 1))
+        workers_n = self._settings.poll_concurrency
+
+        def produce() -> None:
+            try:
+                for snap in self._store.due(start=start, lo=lo, hi=hi):
+                    loop.call_soon_threadsafe(queue.put_nowait, snap)
+            finally:
+                for _ in range(workers_n):
+                    loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+        async def worker() -> None:
+            while (snap := await queue.get()) is not _DONE:
+                if self._clock() >= deadline:
+                    summary.deferred += 1
+                    continue
+                await self._poll_one(snap, summary, deadline)
+
+        producer = asyncio.create_task(asyncio.to_thread(produce))
+        await asyncio.gather(*(worker() for _ in range(workers_n)))
+        await producer
+
+    async def _poll_one(self, snap: Snapshot, summary: TickSummary, deadline: float) -> None:
+        name = snap.data.get("name", snap.id)
+        try:
+            job = JobName.parse(name)
+        except UsageError as exc:
+            await self._error(snap, "bad_name", str(exc), summary)
+            return
+        try:
+            status = await self._api.get_status(job, deadline)
+        except DeadlineExceeded:
+            summary.deferred += 1
+            return
+        except RelayError as exc:
+            summary.polled += 1
+            await self._error(snap, exc.kind, str(exc), summary)
+            return
+        except Exception as exc:  # noqa: BLE001 - garbage from an API must never stop the tick
+            summary.polled += 1
+            await self._error(snap, BadResponseError.kind, f"{type(exc).__name__}: {exc}"[:300], summary)
+            return
+        summary.polled += 1
+        now = self._now()
+        outcome = await asyncio.to_thread(self._store.apply_status, snap, status, now, self.owner)
+        if outcome.kind == "changed":
+            summary.changed += 1
+            log(_log, logging.INFO, "state changed", job=name, api=job.api, state=status.state,
+                previous_state=snap.data.get("state"), version=int(snap.data.get("version") or 0) + 1)
+        elif outcome.kind == "updated":
+            summary.updated += 1
+        await self._after_commit(name, outcome, summary)
+
+    async def _error(self, snap: Snapshot, kind: str, message: str, summary: TickSummary) -> None:
+        summary.errors += 1
+        name = snap.data.get("name", snap.id)
+        log(_log, logging.WARNING, "status fetch failed", job=name, api=snap.data.get("api"), kind=kind,
+            error=message[:500])
+        try:
+            outcome = await asyncio.to_thread(self._store.record_error, snap, kind, message[:500],
+                                              self._now(), self.owner)
+        except Exception as exc:  # noqa: BLE001 - one record's write must not stop the others
+            log(_log, logging.ERROR, "could not record poll error", job=name, error=repr(exc)[:300])
+            return
+        if outcome.kind == "lost":
+            summary.lost += 1
+            log(_log, logging.WARNING, "job lost", job=name, api=snap.data.get("api"))
+        await self._after_commit(name, outcome, summary)
+
+    async def _after_commit(self, name: str, outcome: Outcome, summary: TickSummary) -> None:
+        if not (outcome.events and outcome.lease):
+            return
+        try:
+            snap = await asyncio.to_thread(self._store.snapshot, name)
+            if snap is not None:
+                sent, _left = await self.outbox.flush(snap.data)
+                summary.published += sent
+        except Exception as exc:  # noqa: BLE001 - unpublished events stay in the outbox for the next tick
+            summary.errors += 1
+            log(_log, logging.ERROR, "publish step failed", job=name, error=f"{type(exc).__name__}: {exc}"[:300])

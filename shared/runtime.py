@@ -1,0 +1,70 @@
+"""Wires the real pieces together for one tick. Only entry points and the CLI call this."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import httpx
+
+from .auth import GoogleAuth, StaticToken, default_credentials
+from .batch_api import BatchApiClient, make_http_client
+from .publisher import EventPublisher
+from .settings import Settings
+from .store import JobStore
+
+
+def vertex_auth(settings: Settings) -> httpx.Auth:
+    """ADC bearer tokens for Vertex. A plain-http base URL (the local simulator) gets a dummy token:
+    a real token is never sent over an unencrypted connection."""
+    if settings.vertex_base_url and settings.vertex_base_url.startswith("http://"):
+        return StaticToken()
+    return GoogleAuth(default_credentials())
+
+
+def make_poller(settings: Settings, db, publisher_client, http: httpx.AsyncClient):
+    from .copy_ledger import CopySweeper
+    from .poller import Poller
+
+    store = JobStore(db, settings)
+    api = BatchApiClient(http, settings, vertex_auth=LazyAuth(settings))
+    publisher = EventPublisher(publisher_client, settings.project, settings.events_topic)
+    sweeper = CopySweeper(store, settings)
+    return Poller(settings, store, api, publisher, sweeper=sweeper.sweep)
+
+
+async def run_tick(settings: Settings, db, publisher_client, *,
+                   transport: httpx.AsyncBaseTransport | None = None) -> dict:
+    """One tick with clients that belong to this event loop (built here, closed here)."""
+    async with make_http_client(settings, transport=transport) as http:
+        poller = make_poller(settings, db, publisher_client, http)
+        summary = await poller.tick()
+    return summary.as_dict()
+
+
+def poll_once(settings: Settings, db, publisher_client) -> dict:
+    return asyncio.run(run_tick(settings, db, publisher_client))
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class LazyAuth(httpx.Auth):
+    """Builds the Vertex credentials on the first Vertex request, so a tick with only Gemini jobs (or
+    none) never looks for Application Default Credentials."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._auth: httpx.Auth | None = None
+
+    def _inner(self) -> httpx.Auth:
+        if self._auth is None:
+            self._auth = vertex_auth(self._settings)
+        return self._auth
+
+    def sync_auth_flow(self, request):
+        return self._inner().sync_auth_flow(request)
+
+    def async_auth_flow(self, request):
+        return self._inner().async_auth_flow(request)

@@ -1,0 +1,180 @@
+"""Settings (contract A2), read from the environment once, into a frozen dataclass.
+
+``Settings.from_env`` fails fast with one message naming the variable; ``load_settings`` caches the
+result for the life of the process (a warm Cloud Functions instance reads the environment once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import re
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from .errors import SettingsError
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    project: str
+    database: str = "(default)"
+    collection: str = "batch_jobs"
+    events_topic: str = "batch-job-events"
+    gemini_api_key: str | None = dataclasses.field(default=None, repr=False)
+    gemini_base_url: str = "https://generativelanguage.googleapis.com"
+    vertex_base_url: str | None = None
+    default_destination: str | None = None
+    allowed_buckets: frozenset[str] | None = None
+    poll_concurrency: int = 32
+    # Added settings (A2 allows more); defaults keep a tick inside the poller's 540 s ceiling.
+    tick_deadline_s: float = 240.0
+    request_timeout_s: float = 20.0
+    max_attempts: int = 5
+    vertex_region_qpm: int = 600
+    lost_after_s: float = 24 * 3600.0
+    copy_lease_s: float = 600.0
+    publish_lease_s: float = 60.0
+    retention_days: int = 30
+    firestore_emulator_host: str | None = None
+    pubsub_emulator_host: str | None = None
+    storage_emulator_host: str | None = None
+
+    @property
+    def meta_collection(self) -> str:
+        return f"{self.collection}_meta"
+
+    @property
+    def event_source(self) -> str:
+        return f"//batch-relay/projects/{self.project}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        get = _Reader(env)
+        project = get.text("GOOGLE_CLOUD_PROJECT", required=True)
+        return cls(
+            project=project,
+            database=get.text("RELAY_FIRESTORE_DATABASE") or "(default)",
+            collection=get.name("RELAY_COLLECTION", "batch_jobs"),
+            events_topic=get.name("RELAY_EVENTS_TOPIC", "batch-job-events"),
+            gemini_api_key=get.text("RELAY_GEMINI_API_KEY"),
+            gemini_base_url=get.url("RELAY_GEMINI_BASE_URL") or "https://generativelanguage.googleapis.com",
+            vertex_base_url=get.url("RELAY_VERTEX_BASE_URL", allow_location=True),
+            default_destination=get.gcs_uri("RELAY_DEFAULT_DESTINATION"),
+            allowed_buckets=get.buckets("RELAY_ALLOWED_BUCKETS"),
+            poll_concurrency=get.integer("RELAY_POLL_CONCURRENCY", 32, low=1, high=1000),
+            tick_deadline_s=get.number("RELAY_TICK_DEADLINE_S", 240.0, low=1.0, high=3600.0),
+            request_timeout_s=get.number("RELAY_REQUEST_TIMEOUT_S", 20.0, low=0.1, high=600.0),
+            max_attempts=get.integer("RELAY_MAX_ATTEMPTS", 5, low=1, high=20),
+            vertex_region_qpm=get.integer("RELAY_VERTEX_REGION_QPM", 600, low=1, high=1_000_000),
+            lost_after_s=get.number("RELAY_LOST_AFTER_S", 24 * 3600.0, low=0.0, high=30 * 86400.0),
+            copy_lease_s=get.number("RELAY_COPY_LEASE_S", 600.0, low=1.0, high=86400.0),
+            publish_lease_s=get.number("RELAY_PUBLISH_LEASE_S", 60.0, low=0.0, high=3600.0),
+            retention_days=get.integer("RELAY_RETENTION_DAYS", 30, low=0, high=3650),
+            firestore_emulator_host=get.text("FIRESTORE_EMULATOR_HOST"),
+            pubsub_emulator_host=get.text("PUBSUB_EMULATOR_HOST"),
+            storage_emulator_host=get.url("STORAGE_EMULATOR_HOST"),
+        )
+
+
+@functools.cache
+def load_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings.from_env()
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def text(self, var: str, *, required: bool = False) -> str | None:
+        value = (self._env.get(var) or "").strip()
+        if not value:
+            if required:
+                raise SettingsError(f"{var} is required but not set")
+            return None
+        return value
+
+    def name(self, var: str, default: str) -> str:
+        value = self.text(var) or default
+        if not re.fullmatch(r"[A-Za-z0-9_.~+%-]{1,255}", value) or value.startswith("goog"):
+            raise SettingsError(f"{var}={value!r} is not a valid resource id")
+        return value
+
+    def integer(self, var: str, default: int, *, low: int, high: int) -> int:
+        raw = self.text(var)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{var}={raw!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{var}={value} is out of range ({low}..{high})")
+        return value
+
+    def number(self, var: str, default: float, *, low: float, high: float) -> float:
+        raw = self.text(var)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{var}={raw!r} is not a number") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{var}={value} is out of range ({low}..{high})")
+        return value
+
+    def url(self, var: str, *, allow_location: bool = False) -> str | None:
+        raw = self.text(var)
+        if raw is None:
+            return None
+        probe = raw.replace("{location}", "loc") if allow_location else raw
+        parts = urlsplit(probe)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise SettingsError(f"{var}={raw!r} is not an http(s) URL")
+        return raw.rstrip("/")
+
+    def gcs_uri(self, var: str) -> str | None:
+        raw = self.text(var)
+        if raw is None:
+            return None
+        try:
+            return normalize_destination(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{var}: {exc}") from None
+
+    def buckets(self, var: str) -> frozenset[str] | None:
+        raw = self.text(var)
+        if raw is None:
+            return None
+        names = [b.strip() for b in raw.split(",") if b.strip()]
+        for name in names:
+            if not _BUCKET_RE.match(name):
+                raise SettingsError(f"{var}: {name!r} is not a bucket name")
+        return frozenset(names)
+
+
+def normalize_destination(uri: str) -> str:
+    """Validate a ``gs://bucket[/prefix]`` URI and drop any trailing ``/``."""
+    if not uri.startswith("gs://"):
+        raise ValueError(f"{uri!r} is not a gs:// URI")
+    bucket, _, prefix = uri[5:].partition("/")
+    if not _BUCKET_RE.match(bucket):
+        raise ValueError(f"{uri!r}: {bucket!r} is not a bucket name")
+    prefix = prefix.strip("/")
+    if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
+        raise ValueError(f"{uri!r} has an empty, '.' or '..' path segment")
+    if any(ord(c) < 32 or ord(c) == 127 for c in prefix):
+        raise ValueError(f"{uri!r} contains control characters")
+    return f"gs://{bucket}/{prefix}" if prefix else f"gs://{bucket}"
+
+
+def split_gcs_uri(uri: str) -> tuple[str, str]:
+    """``gs://bucket/a/b`` -> (``bucket``, ``a/b``)."""
+    bucket, _, prefix = normalize_destination(uri)[5:].partition("/")
+    return bucket, prefix
