@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from .errors import BadResponseError, DeadlineExceeded, PermanentError, RelayError, TransientError
+from .errors import BadResponseError, DeadlineExceeded, ForbiddenError, RelayError, TransientError
 from .jobnames import GEMINI, JobName
 from .models import JobStatus
 from .ratelimit import RegionLimiter
@@ -78,8 +78,7 @@ class BatchApiClient:
     async def get_status(self, job: JobName, deadline: float) -> JobStatus:
         """The job's status, or an error from ``shared.errors`` (never anything else)."""
         if job.api == GEMINI and not self._settings.gemini_api_key:
-            raise PermanentError("RELAY_GEMINI_API_KEY is not set; cannot poll Gemini API batches",
-                                 kind="forbidden")
+            raise ForbiddenError("RELAY_GEMINI_API_KEY is not set; cannot poll Gemini API batches")
         url = status_url(self._settings, job)
         attempt = 0
         while True:

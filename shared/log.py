@@ -56,15 +56,32 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(entry, default=str, ensure_ascii=False))
 
 
-def configure(stream=None, level: int = logging.INFO) -> logging.Logger:
-    """Install the JSON handler on the package logger once (idempotent)."""
+class _Handler(logging.StreamHandler):
+    """Writes to the stream of the moment (``sys.stdout`` unless told otherwise), looked up per line."""
+
+    def __init__(self, stream_name: str) -> None:
+        super().__init__()
+        self.stream_name = stream_name
+
+    @property
+    def stream(self):
+        return getattr(sys, self.stream_name)
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def configure(stream: str = "stdout", level: int = logging.INFO) -> logging.Logger:
+    """Install the JSON handler on the package logger (idempotent). ``stream``: stdout or stderr."""
     logger = logging.getLogger(LOGGER_NAME)
-    if not any(getattr(h, "_batch_relay", False) for h in logger.handlers):
-        handler = logging.StreamHandler(stream or sys.stdout)
+    handler = next((h for h in logger.handlers if isinstance(h, _Handler)), None)
+    if handler is None:
+        handler = _Handler(stream)
         handler.setFormatter(JsonFormatter())
-        handler._batch_relay = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.propagate = False
+    handler.stream_name = stream
     logger.setLevel(level)
     return logger
 

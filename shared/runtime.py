@@ -9,6 +9,7 @@ import httpx
 
 from .auth import GoogleAuth, StaticToken, default_credentials
 from .batch_api import BatchApiClient, make_http_client
+from .errors import ForbiddenError
 from .publisher import EventPublisher
 from .settings import Settings
 from .store import JobStore
@@ -60,7 +61,12 @@ class LazyAuth(httpx.Auth):
 
     def _inner(self) -> httpx.Auth:
         if self._auth is None:
-            self._auth = vertex_auth(self._settings)
+            from google.auth.exceptions import DefaultCredentialsError
+
+            try:
+                self._auth = vertex_auth(self._settings)
+            except DefaultCredentialsError as exc:
+                raise ForbiddenError(f"no Google credentials for Vertex AI: {str(exc)[:200]}") from None
         return self._auth
 
     def sync_auth_flow(self, request):

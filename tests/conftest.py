@@ -91,3 +91,114 @@ def settings(emulator_env, simulator_service, unique) -> Settings:
         "RELAY_REQUEST_TIMEOUT_S": "2",
     }
     return Settings.from_env(env)
+
+
+class Relay:
+    """One test's view of the pipeline: its settings, real clients on the emulators, a subscription
+    on its topic (ordering enabled), and ways to run ticks."""
+
+    def __init__(self, settings: Settings):
+        from google.cloud import pubsub_v1
+
+        from shared import clients
+        from shared.store import JobStore
+
+        self.settings = settings
+        self.db = clients.make_firestore(settings)
+        self.publisher = clients.make_publisher(settings)
+        self.subscriber = pubsub_v1.SubscriberClient()
+        self.store = JobStore(self.db, settings)
+        self.topic = f"projects/{settings.project}/topics/{settings.events_topic}"
+        self.publisher.create_topic(name=self.topic)
+        self.subscription = f"projects/{settings.project}/subscriptions/all-{settings.events_topic}"
+        self.subscriber.create_subscription(request={
+            "name": self.subscription, "topic": self.topic, "enable_message_ordering": True,
+            "ack_deadline_seconds": 60})
+
+    def tick(self, settings: Settings | None = None, **kw) -> dict:
+        import asyncio
+
+        from shared import runtime
+
+        return asyncio.run(runtime.run_tick(settings or self.settings, self.db, self.publisher, **kw))
+
+    def drain(self, wait: float = 0.3) -> list[dict]:
+        """Pull every message now on the subscription (acking them), in delivery order."""
+        import json
+        import time
+
+        out = []
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < wait:
+            resp = self.subscriber.pull(request={"subscription": self.subscription, "max_messages": 500,
+                                                 "return_immediately": True}, timeout=10)
+            if not resp.received_messages:
+                time.sleep(0.05)
+                continue
+            quiet_since = time.monotonic()
+            for m in resp.received_messages:
+                out.append({"attributes": dict(m.message.attributes), "data": json.loads(m.message.data),
+                            "ordering_key": m.message.ordering_key})
+            self.subscriber.acknowledge(request={"subscription": self.subscription,
+                                                 "ack_ids": [m.ack_id for m in resp.received_messages]})
+        return out
+
+    def close(self):
+        import contextlib
+
+        with contextlib.suppress(Exception):
+            self.subscriber.delete_subscription(request={"subscription": self.subscription})
+        with contextlib.suppress(Exception):
+            self.publisher.delete_topic(request={"topic": self.topic})
+        self.subscriber.close()
+        self.publisher.stop()
+
+
+@pytest.fixture
+def relay(settings):
+    r = Relay(settings)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def function_env(settings, monkeypatch):
+    """Expose one test's settings to code that reads the environment (entry points, the CLI)."""
+    from shared import clients
+    from shared.settings import load_settings
+
+    env = {
+        "GOOGLE_CLOUD_PROJECT": settings.project,
+        "RELAY_COLLECTION": settings.collection,
+        "RELAY_EVENTS_TOPIC": settings.events_topic,
+        "RELAY_GEMINI_API_KEY": settings.gemini_api_key,
+        "RELAY_GEMINI_BASE_URL": settings.gemini_base_url,
+        "RELAY_VERTEX_BASE_URL": settings.vertex_base_url,
+        "RELAY_TICK_DEADLINE_S": str(settings.tick_deadline_s),
+        "RELAY_REQUEST_TIMEOUT_S": str(settings.request_timeout_s),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    load_settings.cache_clear()
+    yield env
+    load_settings.cache_clear()
+    for cached in (clients.cached_firestore, clients.cached_publisher):
+        cached.cache_clear()
+
+
+def validate_event(message: dict) -> None:
+    """Check a pulled message against A5 and the published JSON Schema of its type."""
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    attrs = message["attributes"]
+    for key in ("ce-specversion", "ce-id", "ce-source", "ce-type", "ce-subject", "ce-time", "content-type",
+                "job", "api", "state"):
+        assert key in attrs, f"missing attribute {key}"
+    assert attrs["ce-specversion"] == "1.0" and attrs["content-type"] == "application/json"
+    assert attrs["ce-subject"] == attrs["job"] == message["ordering_key"]
+    schema_path = Path(__file__).parent.parent / "shared" / "schemas" / f"{attrs['ce-type']}.json"
+    schema = json.loads(schema_path.read_text())
+    jsonschema.validate(message["data"], schema, format_checker=jsonschema.FormatChecker())

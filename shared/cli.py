@@ -1,0 +1,179 @@
+"""``batch-relay`` command line (contract A7).
+
+Exit codes: 0 done; 1 could not run (e.g. Firestore unreachable); 2 bad usage or input, one clear
+line on stderr and nothing written. ``--json`` prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import states
+from .errors import RelayError, UsageError
+from .events import public_record, to_json_value
+from .jobnames import JobName
+from .settings import Settings
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one clear line, exit 2
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"label {text!r} must look like KEY=VALUE")
+    return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="batch-relay", description="Relay Gemini API / Vertex AI batch job status to Pub/Sub.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("track", help="start tracking a job (does not call the batch API)")
+    p.add_argument("name")
+    p.add_argument("--destination", help="gs://bucket/prefix the outputs are copied to")
+    p.add_argument("--label", action="append", type=_label, default=[], metavar="K=V")
+    p = sub.add_parser("untrack", help="remove a job's record and its transitions")
+    p.add_argument("name")
+    sub.add_parser("poll", help="run one tick in-process and print its summary")
+    p = sub.add_parser("list", help="list tracked jobs")
+    p.add_argument("--state", help="SUCCEEDED, JOB_STATE_SUCCEEDED or BATCH_STATE_SUCCEEDED")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("show", help="show one job's record")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("republish", help="re-send a job's unpublished events")
+    p.add_argument("name")
+    p = sub.add_parser("recopy", help="re-run a failed or stuck copy as a new attempt")
+    p.add_argument("name")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, env: dict[str, str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "name", None) is not None:
+            args.name = JobName.parse(args.name).name
+        if getattr(args, "state", None):
+            args.state = states.parse_user_state(args.state)
+        settings = Settings.from_env(env)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    try:
+        return _run(args, settings)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - anything else means the command could not run
+        print(f"error: could not run: {type(exc).__name__}: {str(exc)[:300]}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from . import clients
+    from .log import add_secret, configure
+    from .store import JobStore
+
+    configure(stream="stderr")
+    add_secret(settings.gemini_api_key)
+    db = clients.make_firestore(settings)
+    store = JobStore(db, settings)
+    command = args.command
+    if command == "track":
+        record, created = store.track(args.name, destination=args.destination, labels=dict(args.label))
+        print(f"{'tracking' if created else 'already tracked, updated'} {record['name']} ({record['api']})")
+    elif command == "untrack":
+        existed = store.untrack(args.name)
+        print(f"untracked {args.name}" if existed else f"{args.name} was not tracked")
+    elif command == "poll":
+        from .runtime import poll_once
+
+        print(json.dumps(poll_once(settings, db, clients.make_publisher(settings))))
+    elif command == "list":
+        rows = sorted((public_record(r) for r in store.list(args.state)), key=lambda r: r["name"])
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            _print_table(rows)
+    elif command == "show":
+        record = store.get(args.name)
+        if record is None:
+            raise UsageError(f"{args.name} is not tracked")
+        view = _show(record)
+        print(json.dumps(view, indent=2) if args.json else _format_show(view))
+    elif command == "republish":
+        return _republish(args.name, settings, store)
+    elif command == "recopy":
+        from .reactor import recopy
+
+        result = recopy(args.name, settings, db, clients.make_publisher(settings))
+        print(json.dumps(result))
+        return 0 if result.get("status") in ("done", "not_applicable") else 1
+    return 0
+
+
+def _republish(name: str, settings: Settings, store) -> int:
+    from . import clients
+    from .outbox import Outbox
+    from .publisher import EventPublisher
+
+    if store.get(name) is None:
+        raise UsageError(f"{name} is not tracked")
+    publisher = EventPublisher(clients.make_publisher(settings), settings.project, settings.events_topic)
+    result = asyncio.run(Outbox(store, publisher).flush_name(name, force=True))
+    sent, left = result or (0, 0)
+    print(json.dumps({"job": name, "published": sent, "unpublished": left}))
+    return 0 if left == 0 else 1
+
+
+def _show(record: dict[str, Any]) -> dict[str, Any]:
+    view = public_record(record)
+    start, end = record.get("start_time") or record.get("create_time"), record.get("end_time")
+    if start and end:
+        view["duration_s"] = round((end - start).total_seconds(), 3)
+    elif start:
+        view["duration_s"] = round((dt.datetime.now(dt.UTC) - start).total_seconds(), 3)
+    else:
+        view["duration_s"] = None
+    return view
+
+
+def _format_show(view: dict[str, Any]) -> str:
+    lines = []
+    for key, value in view.items():
+        if isinstance(value, dict):
+            inner = ", ".join(f"{k}={json.dumps(to_json_value(v))}" for k, v in value.items()) or "-"
+            lines.append(f"{key:17} {inner}")
+        else:
+            lines.append(f"{key:17} {'-' if value is None else value}")
+    return "\n".join(lines)
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    header = ("NAME", "API", "STATE", "VER", "DONE/FAILED/LEFT", "COPY")
+    table = [header]
+    for r in rows:
+        c = r.get("completion_stats") or {}
+        counts = "-" if not c else f"{c.get('successful')}/{c.get('failed')}/{c.get('incomplete')}"
+        table.append((r["name"], r["api"], r["state"].removeprefix("JOB_STATE_"), str(r["version"]), counts,
+                      (r.get("copy") or {}).get("status") or "-"))
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print(f"{len(rows)} job(s)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""The REST client against httpx.MockTransport: here the HTTP peer itself is the subject."""
+
+import asyncio
+import datetime as dt
+import json
+
+import httpx
+import pytest
+
+from shared.auth import GoogleAuth
+from shared.batch_api import BatchApiClient, status_url
+from shared.errors import BadResponseError, DeadlineExceeded, ForbiddenError, NotFoundError, TransientError
+from shared.jobnames import JobName
+from shared.ratelimit import RegionLimiter
+from shared.settings import Settings
+
+GEMINI = JobName.parse("batches/b1")
+VERTEX = JobName.parse("projects/p/locations/europe-west4/batchPredictionJobs/9")
+OK_GEMINI = {"name": "batches/b1", "metadata": {"name": "batches/b1", "state": "BATCH_STATE_RUNNING"}}
+OK_VERTEX = {"name": VERTEX.name, "state": "JOB_STATE_QUEUED"}
+
+
+def settings(**env):
+    return Settings.from_env({"GOOGLE_CLOUD_PROJECT": "p", "RELAY_GEMINI_API_KEY": "k-123456", **env})
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+        self.sleeps = []
+
+    def __call__(self):
+        return self.t
+
+    async def sleep(self, s):
+        self.sleeps.append(s)
+        self.t += s
+
+
+def run(replies, job=GEMINI, deadline=1000.0, **kw):
+    """Serve ``replies`` in order; return (status or exception, requests seen, sleeps)."""
+    seen = []
+    queue = list(replies)
+
+    def handler(request):
+        seen.append(httpx.Request(request.method, request.url, headers=request.headers.copy()))
+        reply = queue.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    clock = Clock()
+    s = kw.pop("settings", None) or settings()
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            api = BatchApiClient(http, s, clock=clock, sleep=clock.sleep, **kw)
+            try:
+                return await api.get_status(job, deadline)
+            except Exception as exc:  # noqa: BLE001
+                return exc
+
+    return asyncio.run(go()), seen, clock.sleeps
+
+
+def test_gemini_request_carries_the_key_header():
+    result, seen, _ = run([httpx.Response(200, json=OK_GEMINI)])
+    assert result.state == "JOB_STATE_RUNNING"
+    assert seen[0].headers["x-goog-api-key"] == "k-123456"
+    assert str(seen[0].url) == "https://generativelanguage.googleapis.com/v1beta/batches/b1"
+
+
+def test_vertex_hosts():
+    s = settings()
+    assert status_url(s, VERTEX) == f"https://europe-west4-aiplatform.googleapis.com/v1/{VERTEX.name}"
+    g = JobName.parse("projects/p/locations/global/batchPredictionJobs/1")
+    assert status_url(s, g).startswith("https://aiplatform.googleapis.com/v1/projects/p/locations/global/")
+    custom = settings(RELAY_VERTEX_BASE_URL="http://127.0.0.1:9/{location}")
+    assert status_url(custom, VERTEX) == f"http://127.0.0.1:9/europe-west4/v1/{VERTEX.name}"
+
+
+def test_retries_429_and_5xx_then_succeeds_honouring_retry_after():
+    replies = [httpx.Response(429, json={"error": {"code": 429, "message": "slow down"}}),
+               httpx.Response(429, headers={"Retry-After": "7"}),
+               httpx.Response(503), httpx.Response(200, json=OK_GEMINI)]
+    result, seen, sleeps = run(replies)
+    assert result.state == "JOB_STATE_RUNNING" and len(seen) == 4
+    assert 0.5 <= sleeps[0] <= 1.0  # jittered first backoff
+    assert sleeps[1] == 7.0  # Retry-After honoured
+    assert 2.0 <= sleeps[2] <= 4.0
+
+
+def test_transport_errors_are_retried_then_given_up():
+    replies = [httpx.ConnectError("refused")] * 5
+    result, seen, sleeps = run(replies)
+    assert isinstance(result, TransientError) and len(seen) == 5 and len(sleeps) == 4
+
+
+def test_timeouts_are_transient():
+    result, _, _ = run([httpx.ReadTimeout("slow")] * 5)
+    assert isinstance(result, TransientError) and "timed out" in str(result)
+
+
+@pytest.mark.parametrize(("reply", "error"), [
+    (httpx.Response(404, json={"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}}), NotFoundError),
+    (httpx.Response(403), ForbiddenError),
+    (httpx.Response(200, content=b'{"name": "batc'), BadResponseError),
+    (httpx.Response(200, json={"metadata": [1]}), BadResponseError),
+    (httpx.Response(200, json={**OK_GEMINI, "metadata": {"name": "batches/other", "state": "BATCH_STATE_RUNNING"}}),
+     BadResponseError),
+])
+def test_permanent_errors_are_not_retried(reply, error):
+    result, seen, _ = run([reply])
+    assert isinstance(result, error) and len(seen) == 1
+
+
+def test_deadline_stops_retrying():
+    result, seen, _ = run([httpx.Response(503)] * 5, deadline=1.5)
+    assert isinstance(result, TransientError) and len(seen) <= 2
+
+
+def test_gemini_without_key_is_forbidden_without_a_request():
+    s = Settings.from_env({"GOOGLE_CLOUD_PROJECT": "p"})
+    result, seen, _ = run([], settings=s)
+    assert isinstance(result, ForbiddenError) and seen == []
+
+
+class FakeCredentials:
+    def __init__(self):
+        self.token = None
+        self.expiry = None
+        self.quota_project_id = "billing-proj"
+        self.refreshes = 0
+
+    def refresh(self, request):
+        self.refreshes += 1
+        self.token = f"tok-{self.refreshes}"
+        self.expiry = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).replace(tzinfo=None)
+
+
+def test_vertex_bearer_token_refreshed_before_expiry_and_after_401(monkeypatch):
+    creds = FakeCredentials()
+    monkeypatch.setattr(GoogleAuth, "_refresh_sync", lambda self, force=False: creds.refresh(None))
+    auth = GoogleAuth(creds)
+    result, seen, _ = run([httpx.Response(401), httpx.Response(200, json=OK_VERTEX)], job=VERTEX, vertex_auth=auth)
+    assert result.state == "JOB_STATE_QUEUED"
+    assert [r.headers["authorization"] for r in seen] == ["Bearer tok-1", "Bearer tok-2"]
+    assert seen[0].headers["x-goog-user-project"] == "billing-proj"
+    creds.expiry = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)).replace(tzinfo=None)  # about to expire
+    _, seen, _ = run([httpx.Response(200, json=OK_VERTEX)], job=VERTEX, vertex_auth=auth)
+    assert seen[0].headers["authorization"] == "Bearer tok-3"
+
+
+def test_region_limiter_spends_a_minute_of_quota_then_waits():
+    clock = Clock()
+    limiter = RegionLimiter(60, clock=clock)
+
+    async def go():
+        for _ in range(60):
+            await limiter.acquire("vertex:r", deadline=10)
+        await limiter.acquire("gemini", deadline=10)  # other regions are separate
+        with pytest.raises(DeadlineExceeded):
+            await limiter.acquire("vertex:r", deadline=0.5)
+        clock.t = 1.0
+        await limiter.acquire("vertex:r", deadline=10)
+
+    asyncio.run(go())
+
+
+def test_error_bodies_do_not_leak_the_key():
+    result, _, _ = run([httpx.Response(400, json={"error": {"message": "API key not valid"}})])
+    assert "k-123456" not in str(result) and json.dumps(str(result))

@@ -1,0 +1,323 @@
+"""The poller end to end: real Firestore and Pub/Sub emulators, the batch-API simulator over HTTP,
+``poll_jobs`` through functions-framework."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+
+import pytest
+from functions_framework import create_app
+
+from devtools.simulator import gemini_spec, vertex_spec
+from shared import runtime
+from tests.conftest import validate_event
+
+MAIN = "functions/main.py"
+
+
+def vname(job_id: str, location: str = "us-central1") -> str:
+    return f"projects/proj-a/locations/{location}/batchPredictionJobs/{job_id}"
+
+
+@pytest.fixture
+def poll_client(function_env):
+    return create_app(target="poll_jobs", source=MAIN, signature_type="http").test_client()
+
+
+def tick_http(client) -> dict:
+    response = client.post("/")
+    assert response.status_code == 200, response.data
+    summary = response.get_json()
+    for key in ("polled", "changed", "published", "errors"):
+        assert isinstance(summary[key], int)
+    assert isinstance(summary["duration_s"], float)
+    return summary
+
+
+def ticks_until_terminal(client, relay, names, limit=15) -> list[dict]:
+    summaries = []
+    for _ in range(limit):
+        summaries.append(tick_http(client))
+        if all(relay.store.get(n)["terminal"] for n in names):
+            return summaries
+    raise AssertionError(f"not terminal after {limit} ticks: {[relay.store.get(n)['state'] for n in names]}")
+
+
+def events_by_job(messages) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for m in messages:
+        out.setdefault(m["attributes"]["job"], []).append(m)
+    return out
+
+
+def check_stream(relay, name, expected_states):
+    """Exactly one event per transition, in version order, matching the transitions subcollection."""
+    record = relay.store.get(name)
+    transitions = relay.store.transitions(name)
+    assert [t["to_state"] for t in transitions] == expected_states
+    assert [t["version"] for t in transitions] == list(range(1, len(expected_states) + 1))
+    assert all(t["published"] for t in transitions)
+    assert record["version"] == len(expected_states) and not record["has_unpublished"]
+    return record, transitions
+
+
+def test_gemini_lifecycle_one_event_per_transition(relay, simulator, poll_client):
+    simulator.add_job(gemini_spec("life-1", [
+        "PENDING", {"state": "RUNNING", "after_polls": 1, "stats": {"successful": 1, "failed": 0, "incomplete": 2}},
+        {"state": "RUNNING", "after_polls": 1, "stats": {"successful": 2, "failed": 1, "incomplete": 0}},
+        {"state": "SUCCEEDED", "after_polls": 1}], output={"kind": "file", "file_id": "batch-life-1", "lines": 3}))
+    simulator.add_job(gemini_spec("life-2", ["PENDING", "CANCELLED"]))
+    simulator.add_job(gemini_spec("life-3", ["PENDING", "EXPIRED"]))
+    names = ["batches/life-1", "batches/life-2", "batches/life-3"]
+    for n in names:
+        relay.store.track(n, destination="gs://out-bucket/x")
+    ticks_until_terminal(poll_client, relay, names)
+    messages = relay.drain()
+    by_job = events_by_job(messages)
+    rec, _ = check_stream(relay, names[0], ["JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"])
+    assert rec["completion_stats"] == {"successful": 2, "failed": 1, "incomplete": 0}
+    assert rec["output"] == {"file_name": "files/batch-life-1"}
+    check_stream(relay, names[1], ["JOB_STATE_PENDING", "JOB_STATE_CANCELLED"])
+    assert relay.store.get(names[1])["error"]["code"] == 1
+    check_stream(relay, names[2], ["JOB_STATE_PENDING", "JOB_STATE_EXPIRED"])
+    for name in names:
+        record = relay.store.get(name)
+        got = by_job[name]
+        assert [m["attributes"]["ce-id"] for m in got] == [
+            f"{record['tracking_id']}-{v}" for v in range(1, record["version"] + 1)]
+        previous = "JOB_STATE_UNSPECIFIED"
+        for version, m in enumerate(got, start=1):
+            validate_event(m)
+            attrs = m["attributes"]
+            assert attrs["ce-type"] == "batchrelay.job.v1.stateChanged"
+            assert attrs["ce-source"] == f"//batch-relay/projects/{relay.settings.project}"
+            assert attrs["previous_state"] == previous == m["data"]["previous_state"]
+            assert m["data"]["version"] == version and m["data"]["job"]["version"] == version
+            assert attrs["api"] == "gemini" and attrs["state"] == m["data"]["state"]
+            previous = attrs["state"]
+    assert len(messages) == 7
+
+
+def test_vertex_lifecycle_paused_resumes_and_partial_success(relay, simulator, poll_client):
+    states = ["QUEUED", "RUNNING", "PAUSED", "QUEUED", "RUNNING", "PARTIALLY_SUCCEEDED"]
+    simulator.add_job(vertex_spec("proj-a", "us-central1", "501", states,
+                                  output={"kind": "gcs", "uri": "gs://vertex-out/run-501/prediction-x"}))
+    simulator.add_job(vertex_spec("proj-a", "europe-west4", "502", ["RUNNING", "CANCELLING", "CANCELLED"]))
+    simulator.add_job(vertex_spec("proj-a", "global", "503", ["PENDING", "RUNNING", "FAILED"]))
+    names = [vname("501"), vname("502", "europe-west4"), vname("503", "global")]
+    for n in names:
+        relay.store.track(n)
+    ticks_until_terminal(poll_client, relay, names)
+    full = [f"JOB_STATE_{s}" for s in states]
+    rec, _ = check_stream(relay, names[0], full)
+    assert rec["terminal"] and rec["output"] == {"gcs_uri": "gs://vertex-out/run-501/prediction-x"}
+    check_stream(relay, names[1], ["JOB_STATE_RUNNING", "JOB_STATE_CANCELLING", "JOB_STATE_CANCELLED"])
+    failed, _ = check_stream(relay, names[2], ["JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_FAILED"])
+    assert failed["error"]["code"] != 0
+    by_job = events_by_job(relay.drain())
+    assert [m["attributes"]["state"] for m in by_job[names[0]]] == full
+    paused = by_job[names[0]][2]
+    assert paused["data"]["job"]["terminal"] is False  # PAUSED is not terminal
+    for msgs in by_job.values():
+        for m in msgs:
+            validate_event(m)
+
+
+def test_unchanged_tick_writes_nothing_and_counts_update_without_event(relay, simulator):
+    simulator.add_job(gemini_spec("quiet", [
+        {"state": "RUNNING", "stats": {"successful": 1, "failed": 0, "incomplete": 5}}]))
+    relay.store.track("batches/quiet")
+    assert relay.tick()["changed"] == 1
+    before = relay.store.snapshot("batches/quiet").update_time
+    heartbeat_before = relay.store.read_heartbeat()["last_tick"]
+    summary = relay.tick()
+    assert (summary["polled"], summary["changed"], summary["updated"]) == (1, 0, 0)
+    assert relay.store.snapshot("batches/quiet").update_time == before  # no write at all
+    assert relay.store.read_heartbeat()["last_tick"] > heartbeat_before  # the tick's one write
+    relay.drain()
+    # a count change alone updates the record, with no event and no version bump
+    simulator.set_state("batches/quiet", "RUNNING", stats={"successful": 4, "failed": 0, "incomplete": 2})
+    summary = relay.tick()
+    assert (summary["changed"], summary["updated"], summary["published"]) == (0, 1, 0)
+    record = relay.store.get("batches/quiet")
+    assert record["completion_stats"] == {"successful": 4, "failed": 0, "incomplete": 2}
+    assert record["version"] == 1
+    assert relay.drain() == []
+
+
+def test_untrack_and_retrack_never_reuse_an_event_id(relay, simulator):
+    simulator.add_job(gemini_spec("again", ["RUNNING"]))
+    relay.store.track("batches/again")
+    relay.tick()
+    first = relay.drain()
+    assert relay.store.untrack("batches/again") is True
+    assert relay.store.get("batches/again") is None and relay.store.transitions("batches/again") == []
+    relay.store.track("batches/again")
+    relay.tick()
+    second = relay.drain()
+    assert len(first) == len(second) == 1
+    assert first[0]["attributes"]["ce-id"] != second[0]["attributes"]["ce-id"]
+    assert second[0]["attributes"]["ce-id"].endswith("-1")
+
+
+def test_overlapping_ticks_publish_no_duplicate_versions(relay, simulator):
+    names = [f"batches/overlap-{i}" for i in range(6)]
+    for n in names:
+        simulator.add_job(gemini_spec(n, ["RUNNING", "SUCCEEDED"], after_polls=2))
+        relay.store.track(n)
+
+    async def two_ticks():
+        return await asyncio.gather(
+            runtime.run_tick(relay.settings, relay.db, relay.publisher),
+            runtime.run_tick(relay.settings, relay.db, relay.publisher))
+
+    for _ in range(4):
+        asyncio.run(two_ticks())
+    messages = relay.drain()
+    for n in names:
+        transitions = relay.store.transitions(n)
+        assert [t["version"] for t in transitions] == [1, 2]
+        assert [t["to_state"] for t in transitions] == ["JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"]
+    ids = [m["attributes"]["ce-id"] for m in messages]
+    assert len(set(ids)) == 2 * len(names)  # every transition delivered; duplicates only share an id
+    for n, msgs in events_by_job(messages).items():
+        firsts = []
+        for m in msgs:
+            if m["data"]["version"] not in firsts:
+                firsts.append(m["data"]["version"])
+        assert firsts == [1, 2], n
+
+
+def test_publish_failure_is_delivered_later_before_newer_events(relay, simulator):
+    simulator.add_job(gemini_spec("pubfail", ["PENDING", "RUNNING", "SUCCEEDED"]))
+    relay.store.track("batches/pubfail")
+    broken = dataclasses.replace(relay.settings, events_topic="no-such-topic")
+    summary = relay.tick(broken)
+    assert summary["changed"] == 1 and summary["published"] == 0
+    record = relay.store.get("batches/pubfail")
+    assert record["has_unpublished"] and record["publish_lease"] is None
+    assert relay.drain() == []
+    summary = relay.tick()  # republishes v1 first, then commits and publishes v2
+    assert summary["republished"] == 1 and summary["changed"] == 1
+    relay.tick()
+    versions = [m["data"]["version"] for m in relay.drain()]
+    assert versions == [1, 2, 3]
+    assert relay.store.get("batches/pubfail")["has_unpublished"] is False
+
+
+def test_terminal_record_left_unpublished_is_republished(relay, simulator):
+    simulator.add_job(gemini_spec("crashy", ["SUCCEEDED"], output={"kind": "inline", "count": 2}))
+    relay.store.track("batches/crashy")
+    relay.tick(dataclasses.replace(relay.settings, events_topic="missing-topic"))
+    record = relay.store.get("batches/crashy")
+    assert record["terminal"] and record["has_unpublished"]
+    summary = relay.tick()
+    assert summary["polled"] == 0 and summary["republished"] == 1
+    [message] = relay.drain()
+    assert message["attributes"]["state"] == "JOB_STATE_SUCCEEDED"
+    assert message["data"]["job"]["output"] == {"inlined_count": 2}
+
+
+def test_faults_on_some_jobs_leave_the_others_correct(relay, simulator):
+    faults = {
+        "f404": [{"kind": "404", "count": 10}],
+        "f403": [{"kind": "403", "count": 10}],
+        "fmal": [{"kind": "malformed", "count": 10}],
+        "fgarb": [{"kind": "garbage", "count": 10}],
+        "f503": [{"kind": "503", "count": 10}],
+        "fslow": [{"kind": "slow", "count": 10, "delay_s": 5}],
+        "f429": [{"kind": "429", "retry_after": 1, "count": 1}],
+        "fok": [],
+    }
+    for job_id, f in faults.items():
+        simulator.add_job(gemini_spec(job_id, ["RUNNING"], faults=f))
+        relay.store.track(f"batches/{job_id}")
+    relay.store.track("batches/not-in-simulator")
+    fast = dataclasses.replace(relay.settings, max_attempts=2, request_timeout_s=0.5)
+    started = time.monotonic()
+    summary = relay.tick(fast)
+    assert summary["changed"] == 2 and summary["errors"] == 7
+    kinds = {n: (relay.store.get(f"batches/{n}")["last_poll_error"] or {}).get("kind") for n in faults}
+    assert kinds == {"f404": "not_found", "f403": "forbidden", "fmal": "bad_response", "fgarb": "bad_response",
+                     "f503": "unavailable", "fslow": "unavailable", "f429": None, "fok": None}
+    assert relay.store.get("batches/not-in-simulator")["last_poll_error"]["kind"] == "not_found"
+    assert relay.store.get("batches/fok")["state"] == relay.store.get("batches/f429")["state"] == "JOB_STATE_RUNNING"
+    assert time.monotonic() - started >= 1.0  # the 429's Retry-After was honoured
+    error = relay.store.get("batches/f503")["last_poll_error"]
+    assert "503" in error["message"] and error["at"] is not None
+    # the same error again writes nothing
+    before = relay.store.snapshot("batches/f503").update_time
+    relay.tick(fast)
+    assert relay.store.snapshot("batches/f503").update_time == before
+    events = relay.drain()
+    assert sorted(m["attributes"]["job"] for m in events) == ["batches/f429", "batches/fok"]
+
+
+def test_job_unknown_for_long_enough_is_lost(relay, simulator):
+    simulator.add_job(gemini_spec("vanish", ["RUNNING"]))
+    relay.store.track("batches/vanish")
+    relay.tick()
+    simulator.delete("batches/vanish")
+    quick = dataclasses.replace(relay.settings, lost_after_s=1.0)
+    relay.tick(quick)
+    record = relay.store.get("batches/vanish")
+    assert record["last_poll_error"]["kind"] == "not_found" and not record["terminal"]
+    time.sleep(1.1)
+    summary = relay.tick(quick)
+    assert summary["lost"] == 1
+    record = relay.store.get("batches/vanish")
+    assert record["terminal"] and record["state"] == "JOB_STATE_RUNNING"
+    messages = relay.drain()
+    assert [m["attributes"]["ce-type"] for m in messages] == ["batchrelay.job.v1.stateChanged",
+                                                              "batchrelay.job.v1.lost"]
+    lost = messages[-1]
+    validate_event(lost)
+    assert lost["attributes"]["ce-id"] == f"{record['tracking_id']}-lost"
+    assert not relay.store.get("batches/vanish")["has_unpublished"]
+    assert relay.tick(quick)["polled"] == 0  # terminal: no longer polled
+
+
+def test_poll_jobs_accepts_only_post(poll_client):
+    for method in ("get", "put", "delete"):
+        response = getattr(poll_client, method)("/")
+        assert response.status_code == 405
+        assert response.headers["Allow"] == "POST"
+
+
+def test_poll_jobs_reports_bad_settings_as_500(function_env, monkeypatch):
+    monkeypatch.setenv("RELAY_POLL_CONCURRENCY", "lots")
+    from shared.settings import load_settings
+
+    load_settings.cache_clear()
+    client = create_app(target="poll_jobs", source=MAIN, signature_type="http").test_client()
+    response = client.post("/")
+    assert response.status_code == 500
+    assert "RELAY_POLL_CONCURRENCY" in response.get_json()["error"]
+
+
+def test_heartbeat_and_log_lines(relay, simulator, capsys):
+    from shared.log import configure
+
+    configure()
+    simulator.add_job(gemini_spec("hb", ["RUNNING"]))
+    relay.store.track("batches/hb")
+    summary = relay.tick()
+    heartbeat = relay.store.read_heartbeat()
+    assert heartbeat["summary"]["changed"] == summary["changed"] == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    changed = [entry for entry in lines if entry["message"] == "state changed"]
+    assert changed and changed[0]["job"] == "batches/hb" and changed[0]["severity"] == "INFO"
+    assert any(entry["message"] == "tick finished" for entry in lines)
+    assert all(relay.settings.gemini_api_key not in json.dumps(entry) for entry in lines)
+
+
+def test_tracking_same_job_twice_is_harmless(relay):
+    record, created = relay.store.track("batches/twice", labels={"team": "a"})
+    again, created_again = relay.store.track("batches/twice", destination="gs://bucket-b/p/")
+    assert created and not created_again
+    assert again["tracking_id"] == record["tracking_id"]
+    stored = relay.store.get("batches/twice")
+    assert stored["labels"] == {"team": "a"} and stored["destination"] == "gs://bucket-b/p"
