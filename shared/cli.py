@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import states
-from .errors import RelayError, UsageError
+from .errors import UsageError
 from .events import public_record, to_json_value
 from .jobnames import JobName
 from .settings import Settings

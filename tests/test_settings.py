@@ -8,7 +8,8 @@ BASE = {"GOOGLE_CLOUD_PROJECT": "p1"}
 
 def test_defaults_match_the_contract():
     s = Settings.from_env(BASE)
-    assert (s.project, s.database, s.collection, s.events_topic) == ("p1", "(default)", "batch_jobs", "batch-job-events")
+    assert (s.project, s.database, s.collection) == ("p1", "(default)", "batch_jobs")
+    assert s.events_topic == "batch-job-events"
     assert s.gemini_base_url == "https://generativelanguage.googleapis.com"
     assert s.vertex_base_url is None and s.default_destination is None and s.allowed_buckets is None
     assert s.poll_concurrency == 32
