@@ -93,6 +93,24 @@ class CopyLedger:
 
         return run(self._db.transaction())
 
+    def release(self, name: str, attempt: int) -> None:
+        """Give a claimed copy back (``copying`` -> ``pending``) after a transient failure, so the
+        redelivery of the event can claim it at once."""
+        from google.cloud import firestore
+
+        ref = self._store.ref(name)
+
+        @firestore.transactional
+        def run(txn) -> None:
+            doc = ref.get(transaction=txn)
+            if not doc.exists:
+                return
+            copy = doc.to_dict().get("copy") or {}
+            if copy.get("status") == "copying" and int(copy.get("attempt") or 1) == attempt:
+                txn.update(ref, {"copy.status": "pending", "copy_lease_until": None})
+
+        run(self._db.transaction())
+
     def recopy(self, name: str) -> dict[str, Any]:
         """Start a new attempt of a failed or stuck copy: ``attempt + 1``, status ``pending``."""
         from google.cloud import firestore
@@ -118,11 +136,14 @@ class CopyLedger:
         return run(self._db.transaction())
 
     def stuck(self, now: dt.datetime) -> list[str]:
-        """Names of copies in ``copying`` whose lease ran out (the reactor died or gave up)."""
+        """Names of copies in ``copying`` whose lease ran out a whole lease ago: a redelivery of the
+        event gets the first chance to take an expired lease over and finish the copy; after that the
+        reactor is taken to have died or the dead-letter topic to hold the message."""
         out = []
+        grace = dt.timedelta(seconds=self._lease_s)
         for snap in self._store.copying():
             lease = snap.data.get("copy_lease_until")
-            if lease is None or lease <= now:
+            if lease is None or lease + grace <= now:
                 out.append(snap.name)
         return out
 

@@ -138,7 +138,8 @@ class Relay:
             quiet_since = time.monotonic()
             for m in resp.received_messages:
                 out.append({"attributes": dict(m.message.attributes), "data": json.loads(m.message.data),
-                            "ordering_key": m.message.ordering_key})
+                            "ordering_key": m.message.ordering_key, "raw": bytes(m.message.data),
+                            "message_id": m.message.message_id})
             self.subscriber.acknowledge(request={"subscription": self.subscription,
                                                  "ack_ids": [m.ack_id for m in resp.received_messages]})
         return out
@@ -202,3 +203,27 @@ def validate_event(message: dict) -> None:
     schema_path = Path(__file__).parent.parent / "shared" / "schemas" / f"{attrs['ce-type']}.json"
     schema = json.loads(schema_path.read_text())
     jsonschema.validate(message["data"], schema, format_checker=jsonschema.FormatChecker())
+
+
+def cloud_event_headers(message_id: str = "1") -> dict[str, str]:
+    return {"ce-specversion": "1.0", "ce-id": message_id, "ce-source":
+            "//pubsub.googleapis.com/projects/batch-relay-test/topics/t",
+            "ce-type": "google.cloud.pubsub.topic.v1.messagePublished", "Content-Type": "application/json"}
+
+
+def pubsub_envelope(attributes: dict[str, str], data: bytes, message_id: str = "1") -> dict:
+    """The data of a messagePublished CloudEvent, as Pub/Sub and Eventarc deliver it."""
+    import base64
+
+    return {"message": {"attributes": attributes, "data": base64.b64encode(data).decode(),
+                        "messageId": message_id, "publishTime": "2026-01-01T00:00:00Z"},
+            "subscription": "projects/batch-relay-test/subscriptions/reactor"}
+
+
+def deliver(client, message: dict):
+    """POST one pulled message to on_job_event as a binary-mode CloudEvent (what Eventarc sends)."""
+    import json
+
+    envelope = pubsub_envelope(message["attributes"], message["raw"], message.get("message_id") or "1")
+    return client.post("/", headers=cloud_event_headers(message.get("message_id") or "1"),
+                       data=json.dumps(envelope))

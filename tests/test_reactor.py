@@ -1,0 +1,318 @@
+"""The reactor end to end: Firestore and Pub/Sub emulators, fake-gcs-server and the simulator over real
+HTTP; events delivered as CloudEvents through functions-framework and by a Pub/Sub push subscription."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import time
+import uuid
+
+import httpx
+import pytest
+from functions_framework import create_app
+
+from devtools.simulator import gemini_spec, vertex_spec
+from shared import copy_plans
+from shared.storage import crc32c_of
+from tests.conftest import cloud_event_headers, deliver, pubsub_envelope, validate_event
+
+MAIN = "functions/main.py"
+
+
+class Gcs:
+    """Plain HTTP helpers on fake-gcs-server for arranging and checking objects."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=30)
+
+    def bucket(self, prefix: str) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.http.post("/storage/v1/b", params={"project": "p"}, json={"name": name}).raise_for_status()
+        return name
+
+    def put(self, bucket: str, name: str, data: bytes) -> None:
+        self.http.post(f"/upload/storage/v1/b/{bucket}/o", params={"uploadType": "media", "name": name},
+                       content=data).raise_for_status()
+
+    def get(self, bucket: str, name: str) -> bytes:
+        r = self.http.get(f"/storage/v1/b/{bucket}/o/{_q(name)}", params={"alt": "media"})
+        r.raise_for_status()
+        return r.content
+
+    def meta(self, bucket: str, name: str) -> dict | None:
+        r = self.http.get(f"/storage/v1/b/{bucket}/o/{_q(name)}")
+        return None if r.status_code == 404 else r.json()
+
+    def names(self, bucket: str, prefix: str = "") -> list[str]:
+        out, token = [], None
+        while True:
+            params = {"prefix": prefix, **({"pageToken": token} if token else {})}
+            body = self.http.get(f"/storage/v1/b/{bucket}/o", params=params).json()
+            out += [i["name"] for i in body.get("items", [])]
+            token = body.get("nextPageToken")
+            if not token:
+                return sorted(out)
+
+
+def _q(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(name, safe="")
+
+
+@pytest.fixture
+def gcs(gcs_emulator):
+    g = Gcs(gcs_emulator.url)
+    yield g
+    g.http.close()
+
+
+@pytest.fixture
+def event_client(function_env):
+    return create_app(target="on_job_event", source=MAIN, signature_type="cloudevent").test_client()
+
+
+def succeed(relay, simulator, spec, destination=None, settings=None):
+    """Track a simulated job, tick it to its terminal state, return (record, success message)."""
+    simulator.add_job(spec)
+    relay.store.track(spec["name"], destination=destination)
+    for _ in range(10):
+        relay.tick(settings)
+        if relay.store.get(spec["name"])["terminal"]:
+            break
+    messages = relay.drain()
+    success = [m for m in messages if m["attributes"]["state"] in
+               ("JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED")]
+    assert success, [m["attributes"] for m in messages]
+    return relay.store.get(spec["name"]), success[-1]
+
+
+def copy_events(relay) -> list[dict]:
+    return [m for m in relay.drain() if m["attributes"]["ce-type"] != "batchrelay.job.v1.stateChanged"]
+
+
+def vertex_job(job_id, source_uri, states=("RUNNING", "SUCCEEDED")):
+    return vertex_spec("proj-a", "us-central1", job_id, list(states), output={"kind": "gcs", "uri": source_uri})
+
+
+def test_vertex_gcs_output_is_copied_server_side_with_a_manifest(relay, simulator, gcs, event_client, monkeypatch):
+    monkeypatch.setattr(copy_plans, "LIST_PAGE_SIZE", 4)  # the listing spans several pages
+    src, dst = gcs.bucket("vsrc"), gcs.bucket("vdst")
+    run_dir = "runs/prediction-model-2025-09-19T21:26:51.569037Z"
+    files = {f"predictions_{i:04d}.jsonl": f'{{"i": {i}}}\n'.encode() * (i + 1) for i in range(9)}
+    files["nested/errors_0001.jsonl"] = b'{"status": "bad"}\n'
+    for name, data in files.items():
+        gcs.put(src, f"{run_dir}/{name}", data)
+    gcs.put(src, f"{run_dir}-sibling/predictions.jsonl", b"not mine")  # sibling prefix: not copied
+    record, message = succeed(relay, simulator, vertex_job("701", f"gs://{src}/{run_dir}"), f"gs://{dst}/out/701")
+    response = deliver(event_client, message)
+    assert response.status_code == 200, response.data
+    assert gcs.names(dst) == sorted([f"out/701/{n}" for n in files] + ["out/701/_manifest.json"])
+    for name, data in files.items():
+        assert gcs.get(dst, f"out/701/{name}") == data
+    manifest = json.loads(gcs.get(dst, "out/701/_manifest.json"))
+    assert manifest["job"] == record["name"] and manifest["state"] == "JOB_STATE_SUCCEEDED"
+    assert sorted(o["name"] for o in manifest["objects"]) == sorted(files)
+    for entry in manifest["objects"]:
+        assert entry["size"] == len(files[entry["name"]]) and entry["crc32c"] == crc32c_of(files[entry["name"]])
+    assert manifest["total_bytes"] == sum(len(d) for d in files.values())
+    copy = relay.store.get(record["name"])["copy"]
+    assert copy == {"status": "done", "attempt": 1, "uri": f"gs://{dst}/out/701",
+                    "manifest_uri": f"gs://{dst}/out/701/_manifest.json", "objects": len(files),
+                    "bytes": manifest["total_bytes"], "error": None, "announced": True}
+    [ready] = copy_events(relay)
+    validate_event(ready)
+    assert ready["attributes"]["ce-type"] == "batchrelay.job.v1.outputsReady"
+    assert ready["attributes"]["ce-id"] == f"{record['tracking_id']}-copy1-ready"
+    assert ready["data"]["manifest_uri"] == copy["manifest_uri"] and ready["data"]["objects"] == len(files)
+    # the outputsReady event arrives on the same topic: the reactor acks it without acting
+    assert deliver(event_client, ready).status_code == 200
+
+
+def test_gemini_responses_file_is_streamed_into_the_bucket(relay, simulator, gcs, event_client, simulator_service):
+    dst = gcs.bucket("gdst")
+    spec = gemini_spec("file-1", ["RUNNING", "SUCCEEDED"],
+                       output={"kind": "file", "file_id": "batch-file-1-" + "x" * 40, "lines": 3000, "line_bytes": 300})
+    record, message = succeed(relay, simulator, spec, f"gs://{dst}/gem")
+    assert deliver(event_client, message).status_code == 200
+    original = httpx.get(f"{simulator_service.url}/download/v1beta/{record['output']['file_name']}:download",
+                         params={"alt": "media"}, headers={"x-goog-api-key": relay.settings.gemini_api_key}).content
+    copied = gcs.get(dst, "gem/responses.jsonl")
+    assert copied == original and len(copied.splitlines()) == 3000
+    manifest = json.loads(gcs.get(dst, "gem/_manifest.json"))
+    assert manifest["objects"] == [{"name": "responses.jsonl", "size": len(original), "crc32c": crc32c_of(original)}]
+    [ready] = copy_events(relay)
+    assert ready["data"]["bytes"] == len(original)
+
+
+def test_gemini_inline_responses_become_responses_jsonl(relay, simulator, gcs, event_client):
+    dst = gcs.bucket("idst")
+    spec = gemini_spec("inline-1", ["SUCCEEDED"], output={"kind": "inline", "count": 5, "errors": 1})
+    _, message = succeed(relay, simulator, spec, f"gs://{dst}/inl")
+    assert deliver(event_client, message).status_code == 200
+    lines = [json.loads(line) for line in gcs.get(dst, "inl/responses.jsonl").splitlines()]
+    assert len(lines) == 5 and all("key" in line for line in lines)
+    assert sum("error" in line for line in lines) == 1 and sum("response" in line for line in lines) == 4
+
+
+def test_bigquery_output_is_not_applicable(relay, simulator, event_client):
+    spec = vertex_spec("proj-a", "us-central1", "bq-1", ["SUCCEEDED"],
+                       output={"kind": "bigquery", "table": "bq://proj-a.ds.predictions_1"})
+    record, message = succeed(relay, simulator, spec)
+    assert deliver(event_client, message).status_code == 200
+    assert relay.store.get(record["name"])["copy"]["status"] == "not_applicable"
+    [ready] = copy_events(relay)
+    validate_event(ready)
+    assert (ready["data"]["destination"], ready["data"]["manifest_uri"], ready["data"]["objects"]) == (None, None, 0)
+    assert ready["data"]["job"]["output"]["bigquery_uri"] == "bq://proj-a.ds.predictions_1"
+
+
+def test_duplicate_and_concurrent_deliveries_copy_once(relay, simulator, gcs, event_client, function_env):
+    src, dst = gcs.bucket("dsrc"), gcs.bucket("ddst")
+    for i in range(20):
+        gcs.put(src, f"run/prediction-p/predictions_{i}.jsonl", b"x" * 1000)
+    record, message = succeed(relay, simulator, vertex_job("dup", f"gs://{src}/run/prediction-p"), f"gs://{dst}/d")
+    clients = [create_app(target="on_job_event", source=MAIN, signature_type="cloudevent").test_client()
+               for _ in range(3)]
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        codes = list(pool.map(lambda c: deliver(c, message).status_code, clients))
+    assert 200 in codes and set(codes) <= {200, 500}, codes  # a delivery that finds the copy in progress asks again
+    manifest_gen = gcs.meta(dst, "d/_manifest.json")["generation"]
+    for _ in range(2):  # the redeliveries find it done
+        assert deliver(event_client, message).status_code == 200
+    assert gcs.meta(dst, "d/_manifest.json")["generation"] == manifest_gen  # one manifest
+    ready = copy_events(relay)
+    assert {m["attributes"]["ce-id"] for m in ready} == {f"{record['tracking_id']}-copy1-ready"}
+    assert relay.store.get(record["name"])["copy"]["status"] == "done"
+
+
+def test_storage_503_fails_the_delivery_and_the_redelivery_completes(relay, simulator, gcs, event_client, gcs_emulator,
+                                                                    monkeypatch):
+    from devtools.faultproxy import FaultProxy
+    from shared.settings import load_settings
+
+    proxy = FaultProxy(gcs_emulator.url).start()
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        monkeypatch.setenv("RELAY_MAX_ATTEMPTS", "2")
+        load_settings.cache_clear()
+        src, dst = gcs.bucket("tsrc"), gcs.bucket("tdst")
+        gcs.put(src, "run/prediction-p/predictions.jsonl", b"hello")
+        record, message = succeed(relay, simulator, vertex_job("t503", f"gs://{src}/run/prediction-p"), f"gs://{dst}/t")
+        proxy.fail_next(2, "rewriteTo")
+        assert deliver(event_client, message).status_code == 500  # raised: Pub/Sub will redeliver
+        assert relay.store.get(record["name"])["copy"]["status"] == "pending"  # claim given back
+        assert proxy.failed == 2
+        assert deliver(event_client, message).status_code == 200
+        assert gcs.get(dst, "t/predictions.jsonl") == b"hello"
+        assert relay.store.get(record["name"])["copy"]["status"] == "done"
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize("case", ["missing_source", "not_allowed", "unsafe_name", "missing_bucket"])
+def test_permanent_copy_failures_are_recorded_announced_and_acked(case, relay, simulator, gcs, function_env,
+                                                                 monkeypatch):
+    src, dst = gcs.bucket("psrc"), gcs.bucket("pdst")
+    destination = f"gs://{dst}/p"
+    if case == "not_allowed":
+        monkeypatch.setenv("RELAY_ALLOWED_BUCKETS", "some-other-bucket")
+    if case == "unsafe_name":
+        gcs.put(src, "run/prediction-p/ok.jsonl", b"1")
+        gcs.put(src, "run/prediction-p/bad\x07name.jsonl", b"2")
+    if case == "missing_bucket":
+        gcs.put(src, "run/prediction-p/ok.jsonl", b"1")
+        destination = "gs://no-such-bucket-here/p"
+    from shared.settings import load_settings
+
+    load_settings.cache_clear()
+    client = create_app(target="on_job_event", source=MAIN, signature_type="cloudevent").test_client()
+    record, message = succeed(relay, simulator, vertex_job(f"perm-{case}", f"gs://{src}/run/prediction-p"), destination)
+    assert deliver(client, message).status_code == 200  # acked: retrying cannot help
+    copy = relay.store.get(record["name"])["copy"]
+    assert copy["status"] == "failed" and copy["error"]["kind"] == case and copy["announced"]
+    [failed] = copy_events(relay)
+    validate_event(failed)
+    assert failed["attributes"]["ce-id"] == f"{record['tracking_id']}-copy1-failed"
+    assert failed["data"]["error"]["kind"] == case
+    assert gcs.names(dst) == []
+
+
+def test_other_events_and_garbage_are_acked_without_touching_firestore(function_env, monkeypatch):
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", "127.0.0.1:9")  # any Firestore call would fail
+    from shared.settings import load_settings
+
+    load_settings.cache_clear()
+    client = create_app(target="on_job_event", source=MAIN, signature_type="cloudevent").test_client()
+    name = "batches/not-tracked"
+    base = {"ce-type": "batchrelay.job.v1.stateChanged", "job": name, "ce-subject": name, "api": "gemini"}
+    cases = [
+        pubsub_envelope({**base, "state": "JOB_STATE_RUNNING"}, b"{}"),
+        pubsub_envelope({**base, "ce-type": "batchrelay.job.v1.outputsReady", "state": "JOB_STATE_SUCCEEDED"}, b"{}"),
+        pubsub_envelope({**base, "state": "JOB_STATE_SUCCEEDED", "job": "../../etc"}, b"{}"),
+        pubsub_envelope({**base, "state": "JOB_STATE_SUCCEEDED"}, b"not json"),
+        pubsub_envelope({**base, "state": "JOB_STATE_SUCCEEDED"}, json.dumps({"job": {"name": "x"}}).encode()),
+        {"message": "nope"},
+        {"no": "message"},
+        {"message": {"attributes": {"ce-type": 5}, "data": "!!"}},
+    ]
+    for envelope in cases:
+        response = client.post("/", headers=cloud_event_headers(), data=json.dumps(envelope))
+        assert response.status_code == 200, (envelope, response.data)
+
+
+def test_push_subscription_delivers_to_a_served_reactor(relay, simulator, gcs, function_env, pubsub_emulator):
+    from devtools import emulators
+
+    src, dst = gcs.bucket("psrc"), gcs.bucket("pdst")
+    gcs.put(src, "run/prediction-p/predictions.jsonl", b"pushed")
+    port = emulators.free_port()
+    topic = relay.settings.events_topic
+    server = emulators.Service("reactor", [
+        ".venv/bin/functions-framework", "--target", "on_job_event", "--source", MAIN,
+        "--signature-type", "cloudevent", "--host", "127.0.0.1", "--port", str(port)], port, env=function_env)
+    try:
+        server.wait_ready()
+        relay.subscriber.create_subscription(request={
+            "name": f"projects/{relay.settings.project}/subscriptions/push-{topic}", "topic": relay.topic,
+            "push_config": {"push_endpoint": f"{server.url}/projects/{relay.settings.project}/topics/{topic}"},
+            "ack_deadline_seconds": 30})
+        record, _ = succeed(relay, simulator, vertex_job("push-1", f"gs://{src}/run/prediction-p"), f"gs://{dst}/x")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and relay.store.get(record["name"])["copy"]["status"] != "done":
+            time.sleep(0.2)
+        assert relay.store.get(record["name"])["copy"]["status"] == "done", server.tail()
+        assert gcs.get(dst, "x/predictions.jsonl") == b"pushed"
+    finally:
+        server.stop()
+
+
+def test_recopy_runs_a_new_attempt_and_the_sweep_fails_stuck_copies(relay, simulator, gcs, function_env):
+    from shared import cli
+    from shared.copy_ledger import CopyLedger
+
+    src, dst = gcs.bucket("rsrc"), gcs.bucket("rdst")
+    record, message = succeed(relay, simulator, vertex_job("re-1", f"gs://{src}/run/prediction-p"), f"gs://{dst}/r")
+    client = create_app(target="on_job_event", source=MAIN, signature_type="cloudevent").test_client()
+    assert deliver(client, message).status_code == 200
+    assert relay.store.get(record["name"])["copy"]["status"] == "failed"  # nothing to copy yet
+    gcs.put(src, "run/prediction-p/predictions.jsonl", b"late")
+    assert cli.main(["recopy", record["name"]]) == 0
+    copy = relay.store.get(record["name"])["copy"]
+    assert (copy["status"], copy["attempt"], copy["announced"]) == ("done", 2, True)
+    ids = [m["attributes"]["ce-id"] for m in copy_events(relay)]
+    assert ids == [f"{record['tracking_id']}-copy1-failed", f"{record['tracking_id']}-copy2-ready"]
+    # a copy stuck in "copying" (the reactor died) is failed by a tick once its lease is long gone
+    stuck, _ = succeed(relay, simulator, vertex_job("stuck-1", f"gs://{src}/run/prediction-p"), f"gs://{dst}/s")
+    import datetime as dt
+
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    CopyLedger(relay.store).claim(stuck["name"], long_ago)
+    summary = relay.tick(dataclasses.replace(relay.settings, copy_lease_s=60))
+    assert summary["swept"] == 1
+    copy = relay.store.get(stuck["name"])["copy"]
+    assert copy["status"] == "failed" and copy["error"]["kind"] == "timeout" and copy["announced"]
+    assert [m["attributes"]["ce-type"] for m in copy_events(relay)] == ["batchrelay.job.v1.outputsFailed"]
