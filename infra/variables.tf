@@ -1,0 +1,242 @@
+# Input variables, in alphabetical order. Objects carry optional() defaults: set only what differs.
+
+variable "alerts" {
+  description = "Alert policies: a stale heartbeat (no poll tick for N minutes) and a dead-letter backlog."
+  type = object({
+    dead_letter_threshold   = optional(number, 0)
+    enabled                 = optional(bool, true)
+    heartbeat_stale_minutes = optional(number, 10)
+    notification_channels   = optional(list(string), [])
+  })
+  default  = {}
+  nullable = false
+  validation {
+    condition     = var.alerts.heartbeat_stale_minutes >= 3 && var.alerts.heartbeat_stale_minutes <= 1380
+    error_message = "alerts.heartbeat_stale_minutes must be between 3 and 1380 (23 h)."
+  }
+  validation {
+    condition     = var.alerts.dead_letter_threshold >= 0
+    error_message = "alerts.dead_letter_threshold must not be negative."
+  }
+}
+
+variable "allowed_buckets" {
+  description = "Destination buckets outputs may be copied into (RELAY_ALLOWED_BUCKETS); the reactor gets roles/storage.objectUser on each. The default destination's bucket is added. Empty and no default destination: any bucket is allowed by the code, none is granted."
+  type        = list(string)
+  default     = []
+  nullable    = false
+  validation {
+    condition     = alltrue([for b in var.allowed_buckets : can(regex("^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$", b))])
+    error_message = "allowed_buckets must hold bucket names (no gs:// prefix)."
+  }
+}
+
+variable "build_service_account" {
+  description = "Service account Cloud Build uses to build the functions, as projects/PROJECT/serviceAccounts/EMAIL. Null keeps the project's default build account."
+  type        = string
+  default     = null
+}
+
+variable "bundle_path" {
+  description = "Path of the function bundle built by `make bundle`. Null means ../dist/function-source.zip beside this folder."
+  type        = string
+  default     = null
+}
+
+variable "default_destination" {
+  description = "gs://bucket/prefix outputs are copied to when a job has no destination (RELAY_DEFAULT_DESTINATION). Null: jobs without a destination are not copied."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.default_destination == null || can(regex("^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$", var.default_destination))
+    error_message = "default_destination must look like gs://bucket or gs://bucket/prefix."
+  }
+}
+
+variable "endpoints" {
+  description = "API roots. vertex_base_url null: per job, https://{location}-aiplatform.googleapis.com."
+  type = object({
+    gemini_base_url = optional(string, "https://generativelanguage.googleapis.com")
+    vertex_base_url = optional(string)
+  })
+  default  = {}
+  nullable = false
+  validation {
+    condition     = can(regex("^https://", var.endpoints.gemini_base_url)) && (var.endpoints.vertex_base_url == null || can(regex("^https://", coalesce(var.endpoints.vertex_base_url, "https://"))))
+    error_message = "endpoints must be https:// URLs."
+  }
+}
+
+variable "events_topic" {
+  description = "Name of the events topic (RELAY_EVENTS_TOPIC). Null: PREFIX-events."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.events_topic == null || can(regex("^[A-Za-z][A-Za-z0-9._~+%-]{2,254}$", coalesce(var.events_topic, "x")))
+    error_message = "events_topic must be a valid Pub/Sub topic id."
+  }
+}
+
+variable "firestore" {
+  description = "Firestore: the database (created only when create_database is true; many projects already have (default)), the jobs collection and how many days finished records are kept (0 keeps them)."
+  type = object({
+    collection        = optional(string, "batch_jobs")
+    create_database   = optional(bool, false)
+    database_id       = optional(string, "(default)")
+    delete_protection = optional(bool, true)
+    location_id       = optional(string)
+    retention_days    = optional(number, 30)
+  })
+  default  = {}
+  nullable = false
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_.~+%-]{1,255}$", var.firestore.collection)) && !startswith(var.firestore.collection, "goog")
+    error_message = "firestore.collection must be a valid collection id."
+  }
+  validation {
+    condition     = var.firestore.retention_days >= 0 && floor(var.firestore.retention_days) == var.firestore.retention_days
+    error_message = "firestore.retention_days must be a whole number of days, 0 or more."
+  }
+}
+
+variable "gemini_api_key_secret" {
+  description = "Secret Manager secret holding the Gemini API key (its id, never the value), exposed to both functions as RELAY_GEMINI_API_KEY. Null for Vertex AI only."
+  type = object({
+    project_id = optional(string)
+    secret_id  = string
+    version    = optional(string, "latest")
+  })
+  default = null
+  validation {
+    condition     = var.gemini_api_key_secret == null || can(regex("^[A-Za-z0-9_-]{1,255}$", try(var.gemini_api_key_secret.secret_id, "")))
+    error_message = "gemini_api_key_secret.secret_id must be a secret id (not a path, not the key)."
+  }
+}
+
+variable "ingress_settings" {
+  description = "Ingress of both functions. ALLOW_INTERNAL_ONLY still admits Cloud Scheduler and Pub/Sub push from the same project."
+  type        = string
+  default     = "ALLOW_INTERNAL_ONLY"
+  validation {
+    condition     = contains(["ALLOW_ALL", "ALLOW_INTERNAL_ONLY", "ALLOW_INTERNAL_AND_GCLB"], var.ingress_settings)
+    error_message = "ingress_settings must be ALLOW_ALL, ALLOW_INTERNAL_ONLY or ALLOW_INTERNAL_AND_GCLB."
+  }
+}
+
+variable "labels" {
+  description = "Labels added to every resource that takes labels."
+  type        = map(string)
+  default     = {}
+  nullable    = false
+}
+
+variable "poller" {
+  description = "The poll_jobs function and its schedule: memory, timeout (the tick deadline is set 30 s below it), status-request concurrency and retry settings, the per-job publish lease (against overlapping ticks), and extra projects whose Vertex AI jobs it may read."
+  type = object({
+    concurrency       = optional(number, 32)
+    lost_after_s      = optional(number, 86400)
+    max_attempts      = optional(number, 5)
+    max_instances     = optional(number, 3)
+    memory            = optional(string, "512Mi")
+    publish_lease_s   = optional(number, 60)
+    request_timeout_s = optional(number, 20)
+    schedule          = optional(string, "* * * * *")
+    time_zone         = optional(string, "Etc/UTC")
+    timeout_s         = optional(number, 300)
+    vertex_projects   = optional(list(string), [])
+    vertex_region_qpm = optional(number, 600)
+  })
+  default  = {}
+  nullable = false
+  validation {
+    condition     = var.poller.timeout_s >= 60 && var.poller.timeout_s <= 1800
+    error_message = "poller.timeout_s must be between 60 and 1800 (Cloud Scheduler's longest attempt deadline)."
+  }
+  validation {
+    condition     = var.poller.concurrency >= 1 && var.poller.concurrency <= 1000
+    error_message = "poller.concurrency must be between 1 and 1000."
+  }
+  validation {
+    condition     = var.poller.max_attempts >= 1 && var.poller.max_attempts <= 20
+    error_message = "poller.max_attempts must be between 1 and 20."
+  }
+  validation {
+    condition     = var.poller.request_timeout_s > 0 && var.poller.request_timeout_s < var.poller.timeout_s - 30
+    error_message = "poller.request_timeout_s must be positive and shorter than the tick (timeout_s - 30)."
+  }
+  validation {
+    condition     = var.poller.publish_lease_s >= 0 && var.poller.publish_lease_s <= 3600
+    error_message = "poller.publish_lease_s must be between 0 and 3600."
+  }
+  validation {
+    condition     = can(regex("^[0-9]+(Mi|Gi)$", var.poller.memory))
+    error_message = "poller.memory must look like 512Mi or 1Gi."
+  }
+}
+
+variable "prefix" {
+  description = "Prefix of every resource name (2 to 18 lowercase letters, digits or hyphens)."
+  type        = string
+  default     = "batch-relay"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{0,16}[a-z0-9]$", var.prefix))
+    error_message = "prefix must be 2-18 characters: lowercase letters, digits, hyphens; start with a letter."
+  }
+}
+
+variable "project_id" {
+  description = "Project to deploy into (Firestore, Pub/Sub, the functions)."
+  type        = string
+}
+
+variable "pubsub_kms_key_name" {
+  description = "Cloud KMS key (projects/P/locations/L/keyRings/R/cryptoKeys/K) encrypting both topics; null keeps Google-managed encryption. The Pub/Sub service agent needs roles/cloudkms.cryptoKeyEncrypterDecrypter on it."
+  type        = string
+  default     = null
+}
+
+variable "reactor" {
+  description = "The on_job_event function and its push subscription: memory, timeout (at most 540 s, below the 600 s ack deadline), delivery retry backoff and attempts before dead-lettering."
+  type = object({
+    max_delivery_attempts = optional(number, 10)
+    max_instances         = optional(number, 10)
+    maximum_backoff_s     = optional(number, 600)
+    memory                = optional(string, "1Gi")
+    minimum_backoff_s     = optional(number, 10)
+    timeout_s             = optional(number, 540)
+  })
+  default  = {}
+  nullable = false
+  validation {
+    condition     = var.reactor.timeout_s >= 60 && var.reactor.timeout_s <= 540
+    error_message = "reactor.timeout_s must be between 60 and 540."
+  }
+  validation {
+    condition     = var.reactor.max_delivery_attempts >= 5 && var.reactor.max_delivery_attempts <= 100
+    error_message = "reactor.max_delivery_attempts must be between 5 and 100."
+  }
+  validation {
+    condition     = var.reactor.minimum_backoff_s >= 0 && var.reactor.minimum_backoff_s <= var.reactor.maximum_backoff_s && var.reactor.maximum_backoff_s <= 600
+    error_message = "reactor backoffs must satisfy 0 <= minimum_backoff_s <= maximum_backoff_s <= 600."
+  }
+  validation {
+    condition     = can(regex("^[0-9]+(Mi|Gi)$", var.reactor.memory))
+    error_message = "reactor.memory must look like 512Mi or 1Gi."
+  }
+}
+
+variable "region" {
+  description = "Region of the functions, the scheduler job and the source bucket (and of a created Firestore database unless firestore.location_id is set)."
+  type        = string
+}
+
+variable "source_buckets" {
+  description = "Buckets holding Vertex AI batch outputs; the reactor gets roles/storage.objectViewer on each."
+  type        = list(string)
+  default     = []
+  nullable    = false
+  validation {
+    condition     = alltrue([for b in var.source_buckets : can(regex("^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$", b))])
+    error_message = "source_buckets must hold bucket names (no gs:// prefix)."
+  }
+}
