@@ -23,7 +23,7 @@ from .log import get_logger, log
 from .outbox import Outbox
 from .publisher import EventPublisher
 from .settings import Settings
-from .store import SHARDS, JobStore, Outcome, Snapshot
+from .store import SHARDS, JobStore, Outcome, Snapshot, needs_write
 
 _log = get_logger("poller")
 _DONE = object()
@@ -68,10 +68,14 @@ class Poller:
         started = self._clock()
         deadline = started + self._settings.tick_deadline_s
         summary = TickSummary()
+        # The due-records query starts first: its first page takes the emulator/Firestore a while, and
+        # the outbox work below overlaps with it (ordering per job holds either way: a new change is
+        # published after every older unpublished event of its job).
+        queue, producer = self._start_query(shard_lo, shard_hi)
         if self._sweeper is not None:
             summary.swept = int(await asyncio.to_thread(self._sweeper, self._now()) or 0)
         await self._republish(summary, deadline)
-        await self._poll(summary, deadline, shard_lo, shard_hi)
+        await self._poll(queue, producer, summary, deadline)
         summary.duration_s = self._clock() - started
         await asyncio.to_thread(self._store.heartbeat, summary.as_dict(), self._now())
         log(_log, logging.INFO, "tick finished", **summary.as_dict())
@@ -91,9 +95,10 @@ class Poller:
             summary.published += sent
 
     # -- phase 2: poll the due jobs ----------------------------------------------------------------
-    async def _poll(self, summary: TickSummary, deadline: float, lo: int, hi: int) -> None:
+    def _start_query(self, lo: int, hi: int) -> tuple[asyncio.Queue, asyncio.Task]:
+        """Stream due records from a worker thread into a queue, ending with one _DONE per worker."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue(maxsize=0)
+        queue: asyncio.Queue = asyncio.Queue()
         start = lo + secrets.randbelow(max(hi - lo, 1))
         workers_n = self._settings.poll_concurrency
 
@@ -105,6 +110,10 @@ class Poller:
                 for _ in range(workers_n):
                     loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
+        return queue, asyncio.create_task(asyncio.to_thread(produce))
+
+    async def _poll(self, queue: asyncio.Queue, producer: asyncio.Task, summary: TickSummary,
+                    deadline: float) -> None:
         async def worker() -> None:
             while (snap := await queue.get()) is not _DONE:
                 if self._clock() >= deadline:
@@ -112,8 +121,7 @@ class Poller:
                     continue
                 await self._poll_one(snap, summary, deadline)
 
-        producer = asyncio.create_task(asyncio.to_thread(produce))
-        await asyncio.gather(*(worker() for _ in range(workers_n)))
+        await asyncio.gather(*(worker() for _ in range(self._settings.poll_concurrency)))
         await producer
 
     async def _poll_one(self, snap: Snapshot, summary: TickSummary, deadline: float) -> None:
@@ -137,6 +145,8 @@ class Poller:
             await self._error(snap, BadResponseError.kind, f"{type(exc).__name__}: {exc}"[:300], summary)
             return
         summary.polled += 1
+        if not needs_write(snap.data, status):
+            return  # the common case: one read, no write, no thread hop
         now = self._now()
         outcome = await asyncio.to_thread(self._store.apply_status, snap, status, now, self.owner)
         if outcome.kind == "changed":

@@ -49,13 +49,19 @@ def new_copy(attempt: int = 1) -> dict[str, Any]:
             "bytes": 0, "error": None, "announced": False}
 
 
+# What the tick's query reads of each record: enough to decide whether a poll must write (most don't).
+DUE_FIELDS = ("name", "api", "shard", "version", "state", "completion_stats", "error", "output", "last_poll_error")
+
+
 @dataclasses.dataclass
 class Snapshot:
-    """A record as read, with the update time that guards writes based on it."""
+    """A record as read, with the update time that guards writes based on it. ``partial`` when only
+    ``DUE_FIELDS`` were read."""
 
     id: str
     data: dict[str, Any]
     update_time: Any
+    partial: bool = False
 
     @property
     def name(self) -> str:
@@ -71,8 +77,8 @@ class Outcome:
     lease: bool = False
 
 
-def _snap(doc) -> Snapshot:
-    return Snapshot(doc.id, doc.to_dict() or {}, doc.update_time)
+def _snap(doc, partial: bool = False) -> Snapshot:
+    return Snapshot(doc.id, doc.to_dict() or {}, doc.update_time, partial)
 
 
 def _lease_active(data: dict[str, Any], now: dt.datetime) -> bool:
@@ -145,17 +151,7 @@ class JobStore:
                 if changes:
                     txn.update(ref, changes)
                 return {**data, **changes}, False
-            record = {
-                "name": job.name, "api": job.api, "state": states.UNSPECIFIED, "terminal": False,
-                "version": 0, "tracking_id": secrets.token_hex(8), "display_name": None, "model": None,
-                "create_time": None, "start_time": None, "end_time": None, "update_time": None,
-                "completion_stats": None, "error": None, "output": {}, "destination": destination,
-                "labels": labels, "copy": new_copy(), "tracked_at": now, "polled_at": None,
-                "last_poll_error": None,
-                # internal bookkeeping
-                "shard": shard_of(job.name), "has_unpublished": False, "published_version": 0,
-                "outbox": {}, "publish_lease": None, "expire_at": None,
-            }
+            record = new_record(job, destination=destination, labels=labels, now=now)
             txn.create(ref, record)
             return record, True
 
@@ -200,6 +196,8 @@ class JobStore:
             yield from self._due_range(lo, start, page_size)
 
     def _due_range(self, lo: int, hi: int, page_size: int) -> Iterator[Snapshot]:
+        """Pages grow from 64 to ``page_size`` records: the first records reach the workers quickly,
+        later pages amortise the per-query cost."""
         from google.cloud.firestore_v1.base_query import FieldFilter
 
         query = (
@@ -207,16 +205,19 @@ class JobStore:
             .where(filter=FieldFilter("shard", ">=", lo))
             .where(filter=FieldFilter("shard", "<", hi))
             .order_by("shard")
-            .limit(page_size)
+            .select(DUE_FIELDS)
         )
-        last = None
+        last, size = None, min(64, page_size)
         while True:
-            page = (query.start_after(last) if last is not None else query).get()
-            for doc in page:
-                yield _snap(doc)
-            if len(page) < page_size:
+            count = 0
+            page = query.limit(size)
+            for doc in (page.start_after(last) if last is not None else page).stream():
+                count += 1
+                last = doc
+                yield _snap(doc, partial=True)
+            if count < size:
                 return
-            last = page[-1]
+            size = min(size * 4, page_size)
 
     def unpublished(self) -> Iterator[Snapshot]:
         from google.cloud.firestore_v1.base_query import FieldFilter
@@ -231,17 +232,31 @@ class JobStore:
             yield _snap(doc)
 
     # -- what a poll writes ---------------------------------------------------------------------------
+    def _complete(self, snap: Snapshot) -> Snapshot | None:
+        """The whole record behind a partial snapshot, or None if its state moved on since the query
+        read it (another tick saw a newer state: ours may be stale). Writes of other fields in between
+        (a publish lease, the copy) don't matter: the write is then guarded by the fresh update time."""
+        if not snap.partial:
+            return snap
+        doc = self._jobs.document(snap.id).get()
+        if not doc.exists:
+            return None
+        fresh = _snap(doc)
+        if fresh.data.get("version") != snap.data.get("version") or fresh.data.get("state") != snap.data.get("state"):
+            return None
+        return fresh
+
     def apply_status(self, snap: Snapshot, status: JobStatus, now: dt.datetime, owner: str) -> Outcome:
         """Write what changed (nothing if nothing did). Guarded by the snapshot's update time."""
         from google.api_core import exceptions as gexc
 
-        data = snap.data
-        fields = status.compared_fields()
-        changed_state = fields["state"] != data.get("state")
-        changed_other = any(fields[k] != (data.get(k) or ({} if k == "output" else None))
-                            for k in ("completion_stats", "error", "output"))
-        if not (changed_state or changed_other or data.get("last_poll_error")):
+        if not needs_write(snap.data, status):
             return Outcome("unchanged")
+        snap = self._complete(snap)
+        if snap is None:
+            return Outcome("conflict")
+        data = snap.data
+        changed_state = status.state != data.get("state")
         updates = {**status.to_record(), "polled_at": now, "last_poll_error": None}
         if status.terminal:
             updates["expire_at"] = self.expire_at(now)
@@ -270,29 +285,30 @@ class JobStore:
         return outcome
 
     def record_error(self, snap: Snapshot, kind: str, message: str, now: dt.datetime, owner: str) -> Outcome:
-        """Note why the status fetch failed; after ``lost_after_s`` of 404s give the job up as lost."""
+        """Note why the status fetch failed; after ``lost_after_s`` of 404s give the job up as lost.
+        The same error as last time writes nothing."""
         from google.api_core import exceptions as gexc
 
+        previous = snap.data.get("last_poll_error") or {}
+        since = (previous.get("at") if previous.get("kind") == kind else None) or now
+        lost = kind == "not_found" and (now - since).total_seconds() >= self._settings.lost_after_s
+        if not lost and previous.get("kind") == kind and previous.get("message") == message:
+            return Outcome("error")
+        snap = self._complete(snap)
+        if snap is None:
+            return Outcome("conflict")
         data = snap.data
-        previous = data.get("last_poll_error") or {}
-        since = previous.get("at") if previous.get("kind") == kind else None
-        since = since or now
-        updates: dict[str, Any]
+        error = {"kind": kind, "message": message, "at": since}
         outcome = Outcome("error")
-        if kind == "not_found" and (now - since).total_seconds() >= self._settings.lost_after_s:
-            updates = {"terminal": True, "has_unpublished": True, "polled_at": now,
-                       "last_poll_error": {"kind": kind, "message": message, "at": since},
-                       "expire_at": self.expire_at(now)}
+        updates: dict[str, Any] = {"last_poll_error": error, "polled_at": now}
+        if lost:
+            updates.update(terminal=True, has_unpublished=True, expire_at=self.expire_at(now))
             take_lease = not _lease_active(data, now)
             if take_lease:
                 updates["publish_lease"] = self.lease(owner, now)
             event = events.lost({**data, **updates}, self._settings.event_source, now)
             updates["outbox.lost"] = event.to_doc()
             outcome = Outcome("lost", (event,), take_lease)
-        elif previous.get("kind") == kind and previous.get("message") == message:
-            return outcome  # same error as last time: nothing new to write
-        else:
-            updates = {"last_poll_error": {"kind": kind, "message": message, "at": since}, "polled_at": now}
         try:
             self.ref(snap.name).update(updates, option=self._precondition(snap))
         except (gexc.FailedPrecondition, gexc.NotFound):
@@ -391,6 +407,35 @@ class JobStore:
     def read_heartbeat(self) -> dict[str, Any] | None:
         doc = self._meta.document(HEARTBEAT).get()
         return doc.to_dict() if doc.exists else None
+
+
+def needs_write(data: dict[str, Any], status: JobStatus) -> bool:
+    """Whether a poll that saw ``status`` must write the record (A4): the state, completion_stats,
+    error or output differ, or an earlier poll error is to be cleared. ``update_time`` alone is not."""
+    fields = status.compared_fields()
+    return (
+        fields["state"] != data.get("state")
+        or fields["completion_stats"] != data.get("completion_stats")
+        or fields["error"] != data.get("error")
+        or fields["output"] != (data.get("output") or {})
+        or bool(data.get("last_poll_error"))
+    )
+
+
+def new_record(job: JobName, *, destination: str | None, labels: dict[str, str], now: dt.datetime,
+               tracking_id: str | None = None) -> dict[str, Any]:
+    """A freshly tracked job's record: state UNSPECIFIED, version 0, copy pending (attempt 1)."""
+    return {
+        "name": job.name, "api": job.api, "state": states.UNSPECIFIED, "terminal": False,
+        "version": 0, "tracking_id": tracking_id or secrets.token_hex(8), "display_name": None, "model": None,
+        "create_time": None, "start_time": None, "end_time": None, "update_time": None,
+        "completion_stats": None, "error": None, "output": {}, "destination": destination,
+        "labels": labels, "copy": new_copy(), "tracked_at": now, "polled_at": None,
+        "last_poll_error": None,
+        # internal bookkeeping
+        "shard": shard_of(job.name), "has_unpublished": False, "published_version": 0,
+        "outbox": {}, "publish_lease": None, "expire_at": None,
+    }
 
 
 def _check_labels(labels: dict[str, str]) -> dict[str, str]:
