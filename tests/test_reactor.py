@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
+import sys
 import time
 import uuid
 
@@ -272,7 +273,7 @@ def test_push_subscription_delivers_to_a_served_reactor(relay, simulator, gcs, f
     port = emulators.free_port()
     topic = relay.settings.events_topic
     server = emulators.Service("reactor", [
-        ".venv/bin/functions-framework", "--target", "on_job_event", "--source", MAIN,
+        sys.executable, "-m", "functions_framework", "--target", "on_job_event", "--source", MAIN,
         "--signature-type", "cloudevent", "--host", "127.0.0.1", "--port", str(port)], port, env=function_env)
     try:
         server.wait_ready()
