@@ -37,12 +37,33 @@ def handle_poll(request) -> tuple[str, int, dict[str, str]]:
         log(_log, logging.CRITICAL, "bad settings", error=str(exc))
         return json.dumps({"error": str(exc)}), 500, headers
     try:
+        shards = _shard_range(request)
+    except ValueError as exc:
+        return json.dumps({"error": str(exc)}), 400, headers
+    try:
         summary = runtime.poll_once(settings, clients.cached_firestore(settings),
-                                    clients.cached_publisher(settings))
+                                    clients.cached_publisher(settings), shards=shards)
     except Exception as exc:  # noqa: BLE001 - the tick could not run at all: 500, and say why
         log(_log, logging.ERROR, "tick failed", error=f"{type(exc).__name__}: {exc}"[:500])
         return json.dumps({"error": f"tick failed: {type(exc).__name__}"}), 500, headers
     return json.dumps(summary), 200, headers
+
+
+def _shard_range(request) -> tuple[int, int]:
+    """Optional JSON body ``{"shard_lo": a, "shard_hi": b}``: poll only records with a <= shard < b
+    (how a tick fans out over several invocations). Scheduler's empty body polls every shard."""
+    from .store import SHARDS
+
+    body = request.get_json(silent=True) if request.data else None
+    if not body:
+        return 0, SHARDS
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    lo, hi = body.get("shard_lo", 0), body.get("shard_hi", SHARDS)
+    if not (isinstance(lo, int) and isinstance(hi, int)) or isinstance(lo, bool) or isinstance(hi, bool) \
+            or not 0 <= lo < hi <= SHARDS:
+        raise ValueError(f"shard_lo/shard_hi must be integers with 0 <= shard_lo < shard_hi <= {SHARDS}")
+    return lo, hi
 
 
 def handle_event(cloud_event: Any) -> None:

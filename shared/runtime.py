@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 
 import httpx
 
@@ -12,7 +11,7 @@ from .batch_api import BatchApiClient, make_http_client
 from .errors import ForbiddenError
 from .publisher import EventPublisher
 from .settings import Settings
-from .store import JobStore
+from .store import SHARDS, JobStore
 
 
 def vertex_auth(settings: Settings) -> httpx.Auth:
@@ -35,20 +34,18 @@ def make_poller(settings: Settings, db, publisher_client, http: httpx.AsyncClien
 
 
 async def run_tick(settings: Settings, db, publisher_client, *,
-                   transport: httpx.AsyncBaseTransport | None = None) -> dict:
+                   transport: httpx.AsyncBaseTransport | None = None,
+                   shards: tuple[int, int] | None = None) -> dict:
     """One tick with clients that belong to this event loop (built here, closed here)."""
     async with make_http_client(settings, transport=transport) as http:
         poller = make_poller(settings, db, publisher_client, http)
-        summary = await poller.tick()
+        lo, hi = shards or (0, SHARDS)
+        summary = await poller.tick(shard_lo=lo, shard_hi=hi)
     return summary.as_dict()
 
 
-def poll_once(settings: Settings, db, publisher_client) -> dict:
-    return asyncio.run(run_tick(settings, db, publisher_client))
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+def poll_once(settings: Settings, db, publisher_client, *, shards: tuple[int, int] | None = None) -> dict:
+    return asyncio.run(run_tick(settings, db, publisher_client, shards=shards))
 
 
 class LazyAuth(httpx.Auth):

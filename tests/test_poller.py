@@ -321,3 +321,21 @@ def test_tracking_same_job_twice_is_harmless(relay):
     assert again["tracking_id"] == record["tracking_id"]
     stored = relay.store.get("batches/twice")
     assert stored["labels"] == {"team": "a"} and stored["destination"] == "gs://bucket-b/p"
+
+
+def test_a_tick_can_cover_a_shard_range(relay, simulator, poll_client):
+    from shared.store import SHARDS, shard_of
+
+    names = [f"batches/shard-{i}" for i in range(12)]
+    for n in names:
+        simulator.add_job(gemini_spec(n, ["RUNNING"]))
+        relay.store.track(n)
+    half = SHARDS // 2
+    low = [n for n in names if shard_of(n) < half]
+    response = poll_client.post("/", json={"shard_lo": 0, "shard_hi": half})
+    assert response.status_code == 200 and response.get_json()["polled"] == len(low)
+    assert {n for n in names if relay.store.get(n)["version"] == 1} == set(low)
+    rest = poll_client.post("/", json={"shard_lo": half, "shard_hi": SHARDS}).get_json()
+    assert rest["polled"] == len(names) - len(low)
+    for bad in ({"shard_lo": 5, "shard_hi": 5}, {"shard_lo": -1}, {"shard_hi": SHARDS + 1}, [1, 2], {"shard_lo": "0"}):
+        assert poll_client.post("/", json=bad).status_code == 400
