@@ -127,12 +127,15 @@ class Copier:
         if not sources:
             raise PermanentError(f"no objects under {source_uri}/", kind="missing_source")
         relatives = [safe_relative(o.name[len(start):]) for o in sources]
+        # What an earlier, interrupted attempt already copied: one listing instead of a stat per object.
+        present = {o.name: o async for o in self._storage.list_objects(
+            bucket, f"{prefix}/" if prefix else "", page_size=LIST_PAGE_SIZE)}
         limit = asyncio.Semaphore(REWRITE_CONCURRENCY)
 
         async def one(src: ObjectInfo, rel: str) -> ObjectInfo:
             async with limit:
                 target = _join(prefix, rel)
-                existing = await self._storage.get_object(bucket, target)
+                existing = present.get(target)
                 if existing and existing.crc32c and existing.crc32c == src.crc32c and existing.size == src.size:
                     return existing
                 written = await self._storage.rewrite(src_bucket, src.name, bucket, target)

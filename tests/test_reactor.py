@@ -317,3 +317,19 @@ def test_recopy_runs_a_new_attempt_and_the_sweep_fails_stuck_copies(relay, simul
     copy = relay.store.get(stuck["name"])["copy"]
     assert copy["status"] == "failed" and copy["error"]["kind"] == "timeout" and copy["announced"]
     assert [m["attributes"]["ce-type"] for m in copy_events(relay)] == ["batchrelay.job.v1.outputsFailed"]
+
+
+def test_objects_already_copied_with_the_same_crc32c_are_skipped(relay, simulator, gcs, event_client):
+    src, dst = gcs.bucket("ksrc"), gcs.bucket("kdst")
+    for name, data in {"a.jsonl": b"same", "b.jsonl": b"new content", "c.jsonl": b"c"}.items():
+        gcs.put(src, f"run/prediction-p/{name}", data)
+    gcs.put(dst, "k/a.jsonl", b"same")  # left by an interrupted attempt
+    gcs.put(dst, "k/b.jsonl", b"stale")  # a different object under the same name
+    kept = gcs.meta(dst, "k/a.jsonl")["generation"]
+    stale = gcs.meta(dst, "k/b.jsonl")["generation"]
+    record, message = succeed(relay, simulator, vertex_job("skip-1", f"gs://{src}/run/prediction-p"), f"gs://{dst}/k")
+    assert deliver(event_client, message).status_code == 200
+    assert gcs.meta(dst, "k/a.jsonl")["generation"] == kept  # not copied again
+    assert gcs.meta(dst, "k/b.jsonl")["generation"] != stale and gcs.get(dst, "k/b.jsonl") == b"new content"
+    assert gcs.get(dst, "k/c.jsonl") == b"c"
+    assert relay.store.get(record["name"])["copy"]["objects"] == 3
