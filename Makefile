@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 CHECKOV_VENV ?= .venv-checkov
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv lint bundle bench clean checkov
+.PHONY: demo test venv lint bundle bench bench-reactor clean checkov
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ bundle: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m devtools.bench_poller
+
+bench-reactor: $(STAMP)
+	$(PY) -m devtools.bench_reactor
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) dist .pytest_cache
