@@ -1,0 +1,857 @@
+"""``make demo``: the whole batch-relay pipeline on this machine, in compressed time.
+
+    python -m devtools.demo [--ci] [--keep] [--seconds N] [--tick-s S] [--result FILE]
+
+It starts the local stack (``devtools/stack.py``: Firestore and Pub/Sub emulators, fake-gcs-server, the
+batch-API simulator, both functions under functions-framework, a push subscription to the reactor and a
+scheduler loop), arranges a dozen simulated jobs across both APIs whose states change over the next
+minute, tracks them (with the CLI and with ``from shared import track``), and shows a live view: the job
+table as the records in Firestore change, and the event stream as a Pub/Sub subscriber receives it. It
+ends with a summary and checks of the end state.
+
+- ``--ci``: headless and time-bounded: plain progress lines, exit 1 if the end state is wrong or the
+  time runs out. ``run_demo(ci=True)`` returns the same result as a dict.
+- ``--keep``: after the summary, leave the stack up (until Ctrl-C) and print the environment to use
+  ``batch-relay list/show`` and ``examples/consumer.py`` against it.
+- ``--seconds N``: how long the scenario takes (default 60: the last job finishes at about 3/4 of it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib.util
+import io
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import quote
+
+import httpx
+
+from devtools.stack import ROOT, LocalStack, alive_pids
+
+PROJECT = "batch-relay-demo"
+VERTEX_PROJECT = "demo-project"
+SOURCE_BUCKET = "demo-vertex-output"  # where the simulated Vertex AI jobs "wrote" their predictions
+OUTPUT_BUCKET = "demo-outputs"  # where batch-relay copies outputs to
+DEFAULT_DESTINATION = f"gs://{OUTPUT_BUCKET}/default"
+SUCCESS = ("JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED")
+COPY_SETTLED = ("done", "failed", "not_applicable")
+# Settings of the demo's functions, on top of the stack's (A2 names; the last three are added settings).
+STACK_ENV = {
+    "RELAY_DEFAULT_DESTINATION": DEFAULT_DESTINATION,
+    "RELAY_ALLOWED_BUCKETS": OUTPUT_BUCKET,
+    "RELAY_MAX_ATTEMPTS": "2",  # so the flaky job's faults outlast a tick and show as a poll error
+    "RELAY_TICK_DEADLINE_S": "30",
+    "RELAY_REQUEST_TIMEOUT_S": "5",
+}
+
+
+def _load_consumer():
+    """examples/consumer.py, the consumer users copy: the demo's event stream goes through it."""
+    spec = importlib.util.spec_from_file_location("batch_relay_example_consumer", ROOT / "examples" / "consumer.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- the scenario --------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class DemoJob:
+    name: str
+    story: str  # what this job shows, in a few words
+    expected: str  # its terminal state
+    copy: str | None  # expected copy status for a success, None when there is nothing to copy
+    spec: dict[str, Any]  # the simulator's job spec
+    destination: str | None = None
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    via: str = "python"  # tracked with "cli" or "python"
+    sources: dict[str, bytes] = dataclasses.field(default_factory=dict)  # objects under SOURCE_BUCKET
+
+    @property
+    def api(self) -> str:
+        return "gemini" if self.name.startswith("batches/") else "vertex"
+
+
+def vertex_name(location: str, job_id: str) -> str:
+    return f"projects/{VERTEX_PROJECT}/locations/{location}/batchPredictionJobs/{job_id}"
+
+
+def label(name: str) -> str:
+    """Short form for the table: Vertex names become ``.../{location}/.../{id}``."""
+    parts = name.split("/")
+    if len(parts) == 6 and parts[0] == "projects":
+        return f".../{parts[3]}/.../{parts[5]}"
+    return name
+
+
+def _predictions(n: int, *, failed_every: int = 0, seed: str = "") -> bytes:
+    """Vertex AI Gemini-model output lines (WIRE.md): status, processed_time, request, response."""
+    lines = []
+    for i in range(1, n + 1):
+        request = {"contents": [{"role": "user", "parts": [{"text": f"{seed} item {i}: describe it"}]}]}
+        if failed_every and i % failed_every == 0:
+            line = {"status": "Bad Request: invalid image", "processed_time": "2026-01-05T10:00:00.000+00:00",
+                    "request": request, "response": {}}
+        else:
+            line = {"status": "", "processed_time": "2026-01-05T10:00:00.000+00:00", "request": request,
+                    "response": {"candidates": [{"content": {"role": "model", "parts": [
+                        {"text": f"A short description of {seed} item {i}."}]}, "finishReason": "STOP"}]}}
+        lines.append(json.dumps(line, separators=(",", ":")))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def scenario(seconds: float = 60.0) -> list[DemoJob]:
+    """Twelve jobs, six per API. The times below are stretched so that the last job ends at 3/4 of
+    ``seconds`` (the rest is for start-up, the last copies and the last events)."""
+
+    def steps(*items: tuple[str, float] | tuple[str, float, dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for i, item in enumerate(items):
+            state, after = item[0], item[1]
+            step: dict[str, Any] = {"state": state, **(item[2] if len(item) > 2 else {})}
+            if i:
+                step["after_s"] = after
+            out.append(step)
+        return out
+
+    def stats(ok: int, failed: int, left: int) -> dict[str, Any]:
+        return {"stats": {"successful": ok, "failed": failed, "incomplete": left, "total": ok + failed + left}}
+
+    run_dir = "prediction-model-2026-01-05T10:00:00.000000Z"  # ':' in object names, as Vertex writes them
+    jobs = [
+        # ---- Gemini API (API key; BATCH_STATE_* on the wire, JOB_STATE_* in batch-relay)
+        DemoJob("batches/demo-nightly-eval", "responses file streamed to the bucket", "JOB_STATE_SUCCEEDED",
+                "done", {"name": "batches/demo-nightly-eval", "display_name": "nightly-eval",
+                         "timeline": steps(("PENDING", 0), ("RUNNING", 6, stats(0, 0, 2000)),
+                                           ("RUNNING", 8, stats(900, 2, 1098)),
+                                           ("RUNNING", 8, stats(1700, 3, 297)),
+                                           ("SUCCEEDED", 8, stats(1996, 4, 0))),
+                         "output": {"kind": "file", "file_id": "batch-demo-nightly-eval-" + "0" * 32,
+                                    "lines": 2000, "line_bytes": 400, "errors": 4}},
+                destination=f"gs://{OUTPUT_BUCKET}/gemini/nightly-eval", labels={"team": "evals"}, via="cli"),
+        DemoJob("batches/demo-support-replies", "inline responses -> responses.jsonl, default destination",
+                "JOB_STATE_SUCCEEDED", "done",
+                {"name": "batches/demo-support-replies", "display_name": "support-replies",
+                 "timeline": steps(("PENDING", 0), ("RUNNING", 6), ("SUCCEEDED", 10)),
+                 "output": {"kind": "inline", "count": 24, "errors": 2}},
+                destination=None, labels={"team": "support"}, via="cli"),
+        DemoJob("batches/demo-translation", "fails: a job error in the record and the event",
+                "JOB_STATE_FAILED", None,
+                {"name": "batches/demo-translation", "display_name": "translation",
+                 "timeline": steps(("PENDING", 0), ("RUNNING", 6),
+                                   ("FAILED", 12, {"error": {"code": 3, "message":
+                                                             "Invalid JSONL input at line 17."}}))},
+                destination=f"gs://{OUTPUT_BUCKET}/gemini/translation", via="cli"),
+        DemoJob("batches/demo-ab-test", "cancelled while running", "JOB_STATE_CANCELLED", None,
+                {"name": "batches/demo-ab-test", "display_name": "ab-test",
+                 "timeline": steps(("PENDING", 0), ("RUNNING", 8, stats(10, 0, 490)), ("CANCELLED", 14))},
+                destination=f"gs://{OUTPUT_BUCKET}/gemini/ab-test", via="cli"),
+        DemoJob("batches/demo-backfill", "expires in the queue (48 h, compressed)", "JOB_STATE_EXPIRED", None,
+                {"name": "batches/demo-backfill", "display_name": "backfill",
+                 "timeline": steps(("PENDING", 0), ("EXPIRED", 30))},
+                destination=f"gs://{OUTPUT_BUCKET}/gemini/backfill", via="cli"),
+        DemoJob("batches/demo-flaky-quota", "API answers 429 (with/without Retry-After), 500, 503 first",
+                "JOB_STATE_SUCCEEDED", "done",
+                {"name": "batches/demo-flaky-quota", "display_name": "flaky-quota",
+                 "timeline": steps(("PENDING", 0), ("RUNNING", 10), ("SUCCEEDED", 14)),
+                 "faults": [{"kind": "429", "retry_after": 1}, {"kind": "429"}, {"kind": "500"},
+                            {"kind": "503"}],
+                 "output": {"kind": "file", "file_id": "batch-demo-flaky-quota-" + "1" * 32, "lines": 300,
+                            "line_bytes": 250}},
+                destination=f"gs://{OUTPUT_BUCKET}/gemini/flaky-quota", via="cli"),
+        # ---- Vertex AI (bearer token; the resource itself on the wire)
+        DemoJob(vertex_name("us-central1", "1001"), "GCS output copied server-side (rewrite)",
+                "JOB_STATE_SUCCEEDED", "done",
+                {"name": vertex_name("us-central1", "1001"), "display_name": "product-descriptions",
+                 "timeline": steps(("QUEUED", 0), ("PENDING", 4), ("RUNNING", 6, stats(0, 0, 1000)),
+                                   ("RUNNING", 8, stats(600, 0, 400)), ("SUCCEEDED", 10, stats(1000, 0, 0))),
+                 "output": {"kind": "gcs", "uri": f"gs://{SOURCE_BUCKET}/product-descriptions/{run_dir}"}},
+                destination=f"gs://{OUTPUT_BUCKET}/vertex/product-descriptions", labels={"team": "catalog"},
+                sources={f"product-descriptions/{run_dir}/predictions.jsonl": _predictions(1000, seed="product"),
+                         f"product-descriptions/{run_dir}-old/predictions.jsonl": b"a sibling prefix: not copied\n"}),
+        DemoJob(vertex_name("europe-west4", "1002"), "partial success: outputs still copied",
+                "JOB_STATE_PARTIALLY_SUCCEEDED", "done",
+                {"name": vertex_name("europe-west4", "1002"), "display_name": "image-captions",
+                 "timeline": steps(("QUEUED", 0), ("RUNNING", 8, stats(0, 0, 600)),
+                                   ("PARTIALLY_SUCCEEDED", 16, stats(560, 40, 0))),
+                 "output": {"kind": "gcs", "uri": f"gs://{SOURCE_BUCKET}/image-captions/{run_dir}"}},
+                destination=f"gs://{OUTPUT_BUCKET}/vertex/image-captions",
+                sources={f"image-captions/{run_dir}/predictions_0001.jsonl": _predictions(300, seed="image"),
+                         f"image-captions/{run_dir}/predictions_0002.jsonl": _predictions(300, failed_every=7,
+                                                                                          seed="image-b"),
+                         f"image-captions/{run_dir}/errors_0001.jsonl": b'{"error": "40 instances failed"}\n'}),
+        DemoJob(vertex_name("us-central1", "1003"), "fails after starting", "JOB_STATE_FAILED", None,
+                {"name": vertex_name("us-central1", "1003"), "display_name": "bad-input",
+                 "timeline": steps(("QUEUED", 0), ("RUNNING", 6),
+                                   ("FAILED", 10, {"error": {"code": 3, "message":
+                                                             "Unable to parse instance 12: invalid JSON."}}))},
+                destination=f"gs://{OUTPUT_BUCKET}/vertex/bad-input"),
+        DemoJob(vertex_name("us-east1", "1004"), "cancelled: CANCELLING, then CANCELLED", "JOB_STATE_CANCELLED",
+                None, {"name": vertex_name("us-east1", "1004"), "display_name": "superseded",
+                       "timeline": steps(("QUEUED", 0), ("RUNNING", 6), ("CANCELLING", 12),
+                                         ("CANCELLED", 6))},
+                destination=f"gs://{OUTPUT_BUCKET}/vertex/superseded"),
+        DemoJob(vertex_name("global", "1005"), "BigQuery output: nothing to copy", "JOB_STATE_SUCCEEDED",
+                "not_applicable",
+                {"name": vertex_name("global", "1005"), "display_name": "to-bigquery",
+                 "timeline": steps(("QUEUED", 0), ("RUNNING", 8, stats(0, 0, 50)),
+                                   ("SUCCEEDED", 12, stats(50, 0, 0))),
+                 "output": {"kind": "bigquery", "table": f"bq://{VERTEX_PROJECT}.batch_out.predictions_1005"}}),
+        DemoJob(vertex_name("us-central1", "1006"), "paused, resumed, then succeeds", "JOB_STATE_SUCCEEDED",
+                "done",
+                {"name": vertex_name("us-central1", "1006"), "display_name": "weekly-report",
+                 "timeline": steps(("RUNNING", 0, stats(0, 0, 200)), ("PAUSED", 8, stats(80, 0, 120)),
+                                   ("QUEUED", 8), ("RUNNING", 6), ("SUCCEEDED", 10, stats(199, 1, 0))),
+                 "output": {"kind": "gcs", "uri": f"gs://{SOURCE_BUCKET}/weekly-report/{run_dir}"}},
+                destination=f"gs://{OUTPUT_BUCKET}/vertex/weekly-report",
+                sources={f"weekly-report/{run_dir}/predictions.jsonl": _predictions(200, failed_every=200,
+                                                                                    seed="report"),
+                         f"weekly-report/{run_dir}/charts/summary.jsonl": b'{"chart": "weekly"}\n'}),
+    ]
+    k = seconds * 0.75 / max(story_length(job) for job in jobs)
+    for job in jobs:
+        for step in job.spec["timeline"]:
+            if "after_s" in step:
+                step["after_s"] = round(step["after_s"] * k, 2)
+    return jobs
+
+
+def story_length(job: DemoJob) -> float:
+    """Seconds from the job's creation in the simulator to its last state."""
+    return sum(step.get("after_s", 0.0) for step in job.spec["timeline"])
+
+
+# -- fake-gcs helpers ------------------------------------------------------------------------------------------
+class Gcs:
+    """Plain HTTP on fake-gcs-server (the JSON API), for arranging sources and checking copies."""
+
+    def __init__(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=30)
+
+    def create_bucket(self, name: str) -> None:
+        self.http.post("/storage/v1/b", params={"project": PROJECT}, json={"name": name}).raise_for_status()
+
+    def put(self, bucket: str, name: str, data: bytes) -> None:
+        self.http.post(f"/upload/storage/v1/b/{bucket}/o", params={"uploadType": "media", "name": name},
+                       content=data).raise_for_status()
+
+    def meta(self, bucket: str, name: str) -> dict[str, Any] | None:
+        response = self.http.get(f"/storage/v1/b/{bucket}/o/{quote(name, safe='')}")
+        return None if response.status_code == 404 else response.raise_for_status().json()
+
+    def read(self, bucket: str, name: str) -> bytes:
+        response = self.http.get(f"/storage/v1/b/{bucket}/o/{quote(name, safe='')}", params={"alt": "media"})
+        return response.raise_for_status().content
+
+    def names(self, bucket: str, prefix: str = "") -> list[str]:
+        out: list[str] = []
+        token = None
+        while True:
+            params = {"prefix": prefix, **({"pageToken": token} if token else {})}
+            body = self.http.get(f"/storage/v1/b/{bucket}/o", params=params).raise_for_status().json()
+            out += [item["name"] for item in body.get("items", [])]
+            token = body.get("nextPageToken")
+            if not token:
+                return sorted(out)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def split_gs(uri: str) -> tuple[str, str]:
+    bucket, _, prefix = uri.removeprefix("gs://").partition("/")
+    return bucket, prefix
+
+
+# -- the live view ----------------------------------------------------------------------------------------------
+STATE_COLORS = {"SUCCEEDED": "32", "PARTIALLY_SUCCEEDED": "33", "FAILED": "31", "CANCELLED": "90",
+                "CANCELLING": "90", "EXPIRED": "90", "RUNNING": "36", "PAUSED": "35"}
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+def copy_cell(record: dict[str, Any]) -> str:
+    copy = record.get("copy") or {}
+    status = copy.get("status") or "-"
+    if record.get("terminal") and record.get("state") not in SUCCESS:
+        return "- (no outputs)"
+    if status == "done":
+        return f"done {copy.get('objects')} obj {human_bytes(int(copy.get('bytes') or 0))}"
+    if status == "not_applicable":
+        return "n/a (BigQuery)"
+    if status == "failed":
+        return f"FAILED {(copy.get('error') or {}).get('kind')}"
+    return status
+
+
+def note_cell(record: dict[str, Any]) -> str:
+    if error := record.get("last_poll_error"):
+        return f"poll error ({error.get('kind')}), next tick retries: {error.get('message')}"
+    if error := record.get("error"):
+        return f"job error {error.get('code')}: {error.get('message')}"
+    copy = record.get("copy") or {}
+    if copy.get("status") == "done":
+        return f"-> {copy.get('uri')}/"
+    output = record.get("output") or {}
+    if "bigquery_uri" in output:
+        return f"output {output['bigquery_uri']}"
+    return ""
+
+
+def progress_cell(record: dict[str, Any]) -> str:
+    stats = record.get("completion_stats")
+    if not stats:
+        return "-"
+    left = stats.get("incomplete")
+    return f"{stats.get('successful')}/{stats.get('failed')}/{'?' if left is None else left}"
+
+
+def event_line(event, t0: float) -> str:
+    data = event.data
+    kind = event.short_type
+    if kind == "stateChanged":
+        what = (f"{event.attributes.get('previous_state', '').removeprefix('JOB_STATE_')} -> "
+                f"{event.state.removeprefix('JOB_STATE_')}  v{data.get('version')}")
+    elif kind == "outputsReady":
+        what = ("nothing to copy (BigQuery)" if data.get("destination") is None else
+                f"{data.get('objects')} obj, {human_bytes(int(data.get('bytes') or 0))} -> {data.get('destination')}/")
+    elif kind == "outputsFailed":
+        what = f"{(data.get('error') or {}).get('kind')}: {(data.get('error') or {}).get('message')}"
+    else:
+        what = kind
+    return f"{max(event.publish_time - t0, 0):6.1f}s  {kind:13} {label(event.job):28} {what}"
+
+
+class View:
+    """The terminal: an in-place ANSI redraw when interactive, plain lines otherwise."""
+
+    def __init__(self, out: TextIO, interactive: bool, color: bool) -> None:
+        self.out = out
+        self.interactive = interactive
+        self.color = color
+        self._drawn = 0
+
+    def paint(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.color and code else text
+
+    def say(self, line: str = "") -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def frame(self, lines: list[str]) -> None:
+        size = shutil.get_terminal_size((120, 40))
+        lines = lines[: max(size.lines - 1, 5)]
+        buf = [f"\x1b[{self._drawn}F" if self._drawn else "\r"]
+        for line in lines:
+            buf.append(line + "\x1b[K\n")
+        buf.append("\x1b[J")
+        self.out.write("".join(buf))
+        self.out.flush()
+        self._drawn = len(lines)
+
+    def hide_cursor(self, hide: bool) -> None:
+        if self.interactive:
+            self.out.write("\x1b[?25l" if hide else "\x1b[?25h")
+            self.out.flush()
+
+
+def render(view: View, jobs: list[DemoJob], records: dict[str, dict[str, Any]], events: list, t0: float,
+           elapsed: float, seconds: float, stack: LocalStack, consumer) -> list[str]:
+    size = shutil.get_terminal_size((120, 40))
+    width = max(size.columns - 1, 20)  # never fill the last column: the line would wrap and break the redraw
+
+    def fit(text: str, code: str = "") -> str:
+        return view.paint(text[:width], code)
+
+    ticks = stack.scheduler.totals() if stack.scheduler else {}
+    terminal = sum(1 for r in records.values() if r.get("terminal"))
+    lines = [fit(f"batch-relay demo  t={elapsed:5.1f}s (scenario ~{seconds * 0.75:.0f}s)   "
+                 f"ticks {ticks.get('ticks', 0)} every {stack.tick_s:g}s   {terminal}/{len(jobs)} terminal", "1"),
+             "",
+             fit(f"{'JOB':28} {'API':6} {'STATE':19} {'VER':>3}  {'OK/FAIL/LEFT':12} {'COPY':20} NOTE", "4")]
+    for job in jobs:
+        r = records.get(job.name) or {}
+        state = (r.get("state") or "(not tracked yet)").removeprefix("JOB_STATE_")
+        head = f"{label(job.name):28} {job.api:6} "
+        line = (f"{head}{state:19} {r.get('version', 0):>3}  {progress_cell(r):12} {copy_cell(r):20} "
+                f"{note_cell(r)}")[:width]
+        cut = len(head) + 19
+        lines.append(line[:len(head)] + view.paint(line[len(head):cut], STATE_COLORS.get(state, "")) + line[cut:])
+    lines.append(fit("... = projects/demo-project/locations/{location}/batchPredictionJobs/{id}", "2"))
+    lines.append("")
+    lines.append(fit(f"Events as a subscriber sees them ({stack.viewer_subscription.rsplit('/', 1)[-1]}, "
+                     f"ordered per job, deduplicated on ce-id): {len(events)} received, "
+                     f"{consumer.duplicates} duplicates dropped", "1"))
+    room = max(size.lines - len(lines) - 3, 3)
+    for event in events[-room:]:
+        lines.append(fit(event_line(event, t0)))
+    lines.append("")
+    lines.append(fit(f"ticks: polled {ticks.get('polled', 0)}, changed {ticks.get('changed', 0)}, published "
+                     f"{ticks.get('published', 0)}, poll errors {ticks.get('errors', 0)}   "
+                     "(Ctrl-C stops everything)", "2"))
+    return lines
+
+
+# -- the run ------------------------------------------------------------------------------------------------------
+def expected_event_ids(record: dict[str, Any]) -> list[str]:
+    """Every event this record's outbox has announced, by the A5 id rules."""
+    tid = record["tracking_id"]
+    ids = [f"{tid}-{v}" for v in range(1, int(record.get("version") or 0) + 1)]
+    copy = record.get("copy") or {}
+    if copy.get("announced"):
+        ids.append(f"{tid}-copy{copy.get('attempt')}-{'failed' if copy.get('status') == 'failed' else 'ready'}")
+    return ids
+
+
+def settled(jobs: list[DemoJob], records: dict[str, dict[str, Any]], received: set[str]) -> bool:
+    if any(job.name not in records for job in jobs):
+        return False
+    for record in records.values():
+        if not record.get("terminal") or record.get("has_unpublished"):
+            return False
+        copy = record.get("copy") or {}
+        if record.get("state") in SUCCESS and (copy.get("status") not in COPY_SETTLED or not copy.get("announced")):
+            return False
+        if not set(expected_event_ids(record)) <= received:
+            return False
+    return True
+
+
+def _track(job: DemoJob, stack: LocalStack, settings, db, view: View) -> None:
+    if job.via == "cli":
+        from shared import cli
+
+        argv = ["track", job.name]
+        if job.destination:
+            argv += ["--destination", job.destination]
+        for key, value in job.labels.items():
+            argv += ["--label", f"{key}={value}"]
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            code = cli.main(argv, env=stack.env)
+        if code != 0:
+            raise RuntimeError(f"batch-relay {' '.join(argv)} exited with {code}")
+        view.say(f"  $ batch-relay {' '.join(argv)}")
+        view.say(view.paint(f"    {buf.getvalue().strip()}", "2"))
+    else:
+        from shared import track
+
+        track(job.name, destination=job.destination, labels=job.labels or None, settings=settings, db=db)
+        args = [repr(job.name)] + ([f"destination={job.destination!r}"] if job.destination else []) + \
+               ([f"labels={job.labels!r}"] if job.labels else [])
+        view.say(f"  >>> track({', '.join(args)})")
+
+
+def verify(jobs: list[DemoJob], store, gcs: Gcs, events: list, sim_stats: dict[str, Any],
+           records: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The end state, checked: returns (checks, per-job details)."""
+    checks: list[dict[str, Any]] = []
+    details: list[dict[str, Any]] = []
+
+    def check(name: str, problems: list[str]) -> None:
+        checks.append({"check": name, "ok": not problems, "problems": problems[:20]})
+
+    by_job: dict[str, list] = {}
+    for event in events:
+        by_job.setdefault(event.job, []).append(event)
+    states, chains, delivered, copies = [], [], [], []
+    received_ids = [e.id for e in events]
+    if len(received_ids) != len(set(received_ids)):
+        delivered.append("an event was handed to the consumer twice (deduplication failed)")
+    expected_all: set[str] = set()
+    for job in jobs:
+        record = records.get(job.name)
+        if record is None:
+            states.append(f"{job.name}: not tracked")
+            continue
+        transitions = store.transitions(job.name)
+        got = by_job.get(job.name, [])
+        detail = {"name": job.name, "api": job.api, "expected": job.expected, "state": record.get("state"),
+                  "version": record.get("version"), "tracking_id": record.get("tracking_id"),
+                  "transitions": [t["to_state"] for t in transitions], "copy": record.get("copy"),
+                  "destination": record.get("destination"), "events": [e.id for e in got]}
+        details.append(detail)
+        if record.get("state") != job.expected or not record.get("terminal"):
+            states.append(f"{job.name}: {record.get('state')} (terminal={record.get('terminal')}), "
+                          f"expected {job.expected}")
+        # transitions: versions 1..n, a chain from UNSPECIFIED, all published, ending at the terminal state
+        previous = "JOB_STATE_UNSPECIFIED"
+        for number, t in enumerate(transitions, start=1):
+            if t["version"] != number or t["from_state"] != previous or not t["published"]:
+                chains.append(f"{job.name}: transition {t['version']} {t['from_state']}->{t['to_state']} "
+                              f"(published={t['published']}) breaks the chain")
+            if t["event_id"] != f"{record['tracking_id']}-{number}":
+                chains.append(f"{job.name}: transition {number} has event_id {t['event_id']}")
+            previous = t["to_state"]
+        if len(transitions) != record.get("version"):
+            chains.append(f"{job.name}: version {record.get('version')} but {len(transitions)} transitions")
+        if transitions and transitions[-1]["to_state"] != record.get("state"):
+            chains.append(f"{job.name}: last transition is {transitions[-1]['to_state']}")
+        # events: exactly one stateChanged per transition, in version order, then the copy's announcement
+        changed = [e for e in got if e.type.endswith("stateChanged")]
+        want = [t["event_id"] for t in transitions]
+        if [e.id for e in changed] != want:
+            delivered.append(f"{job.name}: stateChanged events {[e.id for e in changed]} != transitions {want}")
+        for e, t in zip(changed, transitions, strict=False):
+            if e.state != t["to_state"] or e.attributes.get("previous_state") != t["from_state"]:
+                delivered.append(f"{job.name}: event {e.id} says {e.attributes.get('previous_state')}->{e.state}")
+        expected_ids = expected_event_ids(record)
+        expected_all.update(expected_ids)
+        if sorted(e.id for e in got) != sorted(expected_ids):
+            delivered.append(f"{job.name}: events {sorted(e.id for e in got)} != expected {sorted(expected_ids)}")
+        # copies
+        copy = record.get("copy") or {}
+        if job.copy is None:
+            if copy.get("status") != "pending" or any(not e.type.endswith("stateChanged") for e in got):
+                copies.append(f"{job.name}: no outputs to copy, but copy is {copy.get('status')}")
+            continue
+        if copy.get("status") != job.copy or not copy.get("announced"):
+            copies.append(f"{job.name}: copy {copy.get('status')} (announced={copy.get('announced')}), "
+                          f"expected {job.copy}: {copy.get('error')}")
+            continue
+        if job.copy == "not_applicable":
+            continue
+        copies.extend(_check_manifest(job, record, gcs))
+    extra = sorted({e.id for e in events} - expected_all)
+    if extra:
+        delivered.append(f"events nobody expected: {extra[:10]}")
+    check("every job reached its expected terminal state", states)
+    check("every state change is one transition in Firestore (versions 1..n, published)", chains)
+    check("every transition was delivered as exactly one event, in order, and every copy announced", delivered)
+    check("outputs copied with a manifest whose sizes and crc32c match the objects", copies)
+    faults = {code: sim_stats.get("by_code", {}).get(code, 0) for code in ("429", "500", "503")}
+    check("the flaky job's 429/500/503 answers were absorbed",
+          [] if all(faults.values()) else [f"simulator answered {faults}"])
+    return checks, details
+
+
+def _check_manifest(job: DemoJob, record: dict[str, Any], gcs: Gcs) -> list[str]:
+    copy = record["copy"]
+    expected_uri = job.destination or f"{DEFAULT_DESTINATION}/{job.api}/{job.name.rsplit('/', 1)[-1]}"
+    problems = []
+    if copy.get("uri") != expected_uri:
+        problems.append(f"{job.name}: copied to {copy.get('uri')}, expected {expected_uri}")
+    bucket, prefix = split_gs(copy.get("uri") or "")
+    try:
+        manifest = json.loads(gcs.read(bucket, f"{prefix}/_manifest.json"))
+    except (httpx.HTTPError, ValueError) as exc:
+        return [*problems, f"{job.name}: no readable manifest at {copy.get('manifest_uri')}: {exc}"]
+    if manifest.get("job") != job.name or manifest.get("state") != job.expected:
+        problems.append(f"{job.name}: manifest says {manifest.get('job')} {manifest.get('state')}")
+    listed = {o["name"]: o for o in manifest.get("objects", [])}
+    present = {n.removeprefix(prefix + "/") for n in gcs.names(bucket, prefix + "/")} - {"_manifest.json"}
+    if set(listed) != present:
+        problems.append(f"{job.name}: manifest lists {sorted(listed)}, bucket holds {sorted(present)}")
+    for name, entry in listed.items():
+        meta = gcs.meta(bucket, f"{prefix}/{name}") or {}
+        if int(meta.get("size") or -1) != entry.get("size") or meta.get("crc32c") != entry.get("crc32c"):
+            problems.append(f"{job.name}: {name} is {meta.get('size')} bytes crc32c {meta.get('crc32c')}, manifest "
+                            f"says {entry.get('size')} {entry.get('crc32c')}")
+    if job.sources:  # Vertex: every source object under the output directory, nothing from sibling prefixes
+        source_dir = next(iter(job.spec["output"]["uri"].split(f"gs://{SOURCE_BUCKET}/", 1)[1:]), "")
+        wanted = {n[len(source_dir) + 1:] for n in job.sources if n.startswith(source_dir + "/")}
+        if set(listed) != wanted:
+            problems.append(f"{job.name}: copied {sorted(listed)}, expected {sorted(wanted)}")
+    if manifest.get("total_bytes") != copy.get("bytes") or len(listed) != copy.get("objects"):
+        problems.append(f"{job.name}: manifest total {manifest.get('total_bytes')} B / {len(listed)} objects, "
+                        f"record {copy.get('bytes')} B / {copy.get('objects')}")
+    return problems
+
+
+def _mirror_outputs(gcs: Gcs, target: Path) -> int:
+    """Download what was copied into the output bucket, so it can be looked at after the stack stops."""
+    count = 0
+    for name in gcs.names(OUTPUT_BUCKET):
+        path = target / OUTPUT_BUCKET / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(gcs.read(OUTPUT_BUCKET, name))
+        count += 1
+    return count
+
+
+def run_demo(*, ci: bool = False, keep: bool = False, seconds: float = 60.0, tick_s: float | None = None,
+             timeout_s: float | None = None, out: TextIO | None = None, interactive: bool | None = None,
+             workdir: str | os.PathLike | None = None,
+             inspect: Callable[[LocalStack, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run the demo; returns its result (``ok``, ``checks``, ``jobs``, ``events``, ``ticks``, ``copied``,
+    ``outputs``, ``pids``, ``elapsed_s``, ``timed_out``). ``inspect(stack, result)`` runs while the
+    stack is still up (tests look at the end state with it); every process is stopped on return."""
+    out = out or sys.stdout
+    if interactive is None:
+        interactive = not ci and out.isatty() and os.environ.get("TERM") != "dumb"
+    color = interactive and not os.environ.get("NO_COLOR")
+    view = View(out, interactive, color)
+    tick_s = tick_s or round(min(2.0, max(0.5, seconds / 30)), 1)
+    timeout_s = timeout_s or max(90.0, seconds * 2.0)
+    workdir = Path(workdir) if workdir else Path(os.environ.get("TMPDIR", "/tmp")) / f"batch-relay-demo-{os.getpid()}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    jobs = scenario(seconds)
+    consumer_mod = _load_consumer()
+    result: dict[str, Any] = {"ok": False, "timed_out": False, "checks": [], "jobs": [], "events": [],
+                              "pids": [], "seconds": seconds, "tick_s": tick_s, "workdir": str(workdir)}
+    started = time.monotonic()
+
+    view.say(view.paint("batch-relay demo: the whole pipeline on this machine, in compressed time", "1"))
+    view.say(f"""
+  scheduler loop --POST every {tick_s:g}s--> poll_jobs --GET status--> batch-API simulator (Gemini API, Vertex AI)
+                                         |
+                                         |--> Firestore: a record per job, a transition per state change
+                                         '--> Pub/Sub topic batch-job-events (CloudEvents, ordered per job)
+                                                |--push--> on_job_event --> Cloud Storage: outputs + _manifest.json
+                                                '--pull--> a subscriber: the event stream on this screen
+""")
+    view.say(view.paint("Starting the local stand-ins (127.0.0.1, free ports; all stopped when the demo ends):", "1"))
+    stack = LocalStack(project=PROJECT, tick_s=tick_s, extra_env=STACK_ENV, log_dir=workdir / "logs",
+                       on_progress=lambda message: view.say(f"  {message}"))
+    try:
+        with stack, stack.environ(), contextlib.ExitStack() as cleanup:  # cleanup runs before the stack stops
+            result["pids"] = list(stack.pids)
+            result["env"] = dict(stack.env)
+            from shared import clients
+            from shared.store import JobStore
+
+            settings = stack.settings()
+            db = clients.make_firestore(settings)
+            cleanup.callback(db.close)
+            store = JobStore(db, settings)
+            gcs = Gcs(stack.url("fake-gcs"))
+            cleanup.callback(gcs.close)
+            from devtools.simulator import SimulatorClient
+
+            simulator = SimulatorClient(stack.url("simulator"))
+            cleanup.callback(simulator.close)
+            # -- arrange: buckets, the Vertex jobs' prediction files, the simulated jobs
+            gcs.create_bucket(SOURCE_BUCKET)
+            gcs.create_bucket(OUTPUT_BUCKET)
+            for job in jobs:
+                for name, data in job.sources.items():
+                    gcs.put(SOURCE_BUCKET, name, data)
+            view.say("")
+            view.say(view.paint(f"The scenario: {len(jobs)} simulated batch jobs whose states change over the next "
+                                f"~{seconds * 0.75:.0f}s", "1"))
+            for job in jobs:
+                view.say(f"  {label(job.name):28} {job.api:6}  {job.story}")
+            # -- the event stream, through examples/consumer.py
+            events: list = []
+            lock = threading.Lock()
+
+            def on_event(event) -> None:
+                with lock:
+                    events.append(event)
+
+            consumer = consumer_mod.EventConsumer(stack.viewer_subscription, on_event).start()
+            cleanup.callback(consumer.stop)
+            simulator.add_jobs([job.spec for job in jobs])
+            t0 = time.time()
+            view.say("")
+            view.say(view.paint("Tracking them: the CLI for the Gemini jobs, the Python API for the Vertex ones", "1"))
+            for job in jobs:
+                _track(job, stack, settings, db, view)
+            view.say("")
+            # -- watch until everything is settled
+            timed_out = _watch(view, jobs, store, stack, consumer, events, lock, t0, seconds, timeout_s)
+            with lock:
+                seen = list(events)
+            records = {r["name"]: r for r in store.list()}
+            sim_stats = simulator.stats()
+            checks, details = verify(jobs, store, gcs, seen, sim_stats, records)
+            if timed_out:
+                checks.insert(0, {"check": f"settled within {timeout_s:.0f}s", "ok": False,
+                                  "problems": ["timed out: see the checks below and the logs in "
+                                               f"{workdir / 'logs'}"]})
+            mirrored = _mirror_outputs(gcs, workdir / "outputs")
+            result.update(_result(jobs, records, seen, consumer, stack, checks, details, sim_stats, timed_out,
+                                  started, mirrored, workdir))
+            _summary(view, result, jobs, records, stack)
+            if inspect is not None:
+                inspect(stack, result)
+            if keep:
+                _keep(view, stack)
+    except KeyboardInterrupt:
+        result["interrupted"] = True
+    finally:
+        view.hide_cursor(False)
+    if result.get("interrupted"):
+        view.say("\ninterrupted: every process the demo started was stopped")
+    result["left_running"] = alive_pids(stack.pids)
+    result["pids"] = list(stack.pids)
+    if result["left_running"]:
+        result["ok"] = False
+        view.say(f"processes left running: {result['left_running']}")
+    return result
+
+
+def _watch(view: View, jobs, store, stack: LocalStack, consumer, events: list, lock: threading.Lock, t0: float,
+           seconds: float, timeout_s: float) -> bool:
+    """Live view (or plain progress lines) until settled; returns whether it timed out."""
+    view.hide_cursor(True)
+    if view.interactive:
+        view.say(view.paint("Live (records read from Firestore, events from the subscription):", "1"))
+    else:
+        view.say("Progress (events as the subscriber receives them; poll errors as the records show them):")
+    printed = 0
+    errors_seen: dict[str, str | None] = {}
+    last_progress = 0.0
+    while True:
+        elapsed = time.time() - t0
+        records = {r["name"]: r for r in store.list()}
+        with lock:
+            snapshot = list(events)
+        received = {e.id for e in snapshot}
+        done = settled(jobs, records, received)
+        if view.interactive:
+            view.frame(render(view, jobs, records, snapshot, t0, elapsed, seconds, stack, consumer))
+        else:
+            for event in snapshot[printed:]:
+                view.say(event_line(event, t0))
+            printed = len(snapshot)
+            for name, record in records.items():
+                error = record.get("last_poll_error")
+                text = f"{error.get('kind')}: {error.get('message')}" if error else None
+                if errors_seen.get(name) != text:
+                    if text:
+                        view.say(f"{elapsed:6.1f}s  poll error    {label(name):28} {text} (the next tick retries)")
+                    elif name in errors_seen:
+                        view.say(f"{elapsed:6.1f}s  poll ok       {label(name):28} error cleared")
+                    errors_seen[name] = text
+            if elapsed - last_progress >= 10 or done:
+                last_progress = elapsed
+                terminal = sum(1 for r in records.values() if r.get("terminal"))
+                ticks = stack.scheduler.totals() if stack.scheduler else {}
+                view.say(f"{elapsed:6.1f}s  progress      {terminal}/{len(jobs)} jobs terminal, "
+                         f"{len(snapshot)} events, {ticks.get('ticks', 0)} ticks")
+        if done:
+            return False
+        if elapsed > timeout_s:
+            return True
+        time.sleep(0.5 if view.interactive else 0.25)
+
+
+def _result(jobs, records, events, consumer, stack: LocalStack, checks, details, sim_stats, timed_out, started,
+            mirrored, workdir: Path) -> dict[str, Any]:
+    by_type: dict[str, int] = {}
+    for event in events:
+        by_type[event.short_type] = by_type.get(event.short_type, 0) + 1
+    copied = [r["copy"] for r in records.values() if (r.get("copy") or {}).get("status") == "done"]
+    return {
+        "ok": all(c["ok"] for c in checks) and not timed_out,
+        "timed_out": timed_out,
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "stack_start_s": stack.started_s,
+        "checks": checks,
+        "jobs": details,
+        "transitions": sum(int(r.get("version") or 0) for r in records.values()),
+        "events": [{"id": e.id, "type": e.type, "job": e.job, "state": e.state,
+                    "previous_state": e.attributes.get("previous_state"), "source": e.source}
+                   for e in events],
+        "events_by_type": by_type,
+        "duplicates_dropped": consumer.duplicates,
+        "ticks": stack.scheduler.totals() if stack.scheduler else {},
+        "api_answers": sim_stats.get("by_code", {}),
+        "copied": {"objects": sum(int(c.get("objects") or 0) for c in copied),
+                   "bytes": sum(int(c.get("bytes") or 0) for c in copied)},
+        "outputs": [{"job": r["name"], "uri": r["copy"]["uri"], "manifest_uri": r["copy"]["manifest_uri"]}
+                    for r in sorted(records.values(), key=lambda r: r["name"])
+                    if (r.get("copy") or {}).get("status") == "done"],
+        "local_copy": str(workdir / "outputs" / OUTPUT_BUCKET) if mirrored else None,
+        "logs": str(workdir / "logs"),
+    }
+
+
+def _summary(view: View, result: dict[str, Any], jobs, records, stack: LocalStack) -> None:
+    view.say("")
+    view.say(view.paint(f"Summary ({result['elapsed_s']:.0f}s, stack started in {stack.started_s:.1f}s)", "1"))
+    states: dict[str, int] = {}
+    for record in records.values():
+        key = record.get("state", "?").removeprefix("JOB_STATE_")
+        states[key] = states.get(key, 0) + 1
+    view.say(f"  jobs:        {len(records)} tracked: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+    view.say(f"  transitions: {result['transitions']} state changes recorded "
+             f"(Firestore {stack.collection}/{{job}}/transitions)")
+    types = result["events_by_type"]
+    view.say(f"  events:      {len(result['events'])} delivered to the subscriber: "
+             + ", ".join(f"{n} {t}" for t, n in sorted(types.items()))
+             + f"; {result['duplicates_dropped']} duplicates dropped")
+    ticks = result["ticks"]
+    view.say(f"  ticks:       {ticks.get('ticks', 0)} (polled {ticks.get('polled', 0)} statuses, "
+             f"{ticks.get('errors', 0)} poll errors, longest {ticks.get('max_duration_s', 0)}s)")
+    answers = result["api_answers"]
+    faults = ", ".join(f"{answers[c]}x {c}" for c in ("429", "500", "503") if answers.get(c))
+    view.say(f"  API faults:  {faults or 'none'} answered by the simulator, retried (backoff, Retry-After)")
+    view.say(f"  copied:      {result['copied']['objects']} objects, {human_bytes(result['copied']['bytes'])} "
+             f"into gs://{OUTPUT_BUCKET} (fake-gcs-server), each job's folder with a _manifest.json:")
+    for entry in result["outputs"]:
+        view.say(f"                {label(entry['job']):28} {entry['uri']}/")
+    if result.get("local_copy"):
+        view.say(f"  local copy:  {result['local_copy']}  (the bucket, downloaded; fake-gcs keeps it in memory)")
+    view.say(f"  logs:        {result['logs']}  (one file per process)")
+    view.say("")
+    for check in result["checks"]:
+        mark = view.paint("ok  ", "32") if check["ok"] else view.paint("FAIL", "31")
+        view.say(f"  {mark} {check['check']}")
+        for problem in check["problems"]:
+            view.say(f"         {problem}")
+    view.say("")
+    if result["ok"]:
+        view.say("Next: `make demo DEMO_ARGS=--keep` keeps the stack up to explore it with `batch-relay list/show` "
+                 "and examples/consumer.py; README.md shows how to track your own jobs.")
+
+
+def _keep(view: View, stack: LocalStack) -> None:
+    view.say(view.paint("The stack stays up (--keep). In another terminal, from this directory:", "1"))
+    view.say("")
+    view.say(stack.shell_exports())
+    view.say(f"""
+  .venv/bin/batch-relay list
+  .venv/bin/batch-relay show batches/demo-nightly-eval
+  .venv/bin/python examples/consumer.py {stack.console_subscription}     # every event again
+  curl -s '{stack.url('fake-gcs')}/storage/v1/b/{OUTPUT_BUCKET}/o' | python3 -m json.tool | grep '"name"'
+
+The scheduler keeps ticking every {stack.tick_s:g}s. Press Ctrl-C to stop everything.""")
+    while True:
+        time.sleep(3600)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ci", action="store_true", help="headless, time-bounded, exit 1 on a wrong end state")
+    parser.add_argument("--keep", action="store_true", help="leave the stack up after the summary (Ctrl-C ends)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of the scenario (default 60)")
+    parser.add_argument("--tick-s", type=float, default=None, help="seconds between ticks (default 2)")
+    parser.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    parser.add_argument("--result", help="write the result as JSON to this file")
+    args = parser.parse_args(argv)
+    if args.seconds < 10:
+        parser.error("--seconds must be at least 10")
+    try:
+        result = run_demo(ci=args.ci, keep=args.keep and not args.ci, seconds=args.seconds, tick_s=args.tick_s,
+                          timeout_s=args.timeout)
+    except RuntimeError as exc:  # e.g. java or the Cloud SDK emulators are missing
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.result:
+        Path(args.result).write_text(json.dumps(result, indent=2, default=str))
+    if result.get("interrupted"):
+        return 130
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,450 @@
+"""The whole batch-relay pipeline on this machine: a development tool, outside the deploy bundle.
+
+``LocalStack`` starts, each on a free 127.0.0.1 port and each as one process group stopped by its PID:
+
+- the Firestore and Pub/Sub emulators (Cloud SDK) and fake-gcs-server (Cloud Storage);
+- the batch-API simulator, standing in for both the Gemini API and Vertex AI (``devtools/simulator.py``);
+- both Cloud Functions under functions-framework: ``poll_jobs`` (HTTP) and ``on_job_event`` (CloudEvent),
+  from ``functions/main.py`` exactly as deployed;
+
+then creates the events topic, the reactor's Pub/Sub **push** subscription (emulator -> ``on_job_event``,
+the same filter as ``infra/pubsub.tf``), two ordered pull subscriptions (``…-viewer`` for tools that
+watch the stream, ``…-console`` left for you), and runs a scheduler thread that POSTs to ``poll_jobs``
+every ``tick_s`` seconds, as Cloud Scheduler does.
+
+    with LocalStack() as stack:          # everything up; .env holds the settings of the functions/CLI
+        ...
+    # every process stopped (also on Ctrl-C / SIGTERM)
+
+Command line::
+
+    python -m devtools.stack            # start, check that a tick runs and the reactor answers, stop
+    python -m devtools.stack --keep     # start and stay up until Ctrl-C; prints the environment for
+                                        # `batch-relay list/show/track` and examples/consumer.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import os
+import shlex
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from devtools import emulators
+
+ROOT = Path(__file__).resolve().parent.parent
+MAIN = ROOT / "functions" / "main.py"
+DEFAULT_PROJECT = "batch-relay-local"
+DEFAULT_API_KEY = "local-demo-gemini-key"
+REACTOR_FILTER = ('attributes.ce-type = "batchrelay.job.v1.stateChanged" AND (attributes.state = '
+                  '"JOB_STATE_SUCCEEDED" OR attributes.state = "JOB_STATE_PARTIALLY_SUCCEEDED")')
+EMULATOR_VARS = ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST")
+
+
+class Scheduler:
+    """POSTs to ``poll_jobs`` every ``interval_s`` seconds, in a background thread.
+
+    Like Cloud Scheduler it does not wait for one tick to finish before firing the next (ticks may
+    overlap, which batch-relay is built for); at most ``max_overlap`` are in flight, a firing beyond
+    that is skipped and counted."""
+
+    def __init__(self, url: str, interval_s: float, *, timeout_s: float = 300.0, max_overlap: int = 2,
+                 on_tick: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.url = url
+        self.interval_s = interval_s
+        self.on_tick = on_tick
+        self.history: list[dict[str, Any]] = []  # one entry per finished tick
+        self.skipped = 0
+        self._timeout_s = timeout_s
+        self._max_overlap = max_overlap
+        self._in_flight = 0
+        self._futures: set[concurrent.futures.Future] = set()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_overlap, thread_name_prefix="scheduler-tick")
+        self._http = httpx.Client(timeout=timeout_s)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+
+    def start(self) -> Scheduler:
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            with self._lock:
+                fire = self._in_flight < self._max_overlap
+                self._in_flight += fire
+            if fire:
+                try:
+                    self._futures.add(self._pool.submit(self._fire))
+                except RuntimeError:  # the pool is shutting down
+                    return
+                self._futures = {f for f in self._futures if not f.done()}
+            else:
+                self.skipped += 1
+            next_at += self.interval_s
+            self._stop.wait(max(next_at - time.monotonic(), 0.0))
+
+    def _fire(self) -> None:
+        started = time.monotonic()
+        entry: dict[str, Any] = {"at": time.time(), "status": None, "summary": None, "error": None}
+        try:
+            response = self._http.post(self.url, json={})
+            entry["status"] = response.status_code
+            try:
+                entry["summary"] = response.json()
+            except ValueError:
+                entry["error"] = response.text[:300]
+        except httpx.HTTPError as exc:
+            entry["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+        entry["wall_s"] = round(time.monotonic() - started, 3)
+        if self._stop.is_set() and entry["status"] is None:
+            return  # cut off by the shutdown: not a tick
+        with self._lock:
+            self.history.append(entry)
+        if self.on_tick is not None:
+            with contextlib.suppress(Exception):
+                self.on_tick(entry)
+
+    def totals(self) -> dict[str, Any]:
+        """Ticks run, and the A1 summary counts added up."""
+        with self._lock:
+            history = list(self.history)
+        ok = [h for h in history if h["status"] == 200 and isinstance(h["summary"], dict)]
+        out: dict[str, Any] = {"ticks": len(history), "ok": len(ok), "failed": len(history) - len(ok),
+                               "skipped": self.skipped}
+        for key in ("polled", "changed", "published", "errors"):
+            out[key] = sum(int(h["summary"].get(key) or 0) for h in ok)
+        durations = [float(h["summary"].get("duration_s") or 0.0) for h in ok]
+        out["max_duration_s"] = round(max(durations), 3) if durations else 0.0
+        return out
+
+    def stop(self, wait_s: float = 3.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(wait_s)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        # let a tick in flight finish its commits briefly; the functions are stopped next anyway
+        concurrent.futures.wait(list(self._futures), timeout=wait_s)
+        self._http.close()
+
+
+class LocalStack:
+    """Everything batch-relay runs on, locally. See the module docstring."""
+
+    def __init__(self, *, project: str = DEFAULT_PROJECT, collection: str = "batch_jobs",
+                 topic: str = "batch-job-events", tick_s: float | None = 2.0,
+                 gemini_api_key: str = DEFAULT_API_KEY, extra_env: dict[str, str] | None = None,
+                 log_dir: str | os.PathLike | None = None,
+                 on_progress: Callable[[str], None] | None = None,
+                 on_tick: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.project = project
+        self.collection = collection
+        self.topic = topic
+        self.tick_s = tick_s
+        self.gemini_api_key = gemini_api_key
+        self.extra_env = dict(extra_env or {})
+        self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="batch-relay-stack-"))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._progress = on_progress or (lambda _message: None)
+        self._on_tick = on_tick
+        self.services: dict[str, emulators.Service] = {}
+        self.pids: list[int] = []  # every process (group leader) this stack started, in start order
+        self.env: dict[str, str] = {}
+        self.scheduler: Scheduler | None = None
+        self.topic_path = f"projects/{project}/topics/{topic}"
+        self.push_subscription = f"projects/{project}/subscriptions/{topic}-reactor"
+        self.viewer_subscription = f"projects/{project}/subscriptions/{topic}-viewer"
+        self.console_subscription = f"projects/{project}/subscriptions/{topic}-console"
+        self.started_s: float | None = None
+        self._saved_signals: dict[int, Any] = {}
+        self._stopped = False
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def __enter__(self) -> LocalStack:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> LocalStack:
+        t0 = time.monotonic()
+        self._install_signal_handlers()
+        known = set(emulators._live)  # services started by another thread/stack are not ours
+        try:
+            self._start_backends()
+            self.env = self._build_env()
+            self._start_functions()
+            self._create_pubsub()
+            if self.tick_s:
+                self.scheduler = Scheduler(f"{self.services['poll_jobs'].url}/", self.tick_s,
+                                           timeout_s=float(self.env.get("RELAY_TICK_DEADLINE_S", 240)) + 30,
+                                           on_tick=self._on_tick).start()
+                self._progress(f"scheduler: POST {self.services['poll_jobs'].url}/ every {self.tick_s:g}s")
+        except BaseException:
+            # a service interrupted while starting is not in self.services yet: stop it by its PID too
+            for service in list(emulators._live):
+                if service not in known and service not in self.services.values():
+                    self.pids.append(service.pid)
+                    service.stop()
+            raise
+        self.started_s = round(time.monotonic() - t0, 2)
+        self._progress(f"stack up in {self.started_s:.1f}s (logs: {self.log_dir})")
+        return self
+
+    def stop(self) -> None:
+        """Stop the scheduler, then every process this stack started, by PID (SIGTERM, then SIGKILL)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+        try:
+            if self.scheduler is not None:
+                self.scheduler.stop()
+            services = list(self.services.values())
+            functions = [s for s in services if s.name in ("poll_jobs", "on_job_event")]
+            rest = [s for s in services if s not in functions]
+            for group in (functions, rest):
+                with concurrent.futures.ThreadPoolExecutor(max(len(group), 1)) as pool:
+                    list(pool.map(_stop_quietly, group))
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            self._restore_signal_handlers()
+
+    def _install_signal_handlers(self) -> None:
+        """SIGTERM (and SIGHUP) become KeyboardInterrupt, like Ctrl-C, so ``with`` blocks unwind and stop
+        every process. Only possible in the main thread; elsewhere the caller owns signals."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def interrupt(signum, _frame):
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            with contextlib.suppress(ValueError, OSError):
+                self._saved_signals[sig] = signal.signal(sig, interrupt)
+
+    def _restore_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig, handler in self._saved_signals.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(sig, handler)
+        self._saved_signals.clear()
+
+    # -- the processes ----------------------------------------------------------------------------------
+    def _adopt(self, service: emulators.Service) -> emulators.Service:
+        self.services[service.name] = service
+        self.pids.append(service.pid)
+        return service
+
+    def _start_backends(self) -> None:
+        starters = {
+            "firestore": lambda: emulators.start_firestore(log_dir=str(self.log_dir)),
+            "pubsub": lambda: emulators.start_pubsub(log_dir=str(self.log_dir)),
+            "fake-gcs": lambda: emulators.start_fake_gcs(log_dir=str(self.log_dir)),
+            "simulator": lambda: emulators.start_simulator(
+                extra_args=["--api-key", self.gemini_api_key], log_dir=str(self.log_dir)),
+        }
+        labels = {"firestore": "Firestore emulator", "pubsub": "Pub/Sub emulator",
+                  "fake-gcs": "fake-gcs-server (Cloud Storage)", "simulator": "batch-API simulator"}
+        # started side by side: the two JVMs dominate start-up
+        with concurrent.futures.ThreadPoolExecutor(len(starters)) as pool:
+            futures = {name: pool.submit(start) for name, start in starters.items()}
+            errors = []
+            for name, future in futures.items():
+                try:
+                    service = self._adopt(future.result())
+                    self._progress(f"{labels[name]:32} {service.url}  pid {service.pid}")
+                except Exception as exc:  # noqa: BLE001 - collect, the others are stopped by the caller
+                    errors.append(f"{labels[name]}: {exc}")
+            if errors:
+                raise RuntimeError("could not start the local stack: " + "; ".join(errors))
+
+    def _build_env(self) -> dict[str, str]:
+        sim = self.services["simulator"].url
+        env = {
+            "GOOGLE_CLOUD_PROJECT": self.project,
+            "FIRESTORE_EMULATOR_HOST": self.services["firestore"].host,
+            "PUBSUB_EMULATOR_HOST": self.services["pubsub"].host,
+            "STORAGE_EMULATOR_HOST": self.services["fake-gcs"].url,
+            "RELAY_COLLECTION": self.collection,
+            "RELAY_EVENTS_TOPIC": self.topic,
+            "RELAY_GEMINI_API_KEY": self.gemini_api_key,
+            "RELAY_GEMINI_BASE_URL": sim,
+            "RELAY_VERTEX_BASE_URL": sim,
+            **self.extra_env,
+        }
+        return env
+
+    def child_env(self) -> dict[str, str]:
+        """The functions' environment: the stack's settings, and every other ``RELAY_*`` / emulator
+        variable of the caller's shell blanked (a setting meant for real Google Cloud must not leak in)."""
+        blank = {k: "" for k in os.environ if k.startswith("RELAY_") or k in EMULATOR_VARS}
+        return {**blank, **self.env, "PYTHONUNBUFFERED": "1"}
+
+    def _start_functions(self) -> None:
+        env = self.child_env()
+        started = []
+        for target, signature in (("poll_jobs", "http"), ("on_job_event", "cloudevent")):
+            port = emulators.free_port()
+            argv = [sys.executable, "-m", "functions_framework", "--target", target, "--source", str(MAIN),
+                    "--signature-type", signature, "--host", "127.0.0.1", "--port", str(port)]
+            started.append(self._adopt(emulators.Service(target, argv, port, env=env, log_dir=str(self.log_dir))))
+        for service in started:  # both import side by side; wait for each
+            service.wait_ready(60)
+            self._progress(f"functions-framework {service.name:12} {service.url}  pid {service.pid}")
+
+    def _create_pubsub(self) -> None:
+        with self.environ():
+            from google.cloud import pubsub_v1
+
+            publisher = pubsub_v1.PublisherClient()
+            subscriber = pubsub_v1.SubscriberClient()
+        try:
+            publisher.create_topic(name=self.topic_path)
+            reactor = self.services["on_job_event"].url
+            subscriber.create_subscription(request={
+                "name": self.push_subscription, "topic": self.topic_path, "filter": REACTOR_FILTER,
+                "ack_deadline_seconds": 60,
+                # the path carries the topic, so the CloudEvent's source names it (as in infra/pubsub.tf)
+                "push_config": {"push_endpoint": f"{reactor}/{self.topic_path}"}})
+            for name in (self.viewer_subscription, self.console_subscription):
+                subscriber.create_subscription(request={
+                    "name": name, "topic": self.topic_path, "enable_message_ordering": True,
+                    "ack_deadline_seconds": 60})
+        finally:
+            subscriber.close()
+            publisher.stop()
+        self._progress(f"topic {self.topic_path}: push subscription -> on_job_event, "
+                       "ordered pull subscriptions ...-viewer and ...-console")
+
+    # -- using it ---------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def environ(self) -> Iterator[dict[str, str]]:
+        """Point the Google client libraries of *this* process at the stack while the block runs
+        (clients read the emulator variables when they are built); the environment is restored after."""
+        saved = dict(os.environ)
+        os.environ.update({k: v for k, v in self.child_env().items() if k != "PYTHONUNBUFFERED"})
+        try:
+            yield self.env
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def settings(self):
+        from shared.settings import Settings
+
+        return Settings.from_env(self.env)
+
+    def url(self, name: str) -> str:
+        return self.services[name].url
+
+    def shell_exports(self) -> str:
+        """``export`` lines that point ``batch-relay`` and examples/consumer.py at this stack."""
+        return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in self.env.items())
+
+    def alive(self) -> list[int]:
+        """Processes this stack started that still run (by PID, or in their process groups)."""
+        return alive_pids(self.pids)
+
+
+def alive_pids(pids: list[int]) -> list[int]:
+    """Which of ``pids`` (process group leaders) or members of their groups still run (zombies aside)."""
+    groups = set(pids)
+    left = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, pgrp = fields[0], int(fields[2])
+        if (int(entry.name) in groups or pgrp in groups) and state != "Z":
+            left.append(int(entry.name))
+    return sorted(left)
+
+
+def _stop_quietly(service: emulators.Service) -> None:
+    with contextlib.suppress(Exception):
+        service.stop()
+
+
+# -- command line ----------------------------------------------------------------------------------------
+def _self_check(stack: LocalStack) -> list[str]:
+    problems = []
+    response = httpx.post(stack.url("poll_jobs") + "/", json={}, timeout=60)
+    if response.status_code != 200:
+        problems.append(f"poll_jobs answered {response.status_code}: {response.text[:200]}")
+    else:
+        print(f"poll_jobs tick: {response.text.strip()}")
+    # a messagePublished CloudEvent the reactor must ack (not a success event): proves it is served
+    probe = httpx.post(stack.url("on_job_event") + "/" + stack.topic_path, timeout=30, json={
+        "message": {"attributes": {"ce-type": "batchrelay.job.v1.stateChanged", "state": "JOB_STATE_RUNNING"},
+                    "data": "e30=", "messageId": "1", "publishTime": "2026-01-01T00:00:00Z"},
+        "subscription": stack.push_subscription})
+    if probe.status_code >= 300:
+        problems.append(f"on_job_event answered {probe.status_code}: {probe.text[:200]}")
+    else:
+        print(f"on_job_event acked a push delivery ({probe.status_code})")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devtools.stack", description=(
+        "Start batch-relay's local stack (emulators, fake-gcs-server, simulator, both functions, a "
+        "scheduler loop). Without --keep: check it works and stop."))
+    parser.add_argument("--keep", action="store_true", help="stay up until Ctrl-C and print the environment")
+    parser.add_argument("--tick-s", type=float, default=2.0, help="seconds between poll_jobs calls (0: none)")
+    parser.add_argument("--project", default=DEFAULT_PROJECT)
+    args = parser.parse_args(argv)
+    try:
+        with LocalStack(project=args.project, tick_s=args.tick_s or None, on_progress=print) as stack:
+            if not args.keep:
+                problems = _self_check(stack)
+                for problem in problems:
+                    print(f"FAILED: {problem}", file=sys.stderr)
+                print("stack works; stopping it" if not problems else "stopping the stack")
+                return 1 if problems else 0
+            print("\nThe stack is up. In another terminal:\n")
+            print(stack.shell_exports())
+            print(f"""
+  .venv/bin/batch-relay track batches/my-job --destination gs://my-bucket/out   # the simulator must know it
+  .venv/bin/batch-relay list
+  .venv/bin/python examples/consumer.py {stack.console_subscription}
+
+Simulator admin API: {stack.url('simulator')}/_sim/  (see devtools/simulator.py)
+Logs of every process: {stack.log_dir}
+Press Ctrl-C to stop everything.""", flush=True)
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\nstopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
