@@ -89,6 +89,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     configure(stream="stderr")
     add_secret(settings.gemini_api_key)
     db = clients.make_firestore(settings)
+    _probe(db, settings)
     store = JobStore(db, settings)
     command = args.command
     if command == "track":
@@ -122,6 +123,18 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(result))
         return 0 if result.get("status") in ("done", "not_applicable") else 1
     return 0
+
+
+def _probe(db, settings: Settings, deadline_s: float = 10.0) -> None:
+    """One bounded read, so an unreachable Firestore ends the command (exit 1) within seconds rather
+    than after the client library's long default retries."""
+    from google.api_core.retry import Retry
+
+    try:
+        db.collection(settings.meta_collection).document("heartbeat").get(
+            retry=Retry(initial=0.25, maximum=2.0, timeout=deadline_s), timeout=deadline_s)
+    except Exception as exc:  # noqa: BLE001 - any failure here means we cannot run
+        raise RuntimeError(f"Firestore is unreachable ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 def _republish(name: str, settings: Settings, store) -> int:

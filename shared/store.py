@@ -277,6 +277,8 @@ class JobStore:
                 "expire_at": updates.get("expire_at"),
             })
             outcome = Outcome("changed", (event,), take_lease)
+            if status.terminal:
+                self._expire_transitions(batch, snap.name, version - 1, updates["expire_at"])
         batch.update(self.ref(snap.name), updates, option=self._precondition(snap))
         try:
             batch.commit()
@@ -309,11 +311,22 @@ class JobStore:
             event = events.lost({**data, **updates}, self._settings.event_source, now)
             updates["outbox.lost"] = event.to_doc()
             outcome = Outcome("lost", (event,), take_lease)
+        batch = self._db.batch()
+        if lost:
+            self._expire_transitions(batch, snap.name, int(data.get("version") or 0), updates["expire_at"])
+        batch.update(self.ref(snap.name), updates, option=self._precondition(snap))
         try:
-            self.ref(snap.name).update(updates, option=self._precondition(snap))
+            batch.commit()
         except (gexc.FailedPrecondition, gexc.NotFound):
             return Outcome("conflict")
         return outcome
+
+    def _expire_transitions(self, batch, name: str, upto: int, expire_at: dt.datetime | None) -> None:
+        """A finished job's earlier transitions expire with it (the TTL policy deletes them too)."""
+        if expire_at is None:
+            return
+        for version in range(1, upto + 1):
+            batch.update(self._transition_ref(name, version), {"expire_at": expire_at})
 
     # -- the outbox -------------------------------------------------------------------------------------
     def lease(self, owner: str, now: dt.datetime) -> dict[str, Any]:

@@ -101,7 +101,19 @@ def test_python_track_api(relay, function_env):
         track("nope")
 
 
-def test_unreachable_backend_exits_1(tmp_path):
+def test_unreachable_firestore_exits_1_quickly():
+    import time
+
+    env = {**os.environ, "GOOGLE_CLOUD_PROJECT": "p", "FIRESTORE_EMULATOR_HOST": "127.0.0.1:9"}
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "shared.cli", "list"], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1 and "Firestore is unreachable" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert time.monotonic() - started < 60
+
+
+def test_missing_credentials_exit_1(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST")}
     env.update(GOOGLE_CLOUD_PROJECT="p", GOOGLE_APPLICATION_CREDENTIALS=str(tmp_path / "missing.json"),
                NO_GCE_CHECK="true", GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9")

@@ -277,6 +277,7 @@ def test_job_unknown_for_long_enough_is_lost(relay, simulator):
     validate_event(lost)
     assert lost["attributes"]["ce-id"] == f"{record['tracking_id']}-lost"
     assert not relay.store.get("batches/vanish")["has_unpublished"]
+    assert all(t["expire_at"] for t in relay.store.transitions("batches/vanish"))
     assert relay.tick(quick)["polled"] == 0  # terminal: no longer polled
 
 
@@ -339,3 +340,20 @@ def test_a_tick_can_cover_a_shard_range(relay, simulator, poll_client):
     assert rest["polled"] == len(names) - len(low)
     for bad in ({"shard_lo": 5, "shard_hi": 5}, {"shard_lo": -1}, {"shard_hi": SHARDS + 1}, [1, 2], {"shard_lo": "0"}):
         assert poll_client.post("/", json=bad).status_code == 400
+
+
+def test_finished_jobs_and_all_their_transitions_get_an_expiry(relay, simulator):
+    simulator.add_job(gemini_spec("ttl-1", ["PENDING", "RUNNING", "SUCCEEDED"]))
+    relay.store.track("batches/ttl-1")
+    for _ in range(3):
+        relay.tick()
+    record = relay.store.get("batches/ttl-1")
+    assert record["terminal"] and record["expire_at"] is not None
+    days = (record["expire_at"] - record["polled_at"]).days
+    assert days == relay.settings.retention_days == 30
+    assert [t["expire_at"] for t in relay.store.transitions("batches/ttl-1")] == [record["expire_at"]] * 3
+    keep = dataclasses.replace(relay.settings, retention_days=0)
+    simulator.add_job(gemini_spec("ttl-2", ["SUCCEEDED"]))
+    relay.store.track("batches/ttl-2")
+    relay.tick(keep)
+    assert relay.store.get("batches/ttl-2")["expire_at"] is None
