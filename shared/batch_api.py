@@ -8,6 +8,7 @@ One ``BatchApiClient`` lives for one tick, over an ``httpx.AsyncClient`` the cal
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import sys
@@ -53,6 +54,13 @@ def _fast_failed_sniffio_import() -> None:
             sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
+@functools.cache
+def shared_ssl_context():
+    """One SSL context per process (loading the CA bundle costs ~20 ms): safe to share across ticks and
+    event loops, unlike the clients themselves."""
+    return httpx.create_ssl_context()
+
+
 class HttpPool:
     """Several small ``httpx.AsyncClient`` pools behind one ``get``; each request goes to the least busy.
 
@@ -90,7 +98,7 @@ def make_http_client(settings: Settings, *, transport: httpx.AsyncBaseTransport 
     size = connections or settings.poll_concurrency
     per = min(CONNECTIONS_PER_CLIENT, size)
     count = -(-size // per)
-    ssl_context = httpx.create_ssl_context()
+    ssl_context = shared_ssl_context()
     clients = [
         httpx.AsyncClient(
             timeout=httpx.Timeout(settings.request_timeout_s),

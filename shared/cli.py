@@ -23,6 +23,7 @@ from .settings import Settings
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one clear line, exit 2
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         raise UsageError(f"{self.prog}: {message}")
 
 
@@ -63,6 +64,10 @@ def main(argv: Sequence[str] | None = None, *, env: dict[str, str] | None = None
             args.name = JobName.parse(args.name).name
         if getattr(args, "state", None):
             args.state = states.parse_user_state(args.state)
+        if args.command == "track":  # refuse bad options before anything is contacted
+            from .store import check_track_options
+
+            check_track_options(args.destination, dict(args.label))
         settings = Settings.from_env(env)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -38,9 +38,9 @@ def parse_timestamp(value: Any, field: str) -> dt.datetime | None:
             sign = 1 if tz[0] == "+" else -1
             tzinfo = dt.timezone(sign * dt.timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6])))
         stamp = dt.datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), micros, tzinfo=tzinfo)
-    except ValueError as exc:
+        return stamp.astimezone(dt.UTC)
+    except (ValueError, OverflowError) as exc:
         raise BadResponseError(f"{field} is not a valid time: {value[:80]!r}") from exc
-    return stamp.astimezone(dt.UTC)
 
 
 def parse_count(value: Any, field: str) -> int:
@@ -49,10 +49,10 @@ def parse_count(value: Any, field: str) -> int:
         return 0
     if isinstance(value, bool):
         raise BadResponseError(f"{field} is not a count: {value!r}")
-    if isinstance(value, int):
-        return value
     if isinstance(value, str) and re.fullmatch(r"-?\d{1,19}", value):
-        return int(value)
+        value = int(value)
+    if isinstance(value, int) and -(2**63) <= value < 2**63:  # Firestore integers are int64
+        return value
     raise BadResponseError(f"{field} is not a count: {str(value)[:40]!r}")
 
 
@@ -86,11 +86,10 @@ def _error(raw: Any) -> dict[str, Any] | None:
         return None
     body = _obj(raw, "error")
     code = body.get("code", 0)
-    if isinstance(code, bool) or not isinstance(code, int):
-        try:
-            code = parse_count(code, "error.code")
-        except BadResponseError:
-            code = 0
+    try:
+        code = parse_count(code, "error.code")
+    except BadResponseError:
+        code = 0
     message = body.get("message")
     return {"code": code, "message": message if isinstance(message, str) else ""}
 

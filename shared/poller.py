@@ -19,7 +19,7 @@ from typing import Any
 from .batch_api import BatchApiClient
 from .errors import BadResponseError, DeadlineExceeded, RelayError, UsageError
 from .jobnames import JobName
-from .log import get_logger, log
+from .log import add_secret, get_logger, log, redact
 from .outbox import Outbox
 from .publisher import EventPublisher
 from .settings import Settings
@@ -55,6 +55,7 @@ class Poller:
                  *, now: Callable[[], dt.datetime] | None = None, clock: Callable[[], float] = time.monotonic,
                  sweeper: Callable[[dt.datetime], Any] | None = None) -> None:
         self._settings = settings
+        add_secret(settings.gemini_api_key)
         self._store = store
         self._api = api
         self._publisher = publisher
@@ -73,7 +74,11 @@ class Poller:
         # published after every older unpublished event of its job).
         queue, producer = self._start_query(shard_lo, shard_hi)
         if self._sweeper is not None:
-            summary.swept = int(await asyncio.to_thread(self._sweeper, self._now()) or 0)
+            try:
+                summary.swept = int(await asyncio.to_thread(self._sweeper, self._now()) or 0)
+            except Exception as exc:  # noqa: BLE001 - the sweep is retried next tick; polling goes on
+                summary.errors += 1
+                log(_log, logging.ERROR, "sweep failed", error=f"{type(exc).__name__}: {exc}"[:300])
         await self._republish(summary, deadline)
         await self._poll(queue, producer, summary, deadline)
         summary.duration_s = self._clock() - started
@@ -87,10 +92,15 @@ class Poller:
         for snap in snaps:
             if self._clock() >= deadline:
                 return
-            now = self._now()
-            if not await asyncio.to_thread(self._store.claim, snap, self.owner, now):
+            try:
+                if not await asyncio.to_thread(self._store.claim, snap, self.owner, self._now()):
+                    continue
+                sent, _left = await self.outbox.flush(snap.data)
+            except Exception as exc:  # noqa: BLE001 - e.g. ABORTED on a record a dead instance holds locked
+                summary.errors += 1
+                log(_log, logging.ERROR, "republish failed", job=snap.name,
+                    error=f"{type(exc).__name__}: {exc}"[:300])
                 continue
-            sent, _left = await self.outbox.flush(snap.data)
             summary.republished += sent
             summary.published += sent
 
@@ -142,13 +152,18 @@ class Poller:
             return
         except Exception as exc:  # noqa: BLE001 - garbage from an API must never stop the tick
             summary.polled += 1
-            await self._error(snap, BadResponseError.kind, f"{type(exc).__name__}: {exc}"[:300], summary)
+            await self._error(snap, BadResponseError.kind, f"{type(exc).__name__}: {exc}", summary)
             return
         summary.polled += 1
         if not needs_write(snap.data, status):
             return  # the common case: one read, no write, no thread hop
         now = self._now()
-        outcome = await asyncio.to_thread(self._store.apply_status, snap, status, now, self.owner)
+        try:
+            outcome = await asyncio.to_thread(self._store.apply_status, snap, status, now, self.owner)
+        except Exception as exc:  # noqa: BLE001 - a reply Firestore cannot store must not stop the tick
+            await self._error(snap, BadResponseError.kind,
+                              f"reply cannot be stored: {type(exc).__name__}: {exc}", summary)
+            return
         if outcome.kind == "changed":
             summary.changed += 1
             log(_log, logging.INFO, "state changed", job=name, api=job.api, state=status.state,
@@ -159,11 +174,12 @@ class Poller:
 
     async def _error(self, snap: Snapshot, kind: str, message: str, summary: TickSummary) -> None:
         summary.errors += 1
+        message = redact(message)[:500]  # stored on the record (and in a lost event): redacted, then cut
         name = snap.data.get("name", snap.id)
         log(_log, logging.WARNING, "status fetch failed", job=name, api=snap.data.get("api"), kind=kind,
-            error=message[:500])
+            error=message)
         try:
-            outcome = await asyncio.to_thread(self._store.record_error, snap, kind, message[:500],
+            outcome = await asyncio.to_thread(self._store.record_error, snap, kind, message,
                                               self._now(), self.owner)
         except Exception as exc:  # noqa: BLE001 - one record's write must not stop the others
             log(_log, logging.ERROR, "could not record poll error", job=name, error=repr(exc)[:300])

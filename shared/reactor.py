@@ -24,7 +24,7 @@ from .copy_ledger import CopyLedger
 from .copy_plans import Copier
 from .errors import PermanentError, RelayError, TransientError, UsageError
 from .jobnames import JobName
-from .log import get_logger, log
+from .log import add_secret, get_logger, log, redact
 from .outbox import Outbox
 from .publisher import EventPublisher
 from .retry import RetryPolicy
@@ -83,6 +83,8 @@ def decode(cloud_event: Any) -> Trigger | None:
 def _get(cloud_event: Any, key: str) -> Any:
     if isinstance(cloud_event, dict):
         return cloud_event.get(key)
+    if key != "data" and callable(getattr(cloud_event, "get", None)):  # cloudevents' CloudEvent: event["id"]
+        return cloud_event.get(key)
     return getattr(cloud_event, key, None)
 
 
@@ -91,6 +93,7 @@ class Reactor:
 
     def __init__(self, settings: Settings, store: JobStore, copier: Copier, outbox: Outbox) -> None:
         self._settings = settings
+        add_secret(settings.gemini_api_key)
         self._store = store
         self._ledger = CopyLedger(store)
         self._copier = copier
@@ -126,7 +129,7 @@ class Reactor:
         try:
             result = await self._copier.copy(record, now)
         except PermanentError as exc:
-            error = {"kind": exc.kind, "message": str(exc)[:500]}
+            error = {"kind": exc.kind, "message": redact(str(exc))[:500]}
             log(_log, logging.ERROR, "copy failed", error=error, **fields)
             await asyncio.to_thread(self._ledger.finish, name, attempt, now, status="failed", error=error)
             await self._outbox.flush_name(name, force=True)

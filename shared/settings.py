@@ -134,7 +134,10 @@ class _Reader:
         if raw is None:
             return None
         probe = raw.replace("{location}", "loc") if allow_location else raw
-        parts = urlsplit(probe)
+        try:
+            parts = urlsplit(probe)
+        except ValueError:  # e.g. "http://[": Invalid IPv6 URL
+            raise SettingsError(f"{var}={raw!r} is not an http(s) URL") from None
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
             raise SettingsError(f"{var}={raw!r} is not an http(s) URL")
         return raw.rstrip("/")

@@ -126,12 +126,7 @@ class JobStore:
         from google.cloud import firestore
 
         job = JobName.parse(name)
-        if destination is not None:
-            try:
-                destination = normalize_destination(destination)
-            except ValueError as exc:
-                raise UsageError(f"destination: {exc}") from None
-        labels = _check_labels(labels or {})
+        destination, labels = check_track_options(destination, labels)
         now = now or dt.datetime.now(dt.UTC)
         ref = self.ref(job.name)
         transaction = self._db.transaction()
@@ -449,6 +444,16 @@ def new_record(job: JobName, *, destination: str | None, labels: dict[str, str],
         "shard": shard_of(job.name), "has_unpublished": False, "published_version": 0,
         "outbox": {}, "publish_lease": None, "expire_at": None,
     }
+
+
+def check_track_options(destination: str | None, labels: dict[str, str] | None) -> tuple[str | None, dict[str, str]]:
+    """Validate ``track``'s options (``UsageError``); returns the normalized destination and labels."""
+    if destination is not None:
+        try:
+            destination = normalize_destination(destination)
+        except ValueError as exc:
+            raise UsageError(f"destination: {exc}") from None
+    return destination, _check_labels(labels or {})
 
 
 def _check_labels(labels: dict[str, str]) -> dict[str, str]:
