@@ -32,10 +32,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import quote
 
 import httpx
 
+from devtools.fakegcs import FakeGcs
 from devtools.stack import ROOT, LocalStack, alive_pids
 
 PROJECT = "batch-relay-demo"
@@ -232,42 +232,6 @@ def story_length(job: DemoJob) -> float:
 
 
 # -- fake-gcs helpers ------------------------------------------------------------------------------------------
-class Gcs:
-    """Plain HTTP on fake-gcs-server (the JSON API), for arranging sources and checking copies."""
-
-    def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=30)
-
-    def create_bucket(self, name: str) -> None:
-        self.http.post("/storage/v1/b", params={"project": PROJECT}, json={"name": name}).raise_for_status()
-
-    def put(self, bucket: str, name: str, data: bytes) -> None:
-        self.http.post(f"/upload/storage/v1/b/{bucket}/o", params={"uploadType": "media", "name": name},
-                       content=data).raise_for_status()
-
-    def meta(self, bucket: str, name: str) -> dict[str, Any] | None:
-        response = self.http.get(f"/storage/v1/b/{bucket}/o/{quote(name, safe='')}")
-        return None if response.status_code == 404 else response.raise_for_status().json()
-
-    def read(self, bucket: str, name: str) -> bytes:
-        response = self.http.get(f"/storage/v1/b/{bucket}/o/{quote(name, safe='')}", params={"alt": "media"})
-        return response.raise_for_status().content
-
-    def names(self, bucket: str, prefix: str = "") -> list[str]:
-        out: list[str] = []
-        token = None
-        while True:
-            params = {"prefix": prefix, **({"pageToken": token} if token else {})}
-            body = self.http.get(f"/storage/v1/b/{bucket}/o", params=params).raise_for_status().json()
-            out += [item["name"] for item in body.get("items", [])]
-            token = body.get("nextPageToken")
-            if not token:
-                return sorted(out)
-
-    def close(self) -> None:
-        self.http.close()
-
-
 def split_gs(uri: str) -> tuple[str, str]:
     bucket, _, prefix = uri.removeprefix("gs://").partition("/")
     return bucket, prefix
@@ -459,7 +423,7 @@ def _track(job: DemoJob, stack: LocalStack, settings, db, view: View) -> None:
         view.say(f"  >>> track({', '.join(args)})")
 
 
-def verify(jobs: list[DemoJob], store, gcs: Gcs, events: list, sim_stats: dict[str, Any],
+def verify(jobs: list[DemoJob], store, gcs: FakeGcs, events: list, sim_stats: dict[str, Any],
            records: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The end state, checked: returns (checks, per-job details)."""
     checks: list[dict[str, Any]] = []
@@ -542,7 +506,7 @@ def verify(jobs: list[DemoJob], store, gcs: Gcs, events: list, sim_stats: dict[s
     return checks, details
 
 
-def _check_manifest(job: DemoJob, record: dict[str, Any], gcs: Gcs) -> list[str]:
+def _check_manifest(job: DemoJob, record: dict[str, Any], gcs: FakeGcs) -> list[str]:
     copy = record["copy"]
     expected_uri = job.destination or f"{DEFAULT_DESTINATION}/{job.api}/{job.name.rsplit('/', 1)[-1]}"
     problems = []
@@ -550,7 +514,7 @@ def _check_manifest(job: DemoJob, record: dict[str, Any], gcs: Gcs) -> list[str]
         problems.append(f"{job.name}: copied to {copy.get('uri')}, expected {expected_uri}")
     bucket, prefix = split_gs(copy.get("uri") or "")
     try:
-        manifest = json.loads(gcs.read(bucket, f"{prefix}/_manifest.json"))
+        manifest = json.loads(gcs.get(bucket, f"{prefix}/_manifest.json"))
     except (httpx.HTTPError, ValueError) as exc:
         return [*problems, f"{job.name}: no readable manifest at {copy.get('manifest_uri')}: {exc}"]
     if manifest.get("job") != job.name or manifest.get("state") != job.expected:
@@ -575,13 +539,13 @@ def _check_manifest(job: DemoJob, record: dict[str, Any], gcs: Gcs) -> list[str]
     return problems
 
 
-def _mirror_outputs(gcs: Gcs, target: Path) -> int:
+def _mirror_outputs(gcs: FakeGcs, target: Path) -> int:
     """Download what was copied into the output bucket, so it can be looked at after the stack stops."""
     count = 0
     for name in gcs.names(OUTPUT_BUCKET):
         path = target / OUTPUT_BUCKET / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(gcs.read(OUTPUT_BUCKET, name))
+        path.write_bytes(gcs.get(OUTPUT_BUCKET, name))
         count += 1
     return count
 
@@ -631,7 +595,7 @@ def run_demo(*, ci: bool = False, keep: bool = False, seconds: float = 60.0, tic
             db = clients.make_firestore(settings)
             cleanup.callback(db.close)
             store = JobStore(db, settings)
-            gcs = Gcs(stack.url("fake-gcs"))
+            gcs = FakeGcs(stack.url("fake-gcs"), PROJECT)
             cleanup.callback(gcs.close)
             from devtools.simulator import SimulatorClient
 

@@ -38,11 +38,11 @@ import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
 from devtools import emulators
+from devtools.fakegcs import FakeGcs
 from devtools.faultproxy import FaultProxy
 from devtools.simulator import SimulatorClient, gemini_spec, vertex_spec
 
@@ -594,42 +594,6 @@ class SlowProxy(FaultProxy):
         return super()._should_fail(method, path)
 
 
-class Gcs:
-    """Plain HTTP on fake-gcs-server, to arrange sources and check destinations."""
-
-    def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=60)
-
-    def bucket(self, prefix: str) -> str:
-        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        self.http.post("/storage/v1/b", params={"project": "p"}, json={"name": name}).raise_for_status()
-        return name
-
-    def put(self, bucket: str, name: str, data: bytes) -> None:
-        self.http.post(f"/upload/storage/v1/b/{bucket}/o", params={"uploadType": "media", "name": name},
-                       content=data).raise_for_status()
-
-    def get(self, bucket: str, name: str) -> bytes:
-        response = self.http.get(f"/storage/v1/b/{bucket}/o/{quote(name, safe='')}", params={"alt": "media"})
-        response.raise_for_status()
-        return response.content
-
-    def objects(self, bucket: str, prefix: str = "") -> dict[str, dict]:
-        out: dict[str, dict] = {}
-        token = None
-        while True:
-            params = {"prefix": prefix, **({"pageToken": token} if token else {})}
-            body = self.http.get(f"/storage/v1/b/{bucket}/o", params=params).json()
-            for item in body.get("items", []):
-                out[item["name"]] = item
-            token = body.get("nextPageToken")
-            if not token:
-                return out
-
-    def close(self) -> None:
-        self.http.close()
-
-
 def _md5(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 - GCS's md5Hash, not security
 
@@ -642,7 +606,7 @@ def reactor_crash(bench: Bench, *, vertex_jobs: int = 3, objects: int = 60, gemi
         raise ValueError("the reactor phase needs fake-gcs-server (bench.gcs_url)")
     rng = random.Random(seed)
     started = time.monotonic()
-    gcs = Gcs(bench.gcs_url)
+    gcs = FakeGcs(bench.gcs_url)
     proxy = SlowProxy(bench.gcs_url, proxy_delay_s).start()
     tag = f"rx{uuid.uuid4().hex[:6]}"
     src, dst = gcs.bucket("soak-src"), gcs.bucket("soak-dst")

@@ -8,12 +8,12 @@ import dataclasses
 import json
 import sys
 import time
-import uuid
 
 import httpx
 import pytest
 from functions_framework import create_app
 
+from devtools.fakegcs import FakeGcs
 from devtools.simulator import gemini_spec, vertex_spec
 from shared import copy_plans
 from shared.storage import crc32c_of
@@ -22,51 +22,9 @@ from tests.conftest import cloud_event_headers, deliver, pubsub_envelope, valida
 MAIN = "functions/main.py"
 
 
-class Gcs:
-    """Plain HTTP helpers on fake-gcs-server for arranging and checking objects."""
-
-    def __init__(self, url: str):
-        self.url = url
-        self.http = httpx.Client(base_url=url, timeout=30)
-
-    def bucket(self, prefix: str) -> str:
-        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        self.http.post("/storage/v1/b", params={"project": "p"}, json={"name": name}).raise_for_status()
-        return name
-
-    def put(self, bucket: str, name: str, data: bytes) -> None:
-        self.http.post(f"/upload/storage/v1/b/{bucket}/o", params={"uploadType": "media", "name": name},
-                       content=data).raise_for_status()
-
-    def get(self, bucket: str, name: str) -> bytes:
-        r = self.http.get(f"/storage/v1/b/{bucket}/o/{_q(name)}", params={"alt": "media"})
-        r.raise_for_status()
-        return r.content
-
-    def meta(self, bucket: str, name: str) -> dict | None:
-        r = self.http.get(f"/storage/v1/b/{bucket}/o/{_q(name)}")
-        return None if r.status_code == 404 else r.json()
-
-    def names(self, bucket: str, prefix: str = "") -> list[str]:
-        out, token = [], None
-        while True:
-            params = {"prefix": prefix, **({"pageToken": token} if token else {})}
-            body = self.http.get(f"/storage/v1/b/{bucket}/o", params=params).json()
-            out += [i["name"] for i in body.get("items", [])]
-            token = body.get("nextPageToken")
-            if not token:
-                return sorted(out)
-
-
-def _q(name: str) -> str:
-    from urllib.parse import quote
-
-    return quote(name, safe="")
-
-
 @pytest.fixture
 def gcs(gcs_emulator):
-    g = Gcs(gcs_emulator.url)
+    g = FakeGcs(gcs_emulator.url)
     yield g
     g.http.close()
 
