@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 from typing import Any
 
 from . import events, states
 from .errors import UsageError
 from .jobnames import JobName
+from .log import get_logger, log
 from .store import JobStore, new_copy
 
 DONE_STATES = ("done", "not_applicable")
+_log = get_logger("copy_ledger")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,11 +160,15 @@ class CopySweeper:
     def sweep(self, now: dt.datetime) -> int:
         failed = 0
         for name in self._ledger.stuck(now):
-            claim = self._ledger.claim(name, now)  # re-check inside a transaction
-            if claim.result != "claimed" or claim.record is None:
-                continue
-            attempt = int(claim.record["copy"].get("attempt") or 1)
-            error = {"kind": "timeout", "message": "copy did not finish within its lease (RELAY_COPY_LEASE_S)"}
-            if self._ledger.finish(name, attempt, now, status="failed", error=error):
-                failed += 1
+            try:
+                claim = self._ledger.claim(name, now)  # re-check inside a transaction
+                if claim.result != "claimed" or claim.record is None:
+                    continue
+                attempt = int(claim.record["copy"].get("attempt") or 1)
+                error = {"kind": "timeout", "message": "copy did not finish within its lease (RELAY_COPY_LEASE_S)"}
+                if self._ledger.finish(name, attempt, now, status="failed", error=error):
+                    failed += 1
+            except Exception as exc:  # noqa: BLE001 - one record (e.g. locked by a dead transaction) must not stop the rest
+                log(_log, logging.ERROR, "sweep of a stuck copy failed", job=name,
+                    error=f"{type(exc).__name__}: {exc}"[:300])
         return failed

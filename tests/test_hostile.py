@@ -161,7 +161,7 @@ def test_any_api_reply_is_recorded_as_that_jobs_error_and_the_tick_goes_on(relay
         error = record["last_poll_error"]
         if error is None:  # the reply was a readable status after all, and it was stored
             parsed = (JobStatus.from_gemini if api == "gemini" else JobStatus.from_vertex)(json.loads(content))
-            assert status_code == 200 and record["state"] == parsed.state
+            assert 200 <= status_code < 300 and record["state"] == parsed.state  # any 2xx carries a body
         elif status_code < 300:
             assert error["kind"] == "bad_response", error
         assert relay.store.read_heartbeat()["summary"]["polled"] == 2
