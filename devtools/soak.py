@@ -44,6 +44,7 @@ import httpx
 from devtools import emulators
 from devtools.fakegcs import FakeGcs
 from devtools.faultproxy import FaultProxy
+from devtools.pubsub_drain import drain
 from devtools.simulator import SimulatorClient, gemini_spec, vertex_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,21 +133,8 @@ class Bench:
 
     def pull(self, quiet_s: float = 1.0, limit_s: float = 120.0) -> list[Message]:
         """Every message now on the subscription (acked), in delivery order."""
-        out: list[Message] = []
-        started = quiet_since = time.monotonic()
-        while time.monotonic() - quiet_since < quiet_s and time.monotonic() - started < limit_s:
-            resp = self.subscriber.pull(request={"subscription": self.subscription, "max_messages": 1000,
-                                                 "return_immediately": True}, timeout=30)
-            if not resp.received_messages:
-                time.sleep(0.05)
-                continue
-            quiet_since = time.monotonic()
-            for m in resp.received_messages:
-                out.append(Message(dict(m.message.attributes), bytes(m.message.data), m.message.ordering_key,
-                                   m.message.message_id))
-            self.subscriber.acknowledge(request={"subscription": self.subscription,
-                                                 "ack_ids": [m.ack_id for m in resp.received_messages]})
-        return out
+        return [Message(dict(m.attributes), bytes(m.data), m.ordering_key, m.message_id)
+                for m in drain(self.subscriber, self.subscription, quiet_s=quiet_s, limit_s=limit_s, batch=1000)]
 
 
 @dataclasses.dataclass(frozen=True)

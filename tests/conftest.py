@@ -125,24 +125,12 @@ class Relay:
     def drain(self, wait: float = 0.3) -> list[dict]:
         """Pull every message now on the subscription (acking them), in delivery order."""
         import json
-        import time
 
-        out = []
-        quiet_since = time.monotonic()
-        while time.monotonic() - quiet_since < wait:
-            resp = self.subscriber.pull(request={"subscription": self.subscription, "max_messages": 500,
-                                                 "return_immediately": True}, timeout=10)
-            if not resp.received_messages:
-                time.sleep(0.05)
-                continue
-            quiet_since = time.monotonic()
-            for m in resp.received_messages:
-                out.append({"attributes": dict(m.message.attributes), "data": json.loads(m.message.data),
-                            "ordering_key": m.message.ordering_key, "raw": bytes(m.message.data),
-                            "message_id": m.message.message_id})
-            self.subscriber.acknowledge(request={"subscription": self.subscription,
-                                                 "ack_ids": [m.ack_id for m in resp.received_messages]})
-        return out
+        from devtools.pubsub_drain import drain
+
+        return [{"attributes": dict(m.attributes), "data": json.loads(m.data), "ordering_key": m.ordering_key,
+                 "raw": bytes(m.data), "message_id": m.message_id}
+                for m in drain(self.subscriber, self.subscription, quiet_s=wait)]
 
     def close(self):
         import contextlib

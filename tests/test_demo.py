@@ -34,22 +34,11 @@ def drain(subscription: str) -> list[dict]:
     """Every message on a pull subscription, acked, in delivery order."""
     from google.cloud import pubsub_v1
 
-    out: list[dict] = []
+    from devtools.pubsub_drain import drain as pull_all
+
     with pubsub_v1.SubscriberClient() as subscriber:
-        quiet_since = time.monotonic()
-        while time.monotonic() - quiet_since < 1.0:
-            response = subscriber.pull(request={"subscription": subscription, "max_messages": 500,
-                                                "return_immediately": True}, timeout=10)
-            if not response.received_messages:
-                time.sleep(0.05)
-                continue
-            quiet_since = time.monotonic()
-            for m in response.received_messages:
-                out.append({"attributes": dict(m.message.attributes), "data": json.loads(m.message.data),
-                            "ordering_key": m.message.ordering_key})
-            subscriber.acknowledge(request={"subscription": subscription,
-                                            "ack_ids": [m.ack_id for m in response.received_messages]})
-    return out
+        return [{"attributes": dict(m.attributes), "data": json.loads(m.data), "ordering_key": m.ordering_key}
+                for m in pull_all(subscriber, subscription, quiet_s=1.0)]
 
 
 def gcs_get(base: str, uri: str, media: bool = True):
