@@ -96,9 +96,10 @@ class CopyLedger:
 
         return run(self._db.transaction())
 
-    def release(self, name: str, attempt: int) -> None:
-        """Give a claimed copy back (``copying`` -> ``pending``) after a transient failure, so the
-        redelivery of the event can claim it at once."""
+    def release(self, name: str, attempt: int, now: dt.datetime | None = None) -> None:
+        """Give a claimed copy back after a transient failure: it stays ``copying`` with its lease ended
+        now, so the redelivery of the event takes it over at once, and if no redelivery ever comes (the
+        dead-letter topic took the message) the sweep fails and announces it a lease later."""
         from google.cloud import firestore
 
         ref = self._store.ref(name)
@@ -110,7 +111,7 @@ class CopyLedger:
                 return
             copy = doc.to_dict().get("copy") or {}
             if copy.get("status") == "copying" and int(copy.get("attempt") or 1) == attempt:
-                txn.update(ref, {"copy.status": "pending", "copy_lease_until": None})
+                txn.update(ref, {"copy_lease_until": now or dt.datetime.now(dt.UTC)})
 
         run(self._db.transaction())
 
@@ -138,17 +139,40 @@ class CopyLedger:
 
         return run(self._db.transaction())
 
+    def _is_stuck(self, data: dict[str, Any], now: dt.datetime) -> bool:
+        if (data.get("copy") or {}).get("status") != "copying":
+            return False
+        lease = data.get("copy_lease_until")
+        return lease is None or lease + dt.timedelta(seconds=self._lease_s) <= now
+
+    def fail_if_stuck(self, name: str, now: dt.datetime) -> events.Event | None:
+        """Fail (and put in the outbox) a copy still stuck when looked at inside the transaction; a copy
+        a redelivery or ``recopy`` has taken up meanwhile is left alone."""
+        from google.cloud import firestore
+
+        ref = self._store.ref(name)
+
+        @firestore.transactional
+        def run(txn) -> events.Event | None:
+            doc = ref.get(transaction=txn)
+            if not doc.exists or not self._is_stuck(doc.to_dict(), now):
+                return None
+            data = doc.to_dict()
+            copy = {**(data.get("copy") or new_copy()), "status": "failed", "announced": False,
+                    "error": {"kind": "timeout",
+                              "message": "copy did not finish within its lease (RELAY_COPY_LEASE_S)"}}
+            event = events.outputs_failed({**data, "copy": copy}, self._source, now)
+            txn.update(ref, {"copy": copy, "copy_lease_until": None, "outbox.copy": event.to_doc(),
+                             "has_unpublished": True})
+            return event
+
+        return run(self._db.transaction())
+
     def stuck(self, now: dt.datetime) -> list[str]:
         """Names of copies in ``copying`` whose lease ran out a whole lease ago: a redelivery of the
         event gets the first chance to take an expired lease over and finish the copy; after that the
         reactor is taken to have died or the dead-letter topic to hold the message."""
-        out = []
-        grace = dt.timedelta(seconds=self._lease_s)
-        for snap in self._store.copying():
-            lease = snap.data.get("copy_lease_until")
-            if lease is None or lease + grace <= now:
-                out.append(snap.name)
-        return out
+        return [snap.name for snap in self._store.copying() if self._is_stuck(snap.data, now)]
 
 
 class CopySweeper:
@@ -161,12 +185,7 @@ class CopySweeper:
         failed = 0
         for name in self._ledger.stuck(now):
             try:
-                claim = self._ledger.claim(name, now)  # re-check inside a transaction
-                if claim.result != "claimed" or claim.record is None:
-                    continue
-                attempt = int(claim.record["copy"].get("attempt") or 1)
-                error = {"kind": "timeout", "message": "copy did not finish within its lease (RELAY_COPY_LEASE_S)"}
-                if self._ledger.finish(name, attempt, now, status="failed", error=error):
+                if self._ledger.fail_if_stuck(name, now):
                     failed += 1
             except Exception as exc:  # noqa: BLE001 - one record (e.g. locked by a dead transaction) must not stop the rest
                 log(_log, logging.ERROR, "sweep of a stuck copy failed", job=name,

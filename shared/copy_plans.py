@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -162,8 +163,7 @@ class Copier:
                     yield chunk
 
             try:
-                async with self._gemini.stream("GET", url, params={"alt": "media"}, headers=self._key(),
-                                               follow_redirects=True) as response:
+                async with self._download(f"{url}?alt=media") as response:
                     if response.status_code >= 300:
                         await response.aread()
                     if (error := classify(response)) is not None:
@@ -184,6 +184,30 @@ class Copier:
             if written.size != counted or (expected is not None and int(expected) != counted):
                 raise TransientError(f"responses.jsonl is {written.size} bytes, read {counted}")
             return written
+
+    @contextlib.asynccontextmanager
+    async def _download(self, url: str) -> AsyncIterator[httpx.Response]:
+        """GET ``url`` streamed, following up to 5 redirects by hand: the API key goes only to the
+        configured Gemini origin, and a redirect may not downgrade https to http."""
+        base = httpx.URL(self._settings.gemini_base_url)
+        for _ in range(6):
+            target = httpx.URL(url)
+            same_origin = (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port)
+            request = self._gemini.build_request("GET", target, headers=self._key() if same_origin else None)
+            response = await self._gemini.send(request, stream=True, follow_redirects=False)
+            location = response.headers.get("location")
+            if response.status_code not in (301, 302, 303, 307, 308) or not location:
+                try:
+                    yield response
+                finally:
+                    await response.aclose()
+                return
+            await response.aclose()
+            next_url = target.join(location)
+            if target.scheme == "https" and next_url.scheme != "https":
+                raise PermanentError("responses file download redirected from https to http", kind="bad_source")
+            url = str(next_url)
+        raise PermanentError("responses file download redirected too many times", kind="bad_source")
 
     # -- Gemini: inline responses --------------------------------------------------------------------
     async def _copy_inline(self, name: str, bucket: str, prefix: str) -> ObjectInfo:

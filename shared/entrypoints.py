@@ -54,7 +54,7 @@ def _shard_range(request) -> tuple[int, int]:
     (how a tick fans out over several invocations). Scheduler's empty body polls every shard."""
     from .store import SHARDS
 
-    body = request.get_json(silent=True) if request.data else None
+    body = request.get_json(silent=True, force=True) if request.data else None
     if not body:
         return 0, SHARDS
     if not isinstance(body, dict):

@@ -26,6 +26,9 @@ class Outbox:
     async def flush(self, data: dict[str, Any]) -> tuple[int, int]:
         """Publish one record's pending events. Returns (published, still pending)."""
         pending = await asyncio.to_thread(self._store.pending_events, data)
+        if not pending:
+            await asyncio.to_thread(self._store.release, data["name"], self.owner)
+            return 0, 0
         ok = await self._publisher.publish_in_order([event for _, event in pending])
         if ok:
             await asyncio.to_thread(self._store.mark_published, data["name"], pending[:ok], self.owner)

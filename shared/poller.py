@@ -170,6 +170,8 @@ class Poller:
                 previous_state=snap.data.get("state"), version=int(snap.data.get("version") or 0) + 1)
         elif outcome.kind == "updated":
             summary.updated += 1
+        elif outcome.kind == "conflict":
+            log(_log, logging.INFO, "record changed since it was read; the next tick looks again", job=name)
         await self._after_commit(name, outcome, summary)
 
     async def _error(self, snap: Snapshot, kind: str, message: str, summary: TickSummary) -> None:

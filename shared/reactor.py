@@ -22,7 +22,7 @@ import httpx
 from . import events, states
 from .copy_ledger import CopyLedger
 from .copy_plans import Copier
-from .errors import PermanentError, RelayError, TransientError, UsageError
+from .errors import PermanentError, TransientError, UsageError
 from .jobnames import JobName
 from .log import add_secret, get_logger, log, redact
 from .outbox import Outbox
@@ -178,7 +178,7 @@ def react_to_cloud_event(cloud_event: Any, settings: Settings, db, publisher_cli
     """Entry of ``on_job_event``. Returns what happened; raises only to have the event redelivered."""
     try:
         trigger = decode(cloud_event)
-    except RelayError as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever an event does to the decoder, it is garbage: ack it
         log(_log, logging.WARNING, "unusable event acked", error=str(exc)[:300],
             event_id=str(_get(cloud_event, "id") or "")[:100])
         return "garbage"

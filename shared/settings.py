@@ -156,6 +156,8 @@ class _Reader:
         if raw is None:
             return None
         names = [b.strip() for b in raw.split(",") if b.strip()]
+        if not names:
+            raise SettingsError(f"{var}={raw!r} names no bucket (unset it to allow any bucket)")
         for name in names:
             if not _BUCKET_RE.match(name):
                 raise SettingsError(f"{var}: {name!r} is not a bucket name")

@@ -187,8 +187,11 @@ class StorageClient:
     # -- metadata --------------------------------------------------------------------------------------
 
     async def bucket_exists(self, bucket: str) -> bool:
+        """Whether the bucket exists, asked with objects.list (one result at most), so object-level roles
+        such as ``roles/storage.objectUser`` suffice: buckets.get would need ``storage.buckets.get``."""
         try:
-            await self._request("GET", self._url(f"b/{_path(bucket)}"), params={"fields": "name"})
+            await self._request("GET", self._url(f"b/{_path(bucket)}/o"),
+                                params={"maxResults": 1, "fields": "nextPageToken"})
         except NotFoundError:
             return False
         return True

@@ -157,6 +157,9 @@ class JobStore:
         job = JobName.parse(name)
         ref = self.ref(job.name)
         existed = ref.get().exists
+        # The record first: every guarded write a tick may be about to make then fails, so no transition
+        # can be created under a record that is going away; then the transitions.
+        ref.delete()
         self._db.recursive_delete(ref)
         return existed
 
@@ -266,7 +269,9 @@ class JobStore:
             record = {**data, **updates}
             event = events.state_changed(record, data.get("state") or states.UNSPECIFIED,
                                          self._settings.event_source, now)
-            batch.create(self._transition_ref(snap.name, version), {
+            # set, not create: the record's precondition already makes this version ours alone, and a
+            # transition left by an earlier tracking of the same name must not block this one forever.
+            batch.set(self._transition_ref(snap.name, version), {
                 "version": version, "from_state": data.get("state"), "to_state": status.state,
                 "observed_at": now, "event_id": event.id, "published": False, "event": event.to_doc(),
                 "expire_at": updates.get("expire_at"),

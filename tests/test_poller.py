@@ -357,3 +357,36 @@ def test_finished_jobs_and_all_their_transitions_get_an_expiry(relay, simulator)
     relay.store.track("batches/ttl-2")
     relay.tick(keep)
     assert relay.store.get("batches/ttl-2")["expire_at"] is None
+
+
+def test_a_failed_publish_pauses_the_job_key_and_is_resumed(relay, simulator):
+    """With ordering on, a failed publish pauses (topic, job) inside the client; the same client must
+    publish that job again once the topic is back (resume_publish), older events first."""
+    simulator.add_job(gemini_spec("paused-key", ["PENDING", "RUNNING", "SUCCEEDED"]))
+    relay.store.track("batches/paused-key")
+    relay.publisher.delete_topic(request={"topic": relay.topic})
+    relay.subscriber.delete_subscription(request={"subscription": relay.subscription})
+    summary = relay.tick()  # same topic, same client: the publish fails and pauses the key
+    assert summary["changed"] == 1 and summary["published"] == 0
+    relay.publisher.create_topic(name=relay.topic)
+    relay.subscriber.create_subscription(request={"name": relay.subscription, "topic": relay.topic,
+                                                  "enable_message_ordering": True})
+    summary = relay.tick()
+    assert summary["republished"] == 1 and summary["published"] == 2
+    assert [m["data"]["version"] for m in relay.drain()] == [1, 2]
+
+
+def test_a_transition_left_by_an_earlier_tracking_does_not_block_a_retrack(relay, simulator):
+    """A tick racing an untrack can leave a transition document behind; the job tracked again under
+    the same name must still advance past that version."""
+    simulator.add_job(gemini_spec("orphan", ["RUNNING", "SUCCEEDED"]))
+    relay.store.track("batches/orphan")
+    relay.store.untrack("batches/orphan")
+    orphan = relay.store.ref("batches/orphan").collection("transitions").document("00000001")
+    orphan.set({"version": 1, "to_state": "JOB_STATE_RUNNING", "event_id": "old-1", "published": True})
+    relay.store.track("batches/orphan")
+    relay.tick()
+    relay.tick()
+    transitions = relay.store.transitions("batches/orphan")
+    assert [t["to_state"] for t in transitions] == ["JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"]
+    assert transitions[0]["event_id"] != "old-1"

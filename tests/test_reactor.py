@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import datetime as dt
 import json
 import sys
 import time
@@ -163,7 +164,9 @@ def test_storage_503_fails_the_delivery_and_the_redelivery_completes(relay, simu
         record, message = succeed(relay, simulator, vertex_job("t503", f"gs://{src}/run/prediction-p"), f"gs://{dst}/t")
         proxy.fail_next(2, "rewriteTo")
         assert deliver(event_client, message).status_code == 500  # raised: Pub/Sub will redeliver
-        assert relay.store.get(record["name"])["copy"]["status"] == "pending"  # claim given back
+        released = relay.store.get(record["name"])
+        assert released["copy"]["status"] == "copying"  # claim given back: its lease ended now
+        assert released["copy_lease_until"] <= dt.datetime.now(dt.UTC)
         assert proxy.failed == 2
         assert deliver(event_client, message).status_code == 200
         assert gcs.get(dst, "t/predictions.jsonl") == b"hello"
@@ -217,6 +220,7 @@ def test_other_events_and_garbage_are_acked_without_touching_firestore(function_
         {"message": "nope"},
         {"no": "message"},
         {"message": {"attributes": {"ce-type": 5}, "data": "!!"}},
+        pubsub_envelope({**base, "state": "JOB_STATE_SUCCEEDED"}, b"[" * 100_000 + b"]" * 100_000),  # too deep
     ]
     for envelope in cases:
         response = client.post("/", headers=cloud_event_headers(), data=json.dumps(envelope))
@@ -266,8 +270,6 @@ def test_recopy_runs_a_new_attempt_and_the_sweep_fails_stuck_copies(relay, simul
     assert ids == [f"{record['tracking_id']}-copy1-failed", f"{record['tracking_id']}-copy2-ready"]
     # a copy stuck in "copying" (the reactor died) is failed by a tick once its lease is long gone
     stuck, _ = succeed(relay, simulator, vertex_job("stuck-1", f"gs://{src}/run/prediction-p"), f"gs://{dst}/s")
-    import datetime as dt
-
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     CopyLedger(relay.store).claim(stuck["name"], long_ago)
     summary = relay.tick(dataclasses.replace(relay.settings, copy_lease_s=60))
@@ -291,3 +293,93 @@ def test_objects_already_copied_with_the_same_crc32c_are_skipped(relay, simulato
     assert gcs.meta(dst, "k/b.jsonl")["generation"] != stale and gcs.get(dst, "k/b.jsonl") == b"new content"
     assert gcs.get(dst, "k/c.jsonl") == b"c"
     assert relay.store.get(record["name"])["copy"]["objects"] == 3
+
+
+def test_a_dead_lettered_copy_is_failed_and_announced_by_the_sweep(relay, simulator, gcs, gcs_emulator, function_env,
+                                                                   monkeypatch):
+    """Every delivery hit a transient error and the message went to the dead-letter topic: the copy must
+    not stay unannounced. The sweep fails it once its lease is a lease old."""
+    from devtools.faultproxy import FaultProxy
+    from shared.settings import load_settings
+
+    proxy = FaultProxy(gcs_emulator.url).start()
+    try:
+        for key, value in {"STORAGE_EMULATOR_HOST": proxy.url, "RELAY_MAX_ATTEMPTS": "1"}.items():
+            monkeypatch.setenv(key, value)
+        load_settings.cache_clear()
+        client = create_app(target="on_job_event", source=MAIN, signature_type="cloudevent").test_client()
+        src, dst = gcs.bucket("dlsrc"), gcs.bucket("dldst")
+        gcs.put(src, "run/prediction-p/a.jsonl", b"a")
+        record, message = succeed(relay, simulator, vertex_job("dl-1", f"gs://{src}/run/prediction-p"),
+                                  f"gs://{dst}/d")
+        proxy.fail_next(100, "rewriteTo")
+        for _ in range(3):  # the retry policy's deliveries, all transient failures
+            assert deliver(client, message).status_code == 500
+    finally:
+        proxy.stop()
+    assert relay.store.get(record["name"])["copy"]["status"] == "copying"
+    relay.tick(dataclasses.replace(relay.settings, copy_lease_s=0.5))  # too early: lease + grace not over
+    assert relay.store.get(record["name"])["copy"]["status"] == "copying"
+    time.sleep(1.1)
+    summary = relay.tick(dataclasses.replace(relay.settings, copy_lease_s=0.5))
+    assert summary["swept"] == 1
+    copy = relay.store.get(record["name"])["copy"]
+    assert copy["status"] == "failed" and copy["error"]["kind"] == "timeout" and copy["announced"]
+    [failed] = copy_events(relay)
+    assert failed["attributes"]["ce-id"] == f"{record['tracking_id']}-copy1-failed"
+
+
+def test_an_announcement_that_could_not_be_published_is_sent_by_the_next_tick(relay, simulator, gcs, function_env,
+                                                                              monkeypatch):
+    from shared.settings import load_settings
+
+    src, dst = gcs.bucket("asrc"), gcs.bucket("adst")
+    gcs.put(src, "run/prediction-p/a.jsonl", b"a")
+    record, message = succeed(relay, simulator, vertex_job("ann-1", f"gs://{src}/run/prediction-p"), f"gs://{dst}/a")
+    monkeypatch.setenv("RELAY_EVENTS_TOPIC", "topic-that-is-not-there")
+    load_settings.cache_clear()
+    client = create_app(target="on_job_event", source=MAIN, signature_type="cloudevent").test_client()
+    assert deliver(client, message).status_code == 200
+    stored = relay.store.get(record["name"])
+    assert stored["copy"]["status"] == "done" and not stored["copy"]["announced"] and stored["has_unpublished"]
+    assert copy_events(relay) == []
+    summary = relay.tick()
+    assert summary["republished"] == 1
+    [ready] = copy_events(relay)
+    assert ready["attributes"]["ce-id"] == f"{record['tracking_id']}-copy1-ready"
+    assert relay.store.get(record["name"])["copy"]["announced"]
+
+
+def test_responses_file_redirects_keep_the_key_at_home():
+    import asyncio
+
+    import httpx
+
+    from shared.copy_plans import Copier
+    from shared.errors import PermanentError
+    from shared.settings import Settings
+
+    settings = Settings.from_env({"GOOGLE_CLOUD_PROJECT": "p", "RELAY_GEMINI_API_KEY": "AIzaKEYKEYKEYKEYKEYKEYKEY",
+                                  "RELAY_GEMINI_BASE_URL": "https://gemini.example"})
+    seen = []
+
+    def handler(request):
+        seen.append((str(request.url), request.headers.get("x-goog-api-key")))
+        if request.url.host == "gemini.example" and request.url.path.startswith("/v1beta/"):
+            return httpx.Response(302, headers={"location": "/download" + request.url.path + "?alt=media"})
+        if request.url.host == "gemini.example":
+            return httpx.Response(302, headers={"location": "https://blobs.example/signed?x=1"})
+        if request.url.host == "blobs.example" and "downgrade" not in str(request.url):
+            return httpx.Response(200, content=b"data")
+        return httpx.Response(302, headers={"location": "http://plain.example/file"})
+
+    async def fetch(url):
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            copier = Copier(None, http, settings)
+            async with copier._download(url) as response:
+                return await response.aread()
+
+    assert asyncio.run(fetch("https://gemini.example/v1beta/files/f:download?alt=media")) == b"data"
+    assert [key for _, key in seen] == ["AIzaKEYKEYKEYKEYKEYKEYKEY", "AIzaKEYKEYKEYKEYKEYKEYKEY", None]
+    with pytest.raises(PermanentError, match="https to http"):
+        asyncio.run(fetch("https://blobs.example/downgrade"))

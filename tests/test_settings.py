@@ -35,6 +35,7 @@ def test_values_are_parsed():
     ("RELAY_DEFAULT_DESTINATION", "s3://bucket/x"),
     ("RELAY_DEFAULT_DESTINATION", "gs://UPPER/x"),
     ("RELAY_ALLOWED_BUCKETS", "ok-bucket,bad bucket"),
+    ("RELAY_ALLOWED_BUCKETS", " , "),
     ("RELAY_TICK_DEADLINE_S", "-1"),
     ("RELAY_COLLECTION", "a/b"),
     ("STORAGE_EMULATOR_HOST", "127.0.0.1:4443"),
