@@ -79,18 +79,9 @@ class CountingStore(JobStore):
 
 
 async def one_tick(settings: Settings, db, publisher) -> tuple[dict, int]:
-    from shared.copy_ledger import CopySweeper
-    from shared.poller import Poller
-    from shared.publisher import EventPublisher
-
     async with runtime.make_http_client(settings) as http:
         store = CountingStore(db, settings)
-        from shared.batch_api import BatchApiClient
-
-        api = BatchApiClient(http, settings, vertex_auth=runtime.LazyAuth(settings))
-        poller = Poller(settings, store, api, EventPublisher(publisher, settings.project, settings.events_topic),
-                        sweeper=CopySweeper(store).sweep)
-        summary = await poller.tick()
+        summary = await runtime.make_poller(settings, db, publisher, http, store=store).tick()
     return summary.as_dict(), store.reads
 
 

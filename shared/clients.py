@@ -11,9 +11,6 @@ from .settings import Settings
 if TYPE_CHECKING:  # pragma: no cover
     from google.cloud import firestore, pubsub_v1
 
-CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
-
-
 def make_firestore(settings: Settings) -> firestore.Client:
     from google.cloud import firestore
 

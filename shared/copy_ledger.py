@@ -178,7 +178,7 @@ class CopyLedger:
 class CopySweeper:
     """Run by each tick: fails copies stuck in ``copying`` past their lease, announcing it."""
 
-    def __init__(self, store: JobStore, settings=None) -> None:
+    def __init__(self, store: JobStore) -> None:
         self._ledger = CopyLedger(store)
 
     def sweep(self, now: dt.datetime) -> int:

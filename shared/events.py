@@ -15,7 +15,6 @@ STATE_CHANGED = "batchrelay.job.v1.stateChanged"
 OUTPUTS_READY = "batchrelay.job.v1.outputsReady"
 OUTPUTS_FAILED = "batchrelay.job.v1.outputsFailed"
 LOST = "batchrelay.job.v1.lost"
-TYPES = (STATE_CHANGED, OUTPUTS_READY, OUTPUTS_FAILED, LOST)
 
 # A4 fields, in order; everything else on the document is internal bookkeeping.
 RECORD_FIELDS = (

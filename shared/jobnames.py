@@ -18,7 +18,6 @@ _VERTEX = re.compile(
 
 GEMINI = "gemini"
 VERTEX = "vertex"
-APIS = (GEMINI, VERTEX)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,14 +22,15 @@ def vertex_auth(settings: Settings) -> httpx.Auth:
     return GoogleAuth(default_credentials())
 
 
-def make_poller(settings: Settings, db, publisher_client, http: httpx.AsyncClient):
+def make_poller(settings: Settings, db, publisher_client, http, *, store: JobStore | None = None):
+    """The tick's Poller over real clients (``store`` may be given, e.g. an instrumented one)."""
     from .copy_ledger import CopySweeper
     from .poller import Poller
 
-    store = JobStore(db, settings)
+    store = store or JobStore(db, settings)
     api = BatchApiClient(http, settings, vertex_auth=LazyAuth(settings))
     publisher = EventPublisher(publisher_client, settings.project, settings.events_topic)
-    sweeper = CopySweeper(store, settings)
+    sweeper = CopySweeper(store)
     return Poller(settings, store, api, publisher, sweeper=sweeper.sweep)
 
 
