@@ -24,10 +24,12 @@ import httpx
 
 from devtools import emulators
 from devtools.simulator import SimulatorClient, gemini_spec
-from shared import clients, runtime
-from shared.jobnames import JobName
+from shared import wiring
+from shared.batchapi.http import make_http_pool
+from shared.batchapi.names import JobName
+from shared.record.model import JobRecord
+from shared.record.store import JobStore
 from shared.settings import Settings
-from shared.store import JobStore, new_record
 
 PROJECT = "bench"
 
@@ -44,10 +46,10 @@ def seed(db, settings: Settings, sim: SimulatorClient, n: int) -> list[str]:
     store = JobStore(db, settings)
     batch, pending = db.batch(), 0
     for name in names:
-        record = new_record(JobName.parse(name), destination=None, labels={}, now=now)
-        record.update(state="JOB_STATE_RUNNING", version=1, published_version=1,
-                      completion_stats={"successful": 1, "failed": 0, "incomplete": 9}, polled_at=now)
-        batch.set(store.ref(name), record)
+        record = JobRecord.new(JobName.parse(name), destination=None, labels={}, now=now).replace(
+            state="JOB_STATE_RUNNING", version=1, published_version=1, polled_at=now, changed_at=now,
+            completion_stats={"successful": 1, "failed": 0, "incomplete": 9})
+        batch.set(store.ref(name), record.to_doc())
         pending += 1
         if pending == 500:
             batch.commit()
@@ -72,16 +74,16 @@ class CountingStore(JobStore):
             self.reads += 1
             yield snap
 
-    def copying(self):
-        for snap in super().copying():
+    def _copying(self):
+        for snap in super()._copying():
             self.reads += 1
             yield snap
 
 
 async def one_tick(settings: Settings, db, publisher) -> tuple[dict, int]:
-    async with runtime.make_http_client(settings) as http:
+    async with make_http_pool(settings.poll_concurrency, settings.request_timeout_s) as http:
         store = CountingStore(db, settings)
-        summary = await runtime.make_poller(settings, db, publisher, http, store=store).tick()
+        summary = await wiring.make_poller(settings, db, publisher, http, store=store).tick()
     return summary.as_dict(), store.reads
 
 
@@ -110,7 +112,7 @@ def run_case(n: int, concurrency: int, latency_ms: float, sample: int, profile: 
            "RELAY_POLL_CONCURRENCY": str(concurrency), "RELAY_TICK_DEADLINE_S": "600"}
     os.environ.update({k: v for k, v in env.items() if k.endswith("_HOST")})
     settings = Settings.from_env(env)
-    db, publisher = clients.make_firestore(settings), clients.make_publisher(settings)
+    db, publisher = wiring.make_firestore(settings), wiring.make_publisher(settings)
     sim = SimulatorClient(simulator.url)
     sim.reset()
     sim.configure(latency_ms=latency_ms)
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     simulator = emulators.start_simulator()
     try:
         os.environ["PUBSUB_EMULATOR_HOST"] = pubsub.host
-        publisher = clients.make_publisher(Settings.from_env({"GOOGLE_CLOUD_PROJECT": PROJECT}))
+        publisher = wiring.make_publisher(Settings.from_env({"GOOGLE_CLOUD_PROJECT": PROJECT}))
         publisher.create_topic(name=f"projects/{PROJECT}/topics/bench-events")
         for case in args.cases.split(","):
             n, concurrency = (int(x) for x in case.split(":"))

@@ -33,20 +33,18 @@ PROJECT = "bench-reactor"
 
 def child(argv: list[str]) -> int:
     """Run one copy (the record named in argv) in this process and print its figures as JSON."""
-    from shared import clients
-    from shared.copy_ledger import CopyLedger
-    from shared.copy_plans import Copier
-    from shared.outbox import Outbox
-    from shared.publisher import EventPublisher
-    from shared.reactor import Reactor
+    from shared import wiring
+    from shared.events.outbox import Outbox
+    from shared.reactor.handler import Reactor
+    from shared.reactor.plans import Copier
+    from shared.reactor.storage import StorageClient, storage_base_url
+    from shared.record.store import JobStore
     from shared.retry import RetryPolicy
     from shared.settings import Settings
-    from shared.storage import StorageClient, storage_base_url
-    from shared.store import JobStore
 
     name = argv[0]
     settings = Settings.from_env()
-    db, publisher = clients.make_firestore(settings), clients.make_publisher(settings)
+    db, publisher = wiring.make_firestore(settings), wiring.make_publisher(settings)
     store = JobStore(db, settings)
     received = {"bytes": 0}
 
@@ -59,11 +57,11 @@ def child(argv: list[str]) -> int:
                 httpx.AsyncClient(timeout=120) as gemini:
             storage = StorageClient(gcs, base_url=storage_base_url(settings.storage_emulator_host),
                                     retry=RetryPolicy(max_attempts=settings.max_attempts))
-            outbox = Outbox(store, EventPublisher(publisher, settings.project, settings.events_topic))
-            reactor = Reactor(settings, store, Copier(storage, gemini, settings), outbox)
-            claim = CopyLedger(store).claim(name, dt.datetime.now(dt.UTC))
+            outbox = Outbox(store, wiring.event_publisher(settings, publisher))
+            reactor = Reactor(store, Copier(storage, gemini, settings), outbox)
+            _result, claimed = store.claim_copy(name, dt.datetime.now(dt.UTC))
             started = time.perf_counter()
-            result = await reactor.run_copy(claim.record, dt.datetime.now(dt.UTC))
+            result = await reactor.run_copy(claimed, dt.datetime.now(dt.UTC))
             return result, storage.requests, time.perf_counter() - started
 
     result, requests, seconds = asyncio.run(run())
@@ -102,12 +100,12 @@ def main(argv: list[str] | None = None) -> int:
                "RELAY_GEMINI_API_KEY": "bench-key", "RELAY_GEMINI_BASE_URL": sim_service.url,
                "RELAY_VERTEX_BASE_URL": sim_service.url}
         os.environ.update(env)
-        from shared import clients, runtime
+        from shared import wiring
+        from shared.record.store import JobStore
         from shared.settings import Settings
-        from shared.store import JobStore
 
         settings = Settings.from_env(env)
-        db, publisher = clients.make_firestore(settings), clients.make_publisher(settings)
+        db, publisher = wiring.make_firestore(settings), wiring.make_publisher(settings)
         publisher.create_topic(name=f"projects/{PROJECT}/topics/bench-events")
         store = JobStore(db, settings)
         http = httpx.Client(base_url=gcs.url, timeout=60)
@@ -130,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         gemini_name, vertex_name = "batches/bench-file", "projects/bench/locations/us-central1/batchPredictionJobs/9001"
         store.track(gemini_name, destination="gs://bench-dst/gemini")
         store.track(vertex_name, destination="gs://bench-dst/vertex")
-        asyncio.run(runtime.run_tick(settings, db, publisher))
+        asyncio.run(wiring.run_tick(settings, db, publisher))
         for label, name in (("gemini responses file", gemini_name), ("vertex objects", vertex_name)):
             r = run_child(env, name)
             mb = r["bytes"] / 1e6

@@ -588,11 +588,11 @@ def run_demo(*, ci: bool = False, keep: bool = False, seconds: float = 60.0, tic
         with stack, stack.environ(), contextlib.ExitStack() as cleanup:  # cleanup runs before the stack stops
             result["pids"] = list(stack.pids)
             result["env"] = dict(stack.env)
-            from shared import clients
-            from shared.store import JobStore
+            from shared import wiring
+            from shared.record.store import JobStore
 
             settings = stack.settings()
-            db = clients.make_firestore(settings)
+            db = wiring.make_firestore(settings)
             cleanup.callback(db.close)
             store = JobStore(db, settings)
             gcs = FakeGcs(stack.url("fake-gcs"), PROJECT)
@@ -633,7 +633,7 @@ def run_demo(*, ci: bool = False, keep: bool = False, seconds: float = 60.0, tic
             timed_out = _watch(view, jobs, store, stack, consumer, events, lock, t0, seconds, timeout_s)
             with lock:
                 seen = list(events)
-            records = {r["name"]: r for r in store.list()}
+            records = {r.name: r.to_doc() for r in store.list()}
             sim_stats = simulator.stats()
             checks, details = verify(jobs, store, gcs, seen, sim_stats, records)
             if timed_out:
@@ -675,7 +675,7 @@ def _watch(view: View, jobs, store, stack: LocalStack, consumer, events: list, l
     last_progress = 0.0
     while True:
         elapsed = time.time() - t0
-        records = {r["name"]: r for r in store.list()}
+        records = {r.name: r.to_doc() for r in store.list()}
         with lock:
             snapshot = list(events)
         received = {e.id for e in snapshot}

@@ -78,7 +78,7 @@ class Bench:
 
     @property
     def store(self):
-        from shared.store import JobStore
+        from shared.record.store import JobStore
 
         return JobStore(self.db, self.settings)
 
@@ -86,10 +86,10 @@ class Bench:
     def create(cls, settings, sim: SimulatorClient, gcs_url: str | None = None) -> Bench:
         from google.cloud import pubsub_v1
 
-        from shared import clients
+        from shared import wiring
 
-        db = clients.make_firestore(settings)
-        publisher = clients.make_publisher(settings)
+        db = wiring.make_firestore(settings)
+        publisher = wiring.make_publisher(settings)
         subscriber = pubsub_v1.SubscriberClient()
         topic = f"projects/{settings.project}/topics/{settings.events_topic}"
         publisher.create_topic(name=topic)
@@ -127,9 +127,9 @@ class Bench:
 
     def tick(self) -> dict:
         """One tick in this process (used to set things up, not under test)."""
-        from shared import runtime
+        from shared import wiring
 
-        return asyncio.run(runtime.run_tick(self.settings, self.db, self.publisher))
+        return asyncio.run(wiring.run_tick(self.settings, self.db, self.publisher))
 
     def pull(self, quiet_s: float = 1.0, limit_s: float = 120.0) -> list[Message]:
         """Every message now on the subscription (acked), in delivery order."""
@@ -381,7 +381,7 @@ def unpublished_now(bench: Bench) -> tuple[int, int]:
     records = events = 0
     for snap in bench.store.unpublished():
         records += 1
-        events += int(snap.data.get("version") or 0) - int(snap.data.get("published_version") or 0)
+        events += snap.record.version - snap.record.published_version
     return records, events
 
 
@@ -452,8 +452,8 @@ def poller_crash(bench: Bench, *, jobs: int = 40, kills: int = 5, fault_rate: fl
         driver.start()
         if rng.random() < targeted:  # the moment this process has committed a change it has not published
             aimed += 1
-            before = {(s.name, s.data.get("version")) for s in bench.store.unpublished()}
-            wait_until(lambda before=before: any((s.name, s.data.get("version")) not in before
+            before = {(s.name, s.record.version) for s in bench.store.unpublished()}
+            wait_until(lambda before=before: any((s.name, s.record.version) not in before
                                                  for s in bench.store.unpublished()), kill_window[1], step=0.0)
         else:
             time.sleep(rng.uniform(*kill_window))

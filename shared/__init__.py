@@ -2,6 +2,11 @@
 
 ``from shared import track`` starts tracking a job from code that submits it. Importing this package
 creates no client and reads no setting.
+
+Layout: ``batchapi/`` (names, states, wire parsing, the REST client, quota), ``record/`` (the typed
+record, its state machine, the Firestore adapter), ``events/`` (CloudEvents, publisher, outbox),
+``poller/`` (one tick), ``reactor/`` (the copy, with its Cloud Storage client); beside them the
+settings, errors, logs, the retry loop, credentials, the one wiring place, the entry points and the CLI.
 """
 
 from .tracking import track, untrack

@@ -2,6 +2,7 @@
 
 Credentials are cached per process (a warm instance reuses its token); the refresh runs in a worker thread
 so it never blocks the event loop, and one lock keeps concurrent requests from refreshing at once.
+``endpoint_auth`` is the one rule for which endpoint gets which credentials (``shared.wiring`` uses it).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import threading
 from collections.abc import AsyncGenerator, Generator
 
 import httpx
+
+from .errors import ForbiddenError
 
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 _EARLY = dt.timedelta(minutes=5)
@@ -96,3 +99,38 @@ def default_credentials():
 
     credentials, _project = google.auth.default(scopes=[CLOUD_PLATFORM])
     return credentials
+
+
+class LazyAuth(httpx.Auth):
+    """Builds its ``httpx.Auth`` on the first request, so a tick that never calls the endpoint (only
+    Gemini jobs, or none) never looks for Application Default Credentials; missing credentials become a
+    ``ForbiddenError`` on the job's record instead of an exception at start-up."""
+
+    def __init__(self, build) -> None:
+        self._build = build
+        self._auth: httpx.Auth | None = None
+
+    def _inner(self) -> httpx.Auth:
+        if self._auth is None:
+            from google.auth.exceptions import DefaultCredentialsError
+
+            try:
+                self._auth = self._build()
+            except DefaultCredentialsError as exc:
+                raise ForbiddenError(f"no Google credentials: {str(exc)[:200]}") from None
+        return self._auth
+
+    def sync_auth_flow(self, request):
+        return self._inner().sync_auth_flow(request)
+
+    def async_auth_flow(self, request):
+        return self._inner().async_auth_flow(request)
+
+
+def endpoint_auth(base_url: str, *, emulator: bool = False) -> httpx.Auth:
+    """The one rule for credentials: real ones (ADC, lazily) only over https to a real endpoint. An
+    emulator (its ``*_EMULATOR_HOST`` switch set) or a plain-http endpoint (the local simulator) gets a
+    placeholder token, so a real token is never sent where it does not belong."""
+    if emulator or base_url.startswith("http://"):
+        return StaticToken()
+    return LazyAuth(lambda: GoogleAuth(default_credentials()))

@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import states
+from .batchapi import states
+from .batchapi.names import JobName
 from .errors import UsageError
-from .events import public_record, to_json_value
-from .jobnames import JobName
+from .record.model import JobRecord, to_json_value
 from .settings import Settings
 
 
@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None, *, env: dict[str, str] | None = None
         if getattr(args, "state", None):
             args.state = states.parse_user_state(args.state)
         if args.command == "track":  # refuse bad options before anything is contacted
-            from .store import check_track_options
+            from .record.store import check_track_options
 
             check_track_options(args.destination, dict(args.label))
         settings = Settings.from_env(env)
@@ -87,34 +87,31 @@ def main(argv: Sequence[str] | None = None, *, env: dict[str, str] | None = None
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from . import clients
-    from .log import add_secret, configure
-    from .store import JobStore
+    from . import wiring
+    from .log import configure
+    from .record.store import JobStore
 
     configure(stream="stderr")
-    add_secret(settings.gemini_api_key)
-    db = clients.make_firestore(settings)
+    db = wiring.make_firestore(settings)
     _probe(db, settings)
     store = JobStore(db, settings)
     command = args.command
     if command == "track":
         record, created = store.track(args.name, destination=args.destination, labels=dict(args.label))
-        print(f"{'tracking' if created else 'already tracked, updated'} {record['name']} ({record['api']})")
+        print(f"{'tracking' if created else 'already tracked, updated'} {record.name} ({record.api})")
     elif command == "untrack":
         existed = store.untrack(args.name)
         print(f"untracked {args.name}" if existed else f"{args.name} was not tracked")
     elif command == "poll":
-        from .runtime import poll_once
-
-        print(json.dumps(poll_once(settings, db, clients.make_publisher(settings))))
+        print(json.dumps(wiring.poll_once(settings, db, wiring.make_publisher(settings))))
     elif command == "list":
-        rows = sorted((public_record(r) for r in store.list(args.state)), key=lambda r: r["name"])
+        rows = sorted((r.public() for r in store.list(args.state)), key=lambda r: r["name"])
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
             _print_table(rows)
     elif command == "show":
-        record = store.get(args.name)
+        record = store.load(args.name)
         if record is None:
             raise UsageError(f"{args.name} is not tracked")
         view = _show(record)
@@ -122,9 +119,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     elif command == "republish":
         return _republish(args.name, settings, store)
     elif command == "recopy":
-        from .reactor import recopy
-
-        result = recopy(args.name, settings, db, clients.make_publisher(settings))
+        result = wiring.recopy(args.name, settings, db, wiring.make_publisher(settings))
         print(json.dumps(result))
         return 0 if result.get("status") in ("done", "not_applicable") else 1
     return 0
@@ -143,22 +138,21 @@ def _probe(db, settings: Settings, deadline_s: float = 10.0) -> None:
 
 
 def _republish(name: str, settings: Settings, store) -> int:
-    from . import clients
-    from .outbox import Outbox
-    from .publisher import EventPublisher
+    from . import wiring
+    from .events.outbox import Outbox
 
-    if store.get(name) is None:
+    if store.load(name) is None:
         raise UsageError(f"{name} is not tracked")
-    publisher = EventPublisher(clients.make_publisher(settings), settings.project, settings.events_topic)
+    publisher = wiring.event_publisher(settings, wiring.make_publisher(settings))
     result = asyncio.run(Outbox(store, publisher).flush_name(name, force=True))
     sent, left = result or (0, 0)
     print(json.dumps({"job": name, "published": sent, "unpublished": left}))
     return 0 if left == 0 else 1
 
 
-def _show(record: dict[str, Any]) -> dict[str, Any]:
-    view = public_record(record)
-    start, end = record.get("start_time") or record.get("create_time"), record.get("end_time")
+def _show(record: JobRecord) -> dict[str, Any]:
+    view = record.public()
+    start, end = record.start_time or record.create_time, record.end_time
     if start and end:
         view["duration_s"] = round((end - start).total_seconds(), 3)
     elif start:

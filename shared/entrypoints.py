@@ -1,7 +1,7 @@
 """What the Cloud Functions do, behind the thin decorated functions of ``functions/main.py``.
 
 Settings, credentials and sync Google clients are built once per instance, on first use (never at
-import); async clients are built inside each tick.
+import); async clients are built inside each tick (``shared.wiring``).
 """
 
 from __future__ import annotations
@@ -10,29 +10,25 @@ import json
 import logging
 from typing import Any
 
-from . import clients, runtime
+from . import wiring
 from .errors import SettingsError
-from .log import add_secret, configure, get_logger, log
-from .settings import Settings, load_settings
+from .log import configure, get_logger, log
+from .record.model import SHARDS
+from .settings import load_settings
 
 _log = get_logger("entrypoints")
-
-
-def _settings() -> Settings:
-    settings = load_settings()
-    add_secret(settings.gemini_api_key)
-    return settings
+_JSON = {"Content-Type": "application/json"}
 
 
 def handle_poll(request) -> tuple[str, int, dict[str, str]]:
     """HTTP handler of ``poll_jobs``: POST runs one tick and answers the A1 summary."""
     configure()
-    headers = {"Content-Type": "application/json"}
+    headers = dict(_JSON)
     if request.method != "POST":
         headers["Allow"] = "POST"
         return json.dumps({"error": "method not allowed: use POST"}), 405, headers
     try:
-        settings = _settings()
+        settings = load_settings()
     except SettingsError as exc:
         log(_log, logging.CRITICAL, "bad settings", error=str(exc))
         return json.dumps({"error": str(exc)}), 500, headers
@@ -41,8 +37,8 @@ def handle_poll(request) -> tuple[str, int, dict[str, str]]:
     except ValueError as exc:
         return json.dumps({"error": str(exc)}), 400, headers
     try:
-        summary = runtime.poll_once(settings, clients.cached_firestore(settings),
-                                    clients.cached_publisher(settings), shards=shards)
+        summary = wiring.poll_once(settings, wiring.cached_firestore(settings), wiring.cached_publisher(settings),
+                                   shards=shards)
     except Exception as exc:  # noqa: BLE001 - the tick could not run at all: 500, and say why
         log(_log, logging.ERROR, "tick failed", error=f"{type(exc).__name__}: {exc}"[:500])
         return json.dumps({"error": f"tick failed: {type(exc).__name__}"}), 500, headers
@@ -52,8 +48,6 @@ def handle_poll(request) -> tuple[str, int, dict[str, str]]:
 def _shard_range(request) -> tuple[int, int]:
     """Optional JSON body ``{"shard_lo": a, "shard_hi": b}``: poll only records with a <= shard < b
     (how a tick fans out over several invocations). Scheduler's empty body polls every shard."""
-    from .store import SHARDS
-
     body = request.get_json(silent=True, force=True) if request.data else None
     if not body:
         return 0, SHARDS
@@ -69,8 +63,6 @@ def _shard_range(request) -> tuple[int, int]:
 def handle_event(cloud_event: Any) -> None:
     """CloudEvent handler of ``on_job_event``: raises only for what Pub/Sub should redeliver."""
     configure()
-    from .reactor import react_to_cloud_event
-
-    settings = _settings()
-    react_to_cloud_event(cloud_event, settings, clients.cached_firestore(settings),
-                         clients.cached_publisher(settings))
+    settings = load_settings()
+    wiring.react_to_cloud_event(cloud_event, settings, wiring.cached_firestore(settings),
+                                wiring.cached_publisher(settings))

@@ -1,11 +1,14 @@
 """Settings (contract A2), read from the environment once, into a frozen dataclass.
 
 ``Settings.from_env`` fails fast with one message naming the variable; ``load_settings`` caches the
-result for the life of the process (a warm Cloud Functions instance reads the environment once).
+result for the life of the process (a warm Cloud Functions instance reads the environment once). The
+secrets among them are registered for log redaction here, where they are read, and nowhere else.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import functools
 import os
@@ -13,7 +16,9 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from .errors import SettingsError
+from .batchapi.scopes import WatchScope, parse_scopes
+from .errors import SettingsError, UsageError
+from .log import add_secret
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 
@@ -39,6 +44,16 @@ class Settings:
     copy_lease_s: float = 600.0
     publish_lease_s: float = 60.0
     retention_days: int = 30
+    # This round's settings (A2): watched scopes, webhooks, stalls, cadence and fan-out.
+    watch: tuple[WatchScope, ...] = ()
+    watch_filter: str | None = None
+    gemini_webhook_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    gemini_jwks_url: str | None = None
+    stall_after_s: float = 21600.0
+    max_poll_interval_s: float = 300.0
+    tick_interval_s: float = 60.0
+    tick_fanout: int = 1
+    tick_parts_topic: str = "batch-relay-tick-parts"
     firestore_emulator_host: str | None = None
     pubsub_emulator_host: str | None = None
     storage_emulator_host: str | None = None
@@ -75,15 +90,33 @@ class Settings:
             copy_lease_s=get.number("RELAY_COPY_LEASE_S", 600.0, low=1.0, high=86400.0),
             publish_lease_s=get.number("RELAY_PUBLISH_LEASE_S", 60.0, low=0.0, high=3600.0),
             retention_days=get.integer("RELAY_RETENTION_DAYS", 30, low=0, high=3650),
+            watch=get.scopes("RELAY_WATCH"),
+            watch_filter=get.filter("RELAY_WATCH_FILTER"),
+            gemini_webhook_secrets=get.webhook_secrets("RELAY_GEMINI_WEBHOOK_SECRETS"),
+            gemini_jwks_url=get.url("RELAY_GEMINI_JWKS_URL"),
+            stall_after_s=get.number("RELAY_STALL_AFTER_S", 21600.0, low=0.0, high=365 * 86400.0),
+            max_poll_interval_s=get.number("RELAY_MAX_POLL_INTERVAL_S", 300.0, low=0.0, high=86400.0),
+            tick_interval_s=get.number("RELAY_TICK_INTERVAL_S", 60.0, low=1.0, high=86400.0),
+            tick_fanout=get.integer("RELAY_TICK_FANOUT", 1, low=1, high=64),
+            tick_parts_topic=get.name("RELAY_TICK_PARTS_TOPIC", "batch-relay-tick-parts"),
             firestore_emulator_host=get.text("FIRESTORE_EMULATOR_HOST"),
             pubsub_emulator_host=get.text("PUBSUB_EMULATOR_HOST"),
             storage_emulator_host=get.url("STORAGE_EMULATOR_HOST"),
-        )
+        ).register_secrets()
+
+
+    def register_secrets(self) -> Settings:
+        """Mask every secret among these settings in all log lines; returns self."""
+        add_secret(self.gemini_api_key)
+        for secret in self.gemini_webhook_secrets:
+            add_secret(secret)
+            add_secret(secret.removeprefix("whsec_"))
+        return self
 
 
 @functools.cache
 def load_settings() -> Settings:
-    """The process's settings, read once."""
+    """The process's settings, read once (their secrets registered for redaction)."""
     return Settings.from_env()
 
 
@@ -162,6 +195,48 @@ class _Reader:
             if not _BUCKET_RE.match(name):
                 raise SettingsError(f"{var}: {name!r} is not a bucket name")
         return frozenset(names)
+
+
+    def scopes(self, var: str) -> tuple[WatchScope, ...]:
+        raw = self.text(var)
+        if raw is None:
+            return ()
+        try:
+            return parse_scopes(raw)
+        except UsageError as exc:
+            raise SettingsError(f"{var}: {exc}") from None
+
+    def filter(self, var: str) -> str | None:
+        raw = self.text(var)
+        if raw is None:
+            return None
+        if len(raw) > 2000 or any(ord(c) < 32 for c in raw):
+            raise SettingsError(f"{var} must be one line of at most 2000 characters (a Vertex AI list filter)")
+        if raw.count("(") != raw.count(")") or raw.count('"') % 2:
+            raise SettingsError(f"{var}={raw[:80]!r} has unbalanced parentheses or quotes")
+        return raw
+
+    def webhook_secrets(self, var: str) -> tuple[str, ...]:
+        """Standard Webhooks signing secrets: ``whsec_`` + base64. The value is never echoed."""
+        raw = self.text(var)
+        if raw is None:
+            return ()
+        out = []
+        for position, secret in enumerate((s.strip() for s in raw.split(",")), start=1):
+            if not secret:
+                continue
+            if not secret.startswith("whsec_"):
+                raise SettingsError(f"{var}: secret #{position} does not start with whsec_")
+            try:
+                key = base64.b64decode(secret[len("whsec_"):], validate=True)
+            except (binascii.Error, ValueError):
+                raise SettingsError(f"{var}: secret #{position} is not whsec_ followed by base64") from None
+            if len(key) < 16:
+                raise SettingsError(f"{var}: secret #{position} is too short ({len(key)} bytes of key)")
+            out.append(secret)
+        if not out:
+            raise SettingsError(f"{var} names no secret (unset it to refuse every delivery)")
+        return tuple(out)
 
 
 def normalize_destination(uri: str) -> str:

@@ -1,4 +1,4 @@
-"""``track()`` for code that submits jobs: ``from shared import track``."""
+"""``track()`` for code that submits jobs: ``from shared import track`` (and ``untrack``)."""
 
 from __future__ import annotations
 
@@ -7,25 +7,25 @@ from typing import Any
 from .settings import Settings, load_settings
 
 
+def _store(settings: Settings | None, db):
+    from .record.store import JobStore
+    from .wiring import cached_firestore
+
+    settings = settings or load_settings()
+    return JobStore(db or cached_firestore(settings), settings)
+
+
 def track(name: str, destination: str | None = None, labels: dict[str, str] | None = None, *,
           settings: Settings | None = None, db=None) -> dict[str, Any]:
-    """Start tracking a job (same semantics as ``batch-relay track``); returns the record.
+    """Start tracking a job (same semantics as ``batch-relay track``); returns the public record (A4).
 
     Raises ``shared.errors.UsageError`` for a malformed name, an unknown API or a non-``gs://``
     destination, before anything is written. Tracking a tracked job updates only the options given.
     """
-    from .clients import cached_firestore
-    from .store import JobStore
-
-    settings = settings or load_settings()
-    store = JobStore(db or cached_firestore(settings), settings)
-    record, _created = store.track(name, destination=destination, labels=labels)
-    return record
+    record, _created = _store(settings, db).track(name, destination=destination, labels=labels)
+    return record.public()
 
 
 def untrack(name: str, *, settings: Settings | None = None, db=None) -> bool:
-    from .clients import cached_firestore
-    from .store import JobStore
-
-    settings = settings or load_settings()
-    return JobStore(db or cached_firestore(settings), settings).untrack(name)
+    """Stop tracking a job: its record and transitions are removed. Returns whether it was tracked."""
+    return _store(settings, db).untrack(name)

@@ -100,12 +100,12 @@ class Relay:
     def __init__(self, settings: Settings):
         from google.cloud import pubsub_v1
 
-        from shared import clients
-        from shared.store import JobStore
+        from shared import wiring
+        from shared.record.store import JobStore
 
         self.settings = settings
-        self.db = clients.make_firestore(settings)
-        self.publisher = clients.make_publisher(settings)
+        self.db = wiring.make_firestore(settings)
+        self.publisher = wiring.make_publisher(settings)
         self.subscriber = pubsub_v1.SubscriberClient()
         self.store = JobStore(self.db, settings)
         self.topic = f"projects/{settings.project}/topics/{settings.events_topic}"
@@ -118,9 +118,9 @@ class Relay:
     def tick(self, settings: Settings | None = None, **kw) -> dict:
         import asyncio
 
-        from shared import runtime
+        from shared import wiring
 
-        return asyncio.run(runtime.run_tick(settings or self.settings, self.db, self.publisher, **kw))
+        return asyncio.run(wiring.run_tick(settings or self.settings, self.db, self.publisher, **kw))
 
     def drain(self, wait: float = 0.3) -> list[dict]:
         """Pull every message now on the subscription (acking them), in delivery order."""
@@ -153,7 +153,7 @@ def relay(settings):
 @pytest.fixture
 def function_env(settings, monkeypatch):
     """Expose one test's settings to code that reads the environment (entry points, the CLI)."""
-    from shared import clients
+    from shared import wiring
     from shared.settings import load_settings
 
     env = {
@@ -171,7 +171,7 @@ def function_env(settings, monkeypatch):
     load_settings.cache_clear()
     yield env
     load_settings.cache_clear()
-    for cached in (clients.cached_firestore, clients.cached_publisher):
+    for cached in (wiring.cached_firestore, wiring.cached_publisher):
         cached.cache_clear()
 
 
@@ -188,7 +188,7 @@ def validate_event(message: dict) -> None:
         assert key in attrs, f"missing attribute {key}"
     assert attrs["ce-specversion"] == "1.0" and attrs["content-type"] == "application/json"
     assert attrs["ce-subject"] == attrs["job"] == message["ordering_key"]
-    schema_path = Path(__file__).parent.parent / "shared" / "schemas" / f"{attrs['ce-type']}.json"
+    schema_path = Path(__file__).parent.parent / "shared" / "events" / "schemas" / f"{attrs['ce-type']}.json"
     schema = json.loads(schema_path.read_text())
     jsonschema.validate(message["data"], schema, format_checker=jsonschema.FormatChecker())
 

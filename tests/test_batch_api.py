@@ -2,16 +2,22 @@
 
 import asyncio
 import datetime as dt
-import json
 
 import httpx
 import pytest
 
 from shared.auth import GoogleAuth
-from shared.batch_api import BatchApiClient, status_url
-from shared.errors import BadResponseError, DeadlineExceeded, ForbiddenError, NotFoundError, TransientError
-from shared.jobnames import JobName
-from shared.ratelimit import RegionLimiter
+from shared.batchapi.client import BatchApiClient, status_url
+from shared.batchapi.names import JobName
+from shared.batchapi.quota import RegionLimiter
+from shared.errors import (
+    BadResponseError,
+    DeadlineExceeded,
+    ForbiddenError,
+    NotFoundError,
+    PermanentError,
+    TransientError,
+)
 from shared.settings import Settings
 
 GEMINI = JobName.parse("batches/b1")
@@ -138,9 +144,8 @@ class FakeCredentials:
         self.expiry = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).replace(tzinfo=None)
 
 
-def test_vertex_bearer_token_refreshed_before_expiry_and_after_401(monkeypatch):
-    creds = FakeCredentials()
-    monkeypatch.setattr(GoogleAuth, "_refresh_sync", lambda self, force=False: creds.refresh(None))
+def test_vertex_bearer_token_refreshed_before_expiry_and_after_401():
+    creds = FakeCredentials()  # GoogleAuth's own staleness check and locked refresh run for real
     auth = GoogleAuth(creds)
     result, seen, _ = run([httpx.Response(401), httpx.Response(200, json=OK_VERTEX)], job=VERTEX, vertex_auth=auth)
     assert result.state == "JOB_STATE_QUEUED"
@@ -169,4 +174,5 @@ def test_region_limiter_spends_a_minute_of_quota_then_waits():
 
 def test_error_bodies_do_not_leak_the_key():
     result, _, _ = run([httpx.Response(400, json={"error": {"message": "API key not valid"}})])
-    assert "k-123456" not in str(result) and json.dumps(str(result))
+    assert isinstance(result, PermanentError) and "API key not valid" in str(result)
+    assert "k-123456" not in str(result)

@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from devtools import demo
+from devtools.crc32c import crc32c_of
 from devtools.stack import alive_pids
-from shared.storage import crc32c_of
 from tests.conftest import validate_event
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,11 +56,11 @@ def gcs_names(base: str, bucket: str, prefix: str) -> list[str]:
 
 def check_end_state(stack, jobs: list[demo.DemoJob]) -> dict:
     """What the test sees by itself while the stack is up."""
-    from shared import clients
-    from shared.store import JobStore
+    from shared import wiring
+    from shared.record.store import JobStore
 
     settings = stack.settings()
-    store = JobStore(clients.make_firestore(settings), settings)
+    store = JobStore(wiring.make_firestore(settings), settings)
     gcs = stack.url("fake-gcs")
     messages = drain(stack.console_subscription)  # created with the stack, consumed by nobody
     by_job: dict[str, list[dict]] = {}

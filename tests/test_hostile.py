@@ -19,9 +19,10 @@ from functions_framework import create_app
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from shared import cli, runtime, states
+from shared import cli, wiring
+from shared.batchapi import states
+from shared.batchapi.wire import JobStatus
 from shared.errors import BadResponseError, SettingsError
-from shared.models import JobStatus
 from shared.settings import Settings
 from tests.conftest import cloud_event_headers
 
@@ -385,14 +386,13 @@ def test_settings_accept_or_fail_with_one_line_naming_the_variable(env):
 
 def test_a_tick_with_hostile_replies_runs_through_poll_jobs(relay, function_env):
     """The entry point too answers 200 with a summary when one job's reply is garbage."""
-    from shared import clients
 
     async def tick():
         def handler(request):
             return httpx.Response(200, content=b'{"name": 5, "metadata": [1]}')
 
-        return await runtime.run_tick(relay.settings, clients.cached_firestore(relay.settings),
-                                      clients.cached_publisher(relay.settings), transport=httpx.MockTransport(handler))
+        return await wiring.run_tick(relay.settings, wiring.cached_firestore(relay.settings),
+                                      wiring.cached_publisher(relay.settings), transport=httpx.MockTransport(handler))
 
     relay.store.track("batches/garbage-1")
     summary = asyncio.run(tick())

@@ -2,8 +2,8 @@ import datetime as dt
 
 import pytest
 
+from shared.batchapi.wire import JobStatus, parse_timestamp
 from shared.errors import BadResponseError
-from shared.models import JobStatus, parse_timestamp
 
 GEMINI = {
     "name": "batches/abc",

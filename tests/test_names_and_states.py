@@ -1,8 +1,8 @@
 import pytest
 
-from shared import states
+from shared.batchapi import states
+from shared.batchapi.names import JobName, doc_id
 from shared.errors import UsageError
-from shared.jobnames import JobName, doc_id
 
 
 def test_gemini_and_vertex_names():

@@ -12,7 +12,7 @@ import pytest
 from functions_framework import create_app
 
 from devtools.simulator import gemini_spec, vertex_spec
-from shared import runtime
+from shared import wiring
 from tests.conftest import validate_event
 
 MAIN = "functions/main.py"
@@ -171,8 +171,8 @@ def test_overlapping_ticks_publish_no_duplicate_versions(relay, simulator):
 
     async def two_ticks():
         return await asyncio.gather(
-            runtime.run_tick(relay.settings, relay.db, relay.publisher),
-            runtime.run_tick(relay.settings, relay.db, relay.publisher))
+            wiring.run_tick(relay.settings, relay.db, relay.publisher),
+            wiring.run_tick(relay.settings, relay.db, relay.publisher))
 
     for _ in range(4):
         asyncio.run(two_ticks())
@@ -319,13 +319,13 @@ def test_tracking_same_job_twice_is_harmless(relay):
     record, created = relay.store.track("batches/twice", labels={"team": "a"})
     again, created_again = relay.store.track("batches/twice", destination="gs://bucket-b/p/")
     assert created and not created_again
-    assert again["tracking_id"] == record["tracking_id"]
+    assert again.tracking_id == record.tracking_id
     stored = relay.store.get("batches/twice")
     assert stored["labels"] == {"team": "a"} and stored["destination"] == "gs://bucket-b/p"
 
 
 def test_a_tick_can_cover_a_shard_range(relay, simulator, poll_client):
-    from shared.store import SHARDS, shard_of
+    from shared.record.model import SHARDS, shard_of
 
     names = [f"batches/shard-{i}" for i in range(12)]
     for n in names:

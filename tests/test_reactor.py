@@ -14,10 +14,10 @@ import httpx
 import pytest
 from functions_framework import create_app
 
+from devtools.crc32c import crc32c_of
 from devtools.fakegcs import FakeGcs
 from devtools.simulator import gemini_spec, vertex_spec
-from shared import copy_plans
-from shared.storage import crc32c_of
+from shared.reactor import plans as copy_plans
 from tests.conftest import cloud_event_headers, deliver, pubsub_envelope, validate_event
 
 MAIN = "functions/main.py"
@@ -255,7 +255,6 @@ def test_push_subscription_delivers_to_a_served_reactor(relay, simulator, gcs, f
 
 def test_recopy_runs_a_new_attempt_and_the_sweep_fails_stuck_copies(relay, simulator, gcs, function_env):
     from shared import cli
-    from shared.copy_ledger import CopyLedger
 
     src, dst = gcs.bucket("rsrc"), gcs.bucket("rdst")
     record, message = succeed(relay, simulator, vertex_job("re-1", f"gs://{src}/run/prediction-p"), f"gs://{dst}/r")
@@ -271,7 +270,7 @@ def test_recopy_runs_a_new_attempt_and_the_sweep_fails_stuck_copies(relay, simul
     # a copy stuck in "copying" (the reactor died) is failed by a tick once its lease is long gone
     stuck, _ = succeed(relay, simulator, vertex_job("stuck-1", f"gs://{src}/run/prediction-p"), f"gs://{dst}/s")
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
-    CopyLedger(relay.store).claim(stuck["name"], long_ago)
+    relay.store.claim_copy(stuck["name"], long_ago)
     summary = relay.tick(dataclasses.replace(relay.settings, copy_lease_s=60))
     assert summary["swept"] == 1
     copy = relay.store.get(stuck["name"])["copy"]
@@ -355,8 +354,8 @@ def test_responses_file_redirects_keep_the_key_at_home():
 
     import httpx
 
-    from shared.copy_plans import Copier
     from shared.errors import PermanentError
+    from shared.reactor.plans import Copier
     from shared.settings import Settings
 
     settings = Settings.from_env({"GOOGLE_CLOUD_PROJECT": "p", "RELAY_GEMINI_API_KEY": "AIzaKEYKEYKEYKEYKEYKEYKEY",

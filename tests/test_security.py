@@ -26,11 +26,13 @@ from devtools import emulators
 from devtools.simulator import gemini_spec, vertex_spec
 from shared import log as relay_log
 from shared.auth import GoogleAuth
-from shared.batch_api import BatchApiClient, make_http_client
-from shared.copy_plans import MANIFEST, destination_for, safe_relative
+from shared.batchapi.client import BatchApiClient
+from shared.batchapi.http import make_http_pool
 from shared.errors import PermanentError
-from shared.poller import Poller
-from shared.publisher import EventPublisher
+from shared.events.publisher import EventPublisher
+from shared.poller.tick import Poller
+from shared.reactor.plans import MANIFEST, destination_for, safe_relative
+from shared.record.model import JobRecord
 from shared.settings import Settings
 from tests.conftest import deliver
 
@@ -198,7 +200,8 @@ class FakeCredentials:
 
 def _vertex_tick(relay, token: str, handler) -> None:
     async def run():
-        async with make_http_client(relay.settings, transport=httpx.MockTransport(handler)) as http:
+        async with make_http_pool(relay.settings.poll_concurrency, relay.settings.request_timeout_s,
+                                  transport=httpx.MockTransport(handler)) as http:
             api = BatchApiClient(http, dataclasses.replace(relay.settings, max_attempts=1),
                                  vertex_auth=GoogleAuth(FakeCredentials(token)))
             publisher = EventPublisher(relay.publisher, relay.settings.project, relay.settings.events_topic)
@@ -301,7 +304,7 @@ def test_object_names_that_could_escape_are_refused(name):
 @example(dest=None, default="gs://other/base")
 def test_destinations_outside_the_allow_list_are_refused(dest, default):
     settings = Settings(project="p", allowed_buckets=frozenset({"mine", "mine-2"}), default_destination=default)
-    record = {"destination": dest, "api": "gemini", "name": "batches/j1"}
+    record = JobRecord.from_doc({"destination": dest, "api": "gemini", "name": "batches/j1"})
     try:
         uri = destination_for(record, settings)
     except PermanentError as exc:

@@ -18,10 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
+from devtools.crc32c import crc32c_of
 from shared.auth import StaticToken
 from shared.errors import BadResponseError, ForbiddenError, NotFoundError, TransientError
+from shared.reactor.storage import ObjectInfo, StorageClient, storage_base_url
 from shared.retry import RetryPolicy
-from shared.storage import ObjectInfo, StorageClient, crc32c_of, storage_base_url
 
 FAST = RetryPolicy(max_attempts=3, initial_s=0.001, cap_s=0.01)
 KIB = 1024

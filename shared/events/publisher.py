@@ -8,10 +8,11 @@ instance is never stuck, and reports how many of the job's events went out (a pr
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
-from .events import Event
-from .log import get_logger, log
+from ..log import get_logger, log
+from .event import Event
 
 if TYPE_CHECKING:  # pragma: no cover
     from google.cloud import pubsub_v1
@@ -39,7 +40,7 @@ class EventPublisher:
             for event in events:
                 futures.append(self._submit(event))
         except Exception as exc:  # noqa: BLE001 - e.g. the key is paused by an earlier failure
-            log(_log, 40, "publish failed", job=events[0].job, event_id=events[len(futures)].id,
+            log(_log, logging.ERROR, "publish failed", job=events[0].job, event_id=events[len(futures)].id,
                 error=f"{type(exc).__name__}: {exc}"[:300])
         ok = 0
         failure: BaseException | None = None
@@ -48,7 +49,7 @@ class EventPublisher:
                 await asyncio.wait_for(asyncio.wrap_future(future), self._timeout)
             except Exception as exc:  # noqa: BLE001 - any failure stops the job's sequence here
                 failure = failure or exc
-                log(_log, 40, "publish failed", job=event.job, event_id=event.id,
+                log(_log, logging.ERROR, "publish failed", job=event.job, event_id=event.id,
                     error=f"{type(exc).__name__}: {exc}"[:300])
                 continue
             if failure is None:

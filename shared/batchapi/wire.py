@@ -1,4 +1,4 @@
-"""What a status fetch tells us about a job, parsed from either API's wire format (WIRE.md).
+"""What a status fetch tells us about a job, parsed from either API's wire format (docs/wire.md).
 
 ``JobStatus.from_gemini`` / ``from_vertex`` accept unknown fields, int64 counts as strings, omitted zero
 counts and nanosecond timestamps; anything of the wrong shape raises ``BadResponseError``.
@@ -12,9 +12,9 @@ import datetime as dt
 import re
 from typing import Any
 
+from ..errors import BadResponseError
 from . import states
-from .errors import BadResponseError
-from .jobnames import GEMINI, VERTEX
+from .names import GEMINI, VERTEX
 
 _TS = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})$"

@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from .errors import DeadlineExceeded
+from ..errors import DeadlineExceeded
 
 
 class RegionLimiter:

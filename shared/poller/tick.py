@@ -16,14 +16,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .batch_api import BatchApiClient
-from .errors import BadResponseError, DeadlineExceeded, RelayError, UsageError
-from .jobnames import JobName
-from .log import add_secret, get_logger, log, redact
-from .outbox import Outbox
-from .publisher import EventPublisher
-from .settings import Settings
-from .store import SHARDS, JobStore, Outcome, Snapshot, needs_write
+from ..batchapi.client import BatchApiClient
+from ..batchapi.names import JobName
+from ..batchapi.wire import JobStatus
+from ..errors import BadResponseError, DeadlineExceeded, RelayError, UsageError
+from ..events.outbox import Outbox
+from ..events.publisher import EventPublisher
+from ..log import get_logger, log, redact
+from ..record import machine
+from ..record.machine import Change, PollResult
+from ..record.model import SHARDS
+from ..record.store import JobStore, Snapshot
+from ..settings import Settings
 
 _log = get_logger("poller")
 _DONE = object()
@@ -53,15 +57,13 @@ class Poller:
 
     def __init__(self, settings: Settings, store: JobStore, api: BatchApiClient, publisher: EventPublisher,
                  *, now: Callable[[], dt.datetime] | None = None, clock: Callable[[], float] = time.monotonic,
-                 sweeper: Callable[[dt.datetime], Any] | None = None) -> None:
+                 sweep: bool = True) -> None:
         self._settings = settings
-        add_secret(settings.gemini_api_key)
         self._store = store
         self._api = api
-        self._publisher = publisher
         self._now = now or (lambda: dt.datetime.now(dt.UTC))
         self._clock = clock
-        self._sweeper = sweeper
+        self._sweep = sweep
         self.outbox = Outbox(store, publisher)
         self.owner = self.outbox.owner
 
@@ -73,9 +75,9 @@ class Poller:
         # the outbox work below overlaps with it (ordering per job holds either way: a new change is
         # published after every older unpublished event of its job).
         queue, producer = self._start_query(shard_lo, shard_hi)
-        if self._sweeper is not None:
+        if self._sweep:
             try:
-                summary.swept = int(await asyncio.to_thread(self._sweeper, self._now()) or 0)
+                summary.swept = await asyncio.to_thread(self._store.fail_stuck_copies, self._now())
             except Exception as exc:  # noqa: BLE001 - the sweep is retried next tick; polling goes on
                 summary.errors += 1
                 log(_log, logging.ERROR, "sweep failed", error=f"{type(exc).__name__}: {exc}"[:300])
@@ -86,16 +88,16 @@ class Poller:
         log(_log, logging.INFO, "tick finished", **summary.as_dict())
         return summary
 
-    # -- phase 1: the outbox of earlier ticks ------------------------------------------------------
+    # -- phase 1: the outbox of earlier ticks ------------------------------------------------------------
     async def _republish(self, summary: TickSummary, deadline: float) -> None:
         snaps = await asyncio.to_thread(lambda: list(self._store.unpublished()))
         for snap in snaps:
             if self._clock() >= deadline:
                 return
             try:
-                if not await asyncio.to_thread(self._store.claim, snap, self.owner, self._now()):
+                if not await asyncio.to_thread(self._store.take_publish_lease, snap, self.owner, self._now()):
                     continue
-                sent, _left = await self.outbox.flush(snap.data)
+                sent, _left = await self.outbox.flush(snap.record)
             except Exception as exc:  # noqa: BLE001 - e.g. ABORTED on a record a dead instance holds locked
                 summary.errors += 1
                 log(_log, logging.ERROR, "republish failed", job=snap.name,
@@ -104,7 +106,7 @@ class Poller:
             summary.republished += sent
             summary.published += sent
 
-    # -- phase 2: poll the due jobs ----------------------------------------------------------------
+    # -- phase 2: poll the due jobs ------------------------------------------------------------------------
     def _start_query(self, lo: int, hi: int) -> tuple[asyncio.Queue, asyncio.Task]:
         """Stream due records from a worker thread into a queue, ending with one _DONE per worker."""
         loop = asyncio.get_running_loop()
@@ -135,9 +137,8 @@ class Poller:
         await producer
 
     async def _poll_one(self, snap: Snapshot, summary: TickSummary, deadline: float) -> None:
-        name = snap.data.get("name", snap.id)
         try:
-            job = JobName.parse(name)
+            job = JobName.parse(snap.name)
         except UsageError as exc:
             await self._error(snap, "bad_name", str(exc), summary)
             return
@@ -155,50 +156,53 @@ class Poller:
             await self._error(snap, BadResponseError.kind, f"{type(exc).__name__}: {exc}", summary)
             return
         summary.polled += 1
-        if not needs_write(snap.data, status):
-            return  # the common case: one read, no write, no thread hop
-        now = self._now()
+        await self.observe(snap, status, summary)
+
+    async def observe(self, snap: Snapshot, status: JobStatus, summary: TickSummary) -> PollResult:
+        """Apply one observation of a job (from any path) and publish what it changed."""
+        if not machine.needs_write(snap.record, status):
+            return PollResult.UNCHANGED  # the common case: one read, no write, no thread hop
         try:
-            outcome = await asyncio.to_thread(self._store.apply_status, snap, status, now, self.owner)
+            result, change = await asyncio.to_thread(self._store.apply_status, snap, status, self._now(), self.owner)
         except Exception as exc:  # noqa: BLE001 - a reply Firestore cannot store must not stop the tick
             await self._error(snap, BadResponseError.kind,
                               f"reply cannot be stored: {type(exc).__name__}: {exc}", summary)
-            return
-        if outcome.kind == "changed":
+            return PollResult.ERROR
+        name = snap.name
+        if result == PollResult.CHANGED:
             summary.changed += 1
-            log(_log, logging.INFO, "state changed", job=name, api=job.api, state=status.state,
-                previous_state=snap.data.get("state"), version=int(snap.data.get("version") or 0) + 1)
-        elif outcome.kind == "updated":
+            log(_log, logging.INFO, "state changed", job=name, api=snap.record.api, state=status.state,
+                previous_state=snap.record.state, version=change.record.version)
+        elif result == PollResult.UPDATED:
             summary.updated += 1
-        elif outcome.kind == "conflict":
+        elif result == PollResult.CONFLICT:
             log(_log, logging.INFO, "record changed since it was read; the next tick looks again", job=name)
-        await self._after_commit(name, outcome, summary)
+        await self._after_commit(name, change, summary)
+        return result
 
     async def _error(self, snap: Snapshot, kind: str, message: str, summary: TickSummary) -> None:
         summary.errors += 1
         message = redact(message)[:500]  # stored on the record (and in a lost event): redacted, then cut
-        name = snap.data.get("name", snap.id)
-        log(_log, logging.WARNING, "status fetch failed", job=name, api=snap.data.get("api"), kind=kind,
+        log(_log, logging.WARNING, "status fetch failed", job=snap.name, api=snap.record.api, kind=kind,
             error=message)
         try:
-            outcome = await asyncio.to_thread(self._store.record_error, snap, kind, message,
-                                              self._now(), self.owner)
+            result, change = await asyncio.to_thread(self._store.record_error, snap, kind, message,
+                                                     self._now(), self.owner)
         except Exception as exc:  # noqa: BLE001 - one record's write must not stop the others
-            log(_log, logging.ERROR, "could not record poll error", job=name, error=repr(exc)[:300])
+            log(_log, logging.ERROR, "could not record poll error", job=snap.name, error=repr(exc)[:300])
             return
-        if outcome.kind == "lost":
+        if result == PollResult.LOST:
             summary.lost += 1
-            log(_log, logging.WARNING, "job lost", job=name, api=snap.data.get("api"))
-        await self._after_commit(name, outcome, summary)
+            log(_log, logging.WARNING, "job lost", job=snap.name, api=snap.record.api)
+        await self._after_commit(snap.name, change, summary)
 
-    async def _after_commit(self, name: str, outcome: Outcome, summary: TickSummary) -> None:
-        if not (outcome.events and outcome.lease):
+    async def _after_commit(self, name: str, change: Change | None, summary: TickSummary) -> None:
+        """Publish at once what a commit put in the outbox, if the commit took the publish lease."""
+        if change is None or not (change.events and change.lease):
             return
         try:
-            snap = await asyncio.to_thread(self._store.snapshot, name)
-            if snap is not None:
-                sent, _left = await self.outbox.flush(snap.data)
-                summary.published += sent
+            sent, _left = await self.outbox.flush(change.record)
+            summary.published += sent
         except Exception as exc:  # noqa: BLE001 - unpublished events stay in the outbox for the next tick
             summary.errors += 1
             log(_log, logging.ERROR, "publish step failed", job=name, error=f"{type(exc).__name__}: {exc}"[:300])

@@ -6,7 +6,7 @@ import dataclasses
 import re
 from urllib.parse import quote
 
-from .errors import UsageError
+from ..errors import UsageError
 
 _ID = r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}"
 _GEMINI = re.compile(rf"^batches/(?P<id>{_ID})$")
@@ -42,10 +42,6 @@ class JobName:
             f"{shown!r} is not a job name: expected batches/ID (Gemini API) or "
             "projects/P/locations/L/batchPredictionJobs/ID (Vertex AI)"
         )
-
-    @property
-    def doc_id(self) -> str:
-        return doc_id(self.name)
 
     @property
     def region_key(self) -> str:

@@ -1,8 +1,8 @@
 """Publishing from the outbox: a record's unpublished transitions (by version), then its outbox map
-(``lost``, ``copy``). Used by the poller, the reactor and ``batch-relay republish``.
+(``lost``, ``stalled``, ``copy``). Used by the poller, the reactor, the webhook and ``batch-relay republish``.
 
 The caller holds the record's publish lease (``flush``) or lets ``flush_name`` take it. Published
-events are marked in one transaction; on a failure the lease is released so the next tick retries,
+events are marked in one transaction; on a failure the lease is given back so the next tick retries,
 and nothing newer of that job goes out before the failed event.
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
-from typing import Any
 
+from ..record.model import JobRecord
+from ..record.store import JobStore
 from .publisher import EventPublisher
-from .store import JobStore
 
 
 class Outbox:
@@ -23,25 +23,25 @@ class Outbox:
         self._publisher = publisher
         self.owner = owner or secrets.token_hex(6)
 
-    async def flush(self, data: dict[str, Any]) -> tuple[int, int]:
+    async def flush(self, record: JobRecord) -> tuple[int, int]:
         """Publish one record's pending events. Returns (published, still pending)."""
-        pending = await asyncio.to_thread(self._store.pending_events, data)
+        pending = await asyncio.to_thread(self._store.pending_events, record)
         if not pending:
-            await asyncio.to_thread(self._store.release, data["name"], self.owner)
+            await asyncio.to_thread(self._store.give_back_publish_lease, record.name, self.owner)
             return 0, 0
         ok = await self._publisher.publish_in_order([event for _, event in pending])
         if ok:
-            await asyncio.to_thread(self._store.mark_published, data["name"], pending[:ok], self.owner)
+            await asyncio.to_thread(self._store.mark_published, record.name, pending[:ok], self.owner)
         if ok < len(pending):
-            await asyncio.to_thread(self._store.release, data["name"], self.owner)
+            await asyncio.to_thread(self._store.give_back_publish_lease, record.name, self.owner)
         return ok, len(pending) - ok
 
     async def flush_name(self, name: str, *, force: bool = False) -> tuple[int, int] | None:
-        """Take the lease of ``name`` and flush it; None if the record is gone or another holds it."""
+        """Take the publish lease of ``name`` and flush it; None if the record is gone or another holds it."""
         snap = await asyncio.to_thread(self._store.snapshot, name)
         if snap is None:
             return None
         now = dt.datetime.now(dt.UTC)
-        if not await asyncio.to_thread(self._store.claim, snap, self.owner, now, force=force):
+        if not await asyncio.to_thread(self._store.take_publish_lease, snap, self.owner, now, force=force):
             return None
-        return await self.flush(snap.data)
+        return await self.flush(snap.record)

@@ -21,21 +21,27 @@ from typing import Any
 
 import httpx
 
-from .errors import BadResponseError, PermanentError, TransientError
-from .events import rfc3339
-from .retry import RetryPolicy, classify
-from .settings import Settings, split_gcs_uri
+from ..errors import BadResponseError, ForbiddenError, NotFoundError, PermanentError, TransientError
+from ..record.model import CopyStatus, JobRecord, rfc3339
+from ..retry import RetryPolicy, retry, send
+from ..settings import Settings, split_gcs_uri
 from .storage import ObjectInfo, StorageClient
 
 MANIFEST = "_manifest.json"
+_REDIRECTS = (301, 302, 303, 307, 308)
 RESPONSES = "responses.jsonl"
 REWRITE_CONCURRENCY = 32
 LIST_PAGE_SIZE = 1000
 
 
+class SourceUnavailable(TransientError):
+    """A download from the Gemini API failed transiently: the copier retries the whole download (the
+    upload into Cloud Storage is retried by the storage client itself, never again here)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class CopyResult:
-    status: str  # "done" | "not_applicable"
+    status: CopyStatus  # DONE | NOT_APPLICABLE
     uri: str | None
     manifest_uri: str | None
     objects: list[ObjectInfo]
@@ -58,15 +64,15 @@ def safe_relative(name: str) -> str:
     return name
 
 
-def destination_for(record: dict[str, Any], settings: Settings) -> str:
+def destination_for(record: JobRecord, settings: Settings) -> str:
     """The job's destination, else ``RELAY_DEFAULT_DESTINATION/{api}/{job id}``; refused outside the
     allow-list."""
-    dest = record.get("destination")
+    dest = record.destination
     if not dest:
         if not settings.default_destination:
             raise PermanentError("the job has no destination and RELAY_DEFAULT_DESTINATION is not set",
                                  kind="no_destination")
-        dest = f"{settings.default_destination}/{record['api']}/{record['name'].rsplit('/', 1)[-1]}"
+        dest = f"{settings.default_destination}/{record.api}/{record.name.rsplit('/', 1)[-1]}"
     try:
         bucket, _prefix = split_gcs_uri(dest)
     except ValueError as exc:
@@ -91,10 +97,10 @@ class Copier:
         self._settings = settings
         self._retry = retry or RetryPolicy(max_attempts=settings.max_attempts)
 
-    async def copy(self, record: dict[str, Any], now: dt.datetime) -> CopyResult:
-        output = record.get("output") or {}
+    async def copy(self, record: JobRecord, now: dt.datetime) -> CopyResult:
+        output = record.output
         if output.get("bigquery_uri") and not output.get("gcs_uri"):
-            return CopyResult("not_applicable", None, None, [])
+            return CopyResult(CopyStatus.NOT_APPLICABLE, None, None, [])
         dest = destination_for(record, self._settings)
         bucket, prefix = split_gcs_uri(dest)
         if not await self._storage.bucket_exists(bucket):
@@ -104,18 +110,18 @@ class Copier:
         elif output.get("file_name"):
             written = [await self._copy_responses_file(output["file_name"], bucket, prefix)]
         elif "inlined_count" in output:
-            written = [await self._copy_inline(record["name"], bucket, prefix)]
+            written = [await self._copy_inline(record.name, bucket, prefix)]
         else:
             raise PermanentError("the API reported no output location for this job", kind="no_output")
         manifest = {
-            "job": record["name"], "state": record["state"],
+            "job": record.name, "state": record.state,
             "objects": [{"name": o.name[len(prefix) + 1:] if prefix else o.name, "size": o.size,
                          "crc32c": o.crc32c} for o in written],
             "total_bytes": sum(o.size for o in written), "copied_at": rfc3339(now),
         }
         body = json.dumps(manifest, indent=1).encode()
         await self._storage.upload_bytes(bucket, _join(prefix, MANIFEST), body, content_type="application/json")
-        return CopyResult("done", dest, f"gs://{bucket}/{_join(prefix, MANIFEST)}", written)
+        return CopyResult(CopyStatus.DONE, dest, f"gs://{bucket}/{_join(prefix, MANIFEST)}", written)
 
     # -- Vertex: server-side copy of a directory ------------------------------------------------------
     async def _copy_gcs_dir(self, source_uri: str, bucket: str, prefix: str) -> list[ObjectInfo]:
@@ -150,53 +156,53 @@ class Copier:
     async def _copy_responses_file(self, file_name: str, bucket: str, prefix: str) -> ObjectInfo:
         if not file_name.startswith("files/") or "/" in file_name[6:] or ".." in file_name:
             raise PermanentError(f"unexpected responses file name {file_name[:100]!r}", kind="bad_source")
-        url = f"{self._settings.gemini_base_url}/download/v1beta/{file_name}:download"
-        attempt = 0
-        while True:
-            attempt += 1
+        url = f"{self._settings.gemini_base_url}/download/v1beta/{file_name}:download?alt=media"
+
+        async def attempt() -> ObjectInfo:
             counted = 0
 
             async def body(response: httpx.Response) -> AsyncIterator[bytes]:
                 nonlocal counted
-                async for chunk in response.aiter_bytes():
-                    counted += len(chunk)
-                    yield chunk
+                try:
+                    async for chunk in response.aiter_bytes():
+                        counted += len(chunk)
+                        yield chunk
+                except httpx.HTTPError as exc:
+                    raise SourceUnavailable(f"responses file download broke: {type(exc).__name__}") from None
 
             try:
-                async with self._download(f"{url}?alt=media") as response:
-                    if response.status_code >= 300:
-                        await response.aread()
-                    if (error := classify(response)) is not None:
-                        if isinstance(error, PermanentError):
-                            error = PermanentError(f"responses file {file_name}: {error}",
-                                                   kind="missing_source" if response.status_code == 404
-                                                   else "forbidden" if response.status_code in (401, 403)
-                                                   else error.kind)
-                        raise error
+                async with self._download(url) as response:
                     expected = response.headers.get("content-length")
                     written = await self._storage.upload_stream(
                         bucket, _join(prefix, RESPONSES), body(response), content_type="application/jsonl")
-            except (httpx.TransportError, TransientError) as exc:
-                if attempt >= self._retry.max_attempts:
-                    raise TransientError(f"responses file download: {type(exc).__name__}: {exc}"[:300]) from None
-                await asyncio.sleep(self._retry.backoff(attempt, getattr(exc, "retry_after", None)))
-                continue
+            except NotFoundError as exc:
+                raise PermanentError(f"responses file {file_name}: {exc}", kind="missing_source") from None
+            except ForbiddenError as exc:
+                raise PermanentError(f"responses file {file_name}: {exc}", kind="forbidden") from None
             if written.size != counted or (expected is not None and int(expected) != counted):
                 raise TransientError(f"responses.jsonl is {written.size} bytes, read {counted}")
             return written
 
+        return await retry(attempt, self._retry, retry_if=lambda exc: isinstance(exc, SourceUnavailable))
+
     @contextlib.asynccontextmanager
     async def _download(self, url: str) -> AsyncIterator[httpx.Response]:
         """GET ``url`` streamed, following up to 5 redirects by hand: the API key goes only to the
-        configured Gemini origin, and a redirect may not downgrade https to http."""
+        configured Gemini origin, and a redirect may not downgrade https to http. A failure to reach the
+        file is ``SourceUnavailable`` (transient) or the permanent error of its status."""
         base = httpx.URL(self._settings.gemini_base_url)
         for _ in range(6):
             target = httpx.URL(url)
             same_origin = (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port)
-            request = self._gemini.build_request("GET", target, headers=self._key() if same_origin else None)
-            response = await self._gemini.send(request, stream=True, follow_redirects=False)
+            try:
+                response = await send(self._gemini, "GET", target, stream=True, ok=_REDIRECTS,
+                                      headers=self._key() if same_origin else None)
+            except SourceUnavailable:
+                raise
+            except TransientError as exc:
+                raise SourceUnavailable(str(exc), retry_after=exc.retry_after) from None
             location = response.headers.get("location")
-            if response.status_code not in (301, 302, 303, 307, 308) or not location:
+            if response.status_code not in _REDIRECTS or not location:
                 try:
                     yield response
                 finally:
@@ -212,9 +218,7 @@ class Copier:
     # -- Gemini: inline responses --------------------------------------------------------------------
     async def _copy_inline(self, name: str, bucket: str, prefix: str) -> ObjectInfo:
         url = f"{self._settings.gemini_base_url}/v1beta/{name}"
-        response = await self._gemini.get(url, headers=self._key())
-        if (error := classify(response)) is not None:
-            raise error
+        response = await retry(lambda: send(self._gemini, "GET", url, headers=self._key()), self._retry)
         try:
             body = response.json()
             meta = body.get("metadata") or {}

@@ -1,15 +1,14 @@
 """A small async Cloud Storage JSON API client on httpx: list, stat, rewrite, streamed download and
 resumable upload, with the retry contract of ``shared.errors``.
 
-The ``httpx.AsyncClient`` is passed in: the caller owns its auth (``GoogleAuth`` for real GCS, none for
-fake-gcs-server) and its lifecycle. Transient failures (408/429/5xx, timeouts, connection errors) are
-retried here with ``RetryPolicy`` backoff, then raised as ``TransientError``.
+The ``httpx.AsyncClient`` is passed in: the caller owns its auth and its lifecycle (``shared.wiring``
+builds it). Every request goes through ``retry.send`` (failures mapped to ``errors.py``) and, where it
+is safe to repeat, ``retry.retry``: transient failures (408/429/5xx, timeouts, connection errors) are
+retried here, once, and raised as ``TransientError`` after the last attempt.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterable, AsyncIterator, Collection
@@ -18,8 +17,8 @@ from urllib.parse import quote
 
 import httpx
 
-from .errors import BadResponseError, NotFoundError, TransientError
-from .retry import RetryPolicy, classify
+from ..errors import BadResponseError, NotFoundError, TransientError
+from ..retry import RetryPolicy, retry, send
 
 DEFAULT_BASE_URL = "https://storage.googleapis.com"
 UPLOAD_QUANTUM = 256 * 1024  # resumable chunks (all but the last) are multiples of this
@@ -34,28 +33,6 @@ def storage_base_url(storage_emulator_host: str | None) -> str:
         return DEFAULT_BASE_URL
     host = storage_emulator_host.rstrip("/")
     return host if "://" in host else f"http://{host}"
-
-
-def _crc32c_table() -> list[int]:
-    table = []
-    for n in range(256):
-        crc = n
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_CRC32C_TABLE = _crc32c_table()
-
-
-def crc32c_of(data: bytes) -> str:
-    """CRC32C (Castagnoli) as GCS reports it: base64 of the big-endian 4 bytes. Pure Python: slow, so
-    for tests and small manifests only."""
-    crc, table = 0xFFFFFFFF, _CRC32C_TABLE
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return base64.b64encode((crc ^ 0xFFFFFFFF).to_bytes(4, "big")).decode()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,38 +128,13 @@ class StorageClient:
 
     async def _send(self, method: str, url: str, *, ok: Collection[int] = (), stream: bool = False,
                     **kw: Any) -> httpx.Response:
-        """One HTTP request; a non-2xx status not in ``ok`` raises its ``classify`` error. Messages carry
-        the method and path only (no headers, no query: a session URI is a credential)."""
-        request = self.http.build_request(method, url, timeout=self.timeout, **kw)
-        where = f"{method} {request.url.path}"
+        """One HTTP request (counted), failures mapped by ``retry.send``."""
         self.requests += 1
-        try:
-            response = await self.http.send(request, stream=stream, follow_redirects=False)
-        except httpx.TransportError as exc:
-            raise TransientError(f"{where}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code < 300 or response.status_code in ok:
-            return response
-        try:
-            await response.aread()
-        except httpx.TransportError as exc:
-            raise TransientError(f"{where}: HTTP {response.status_code}, body lost: {exc}") from exc
-        finally:
-            await response.aclose()
-        error = classify(response) or BadResponseError(f"HTTP {response.status_code}")
-        error.args = (f"{where}: {error}",)
-        raise error
+        return await send(self.http, method, url, ok=ok, stream=stream, timeout=self.timeout, **kw)
 
     async def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
         """``_send`` with transient errors retried up to ``retry.max_attempts``."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await self._send(method, url, **kw)
-            except TransientError as exc:
-                if attempt >= self.retry.max_attempts:
-                    raise
-                await asyncio.sleep(self.retry.backoff(attempt, exc.retry_after))
+        return await retry(lambda: self._send(method, url, **kw), self.retry)
 
     # -- metadata --------------------------------------------------------------------------------------
 
@@ -273,57 +225,71 @@ class StorageClient:
                             content_type: str = "application/octet-stream",
                             chunk_size: int = DEFAULT_CHUNK_SIZE) -> ObjectInfo:
         """Resumable upload from pieces of any size, ``chunk_size`` bytes per PUT. Holds about one chunk
-        (plus one source piece), never the whole object; a failed PUT asks the session what it holds and
-        resumes from there."""
+        (plus one source piece), never the whole object. A failed PUT is retried by ``retry.retry``: the
+        next attempt asks the session what it holds, keeps the rest of the buffer and sends on from there.
+        Attempts are counted until the session makes progress."""
         if chunk_size <= 0 or chunk_size % UPLOAD_QUANTUM:
             raise ValueError(f"chunk_size must be a positive multiple of {UPLOAD_QUANTUM}")
         session = await self._open_session(bucket, name, content_type)
         source = aiter(chunks)
         buf = memoryview(bytearray(chunk_size))  # fixed, filled up to ``fill``; writes are plain copies
-        fill = 0
-        pending = _EMPTY  # the unread rest of the current source piece
-        offset = 0  # absolute position of buf[0]: everything before it is persisted
-        exhausted = False
-        failures = 0
-        while True:
-            while fill < chunk_size or not (pending or exhausted):
-                if not pending:
-                    if exhausted:
-                        break
+        state = {"fill": 0, "offset": 0, "pending": _EMPTY, "exhausted": False, "unsure": False}
+        # offset: absolute position of buf[0] (everything before it is persisted); pending: the unread rest
+        # of the current source piece; unsure: the last PUT failed, so what the session holds is unknown
+
+        def keep(persisted: int) -> None:
+            """Drop from the buffer what the session now holds (everything before ``persisted``)."""
+            kept = persisted - state["offset"]
+            if not 0 <= kept <= state["fill"]:
+                raise BadResponseError(f"upload session holds {persisted} bytes, not "
+                                       f"{state['offset']}-{state['offset'] + state['fill']}")
+            if kept:
+                buf[: state["fill"] - kept] = buf[kept:state["fill"]]  # keep the rest (memmove)
+                state["fill"] -= kept
+                state["offset"] = persisted
+
+        async def refill() -> None:
+            while state["fill"] < chunk_size or not (state["pending"] or state["exhausted"]):
+                if not state["pending"]:
+                    if state["exhausted"]:
+                        return
                     try:
-                        pending = _view(await anext(source))
+                        state["pending"] = _view(await anext(source))
                     except StopAsyncIteration:
-                        exhausted = True
+                        state["exhausted"] = True
                     continue
+                pending, fill = state["pending"], state["fill"]
                 take = min(chunk_size - fill, len(pending))
                 buf[fill:fill + take] = pending[:take]
-                fill += take
-                pending = pending[take:] if take < len(pending) else _EMPTY  # let go of a used piece
-            total = offset + fill if not pending else None  # nothing follows: this PUT carries the total
-            try:
-                result = await self._put_chunk(session, _Window(buf, fill), offset, total)
-            except TransientError as exc:
-                failures += 1
-                if failures >= self.retry.max_attempts:
-                    raise
-                await asyncio.sleep(self.retry.backoff(failures, exc.retry_after))
-                result = await self._query_session(session, total)
-            else:
-                if result == offset:  # a 308 that kept nothing counts as a failed attempt
-                    failures += 1
-                    if failures >= self.retry.max_attempts:
-                        raise TransientError(f"upload session keeps nothing past byte {offset}")
-                    await asyncio.sleep(self.retry.backoff(failures))
+                state["fill"] = fill + take
+                state["pending"] = pending[take:] if take < len(pending) else _EMPTY  # let go of a used piece
+
+        async def step() -> ObjectInfo | None:
+            """One attempt: learn what the session holds if the last PUT failed, fill, PUT. Returns the
+            object when the upload is complete, None when the session made progress."""
+            if state["unsure"]:
+                total = state["offset"] + state["fill"] if state["exhausted"] and not state["pending"] else None
+                held = await self._query_session(session, total)
+                if isinstance(held, ObjectInfo):
+                    return held
+                keep(held)
+                state["unsure"] = False
+            await refill()
+            total = state["offset"] + state["fill"] if not state["pending"] else None  # last PUT: the total
+            state["unsure"] = True
+            result = await self._put_chunk(session, _Window(buf, state["fill"]), state["offset"], total)
+            state["unsure"] = False
             if isinstance(result, ObjectInfo):
                 return result
-            kept = result - offset
-            if not 0 <= kept <= fill:
-                raise BadResponseError(f"upload session holds {result} bytes, not {offset}-{offset + fill}")
-            if kept:
-                failures = 0
-                buf[: fill - kept] = buf[kept:fill]  # keep what the session has not persisted (memmove)
-                fill -= kept
-                offset = result
+            if result == state["offset"]:  # a 308 that kept nothing counts as a failed attempt
+                raise TransientError(f"upload session keeps nothing past byte {state['offset']}")
+            keep(result)
+            return None
+
+        while True:
+            done = await retry(step, self.retry)
+            if done is not None:
+                return done
 
     async def _open_session(self, bucket: str, name: str, content_type: str) -> str:
         response = await self._request(
@@ -349,8 +315,9 @@ class StorageClient:
         return _persisted(response) if response.status_code == 308 else ObjectInfo.from_api(_json(response))
 
     async def _query_session(self, session: str, total: int | None) -> ObjectInfo | int:
-        """Ask the session what it holds (empty PUT, ``bytes */*``); finalizes it if it holds ``total``."""
+        """Ask the session what it holds (empty PUT, ``bytes */*``); finalizes it if it holds ``total``.
+        One request: the upload's retry loop is the one that repeats it."""
         content_range = f"bytes */{'*' if total is None else total}"
-        response = await self._request("PUT", session, content=b"", ok=(308,),
-                                       headers={"Content-Range": content_range})
+        response = await self._send("PUT", session, content=b"", ok=(308,),
+                                    headers={"Content-Range": content_range})
         return _persisted(response) if response.status_code == 308 else ObjectInfo.from_api(_json(response))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import UsageError
+from ..errors import UsageError
 
 UNSPECIFIED = "JOB_STATE_UNSPECIFIED"
 SUCCEEDED = "JOB_STATE_SUCCEEDED"

@@ -1,0 +1,102 @@
+"""Status of batch jobs over REST: Gemini API (API key) and Vertex AI (a bearer token from the
+``httpx.Auth`` it is given).
+
+One ``BatchApiClient`` lives for one tick, over an HTTP pool the caller builds (and closes). Every
+request goes through ``retry.retry`` and ``retry.send``: 408/429/5xx and transport errors are retried
+with jittered exponential backoff and ``Retry-After``; the per-region Vertex quota is taken before each
+attempt, and nothing runs past the tick's deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from ..errors import BadResponseError, DeadlineExceeded, ForbiddenError
+from ..retry import RetryPolicy, retry, send
+from ..settings import Settings
+from .names import GEMINI, JobName
+from .quota import RegionLimiter
+from .wire import JobStatus
+
+
+def vertex_base_url(settings: Settings, location: str) -> str:
+    if settings.vertex_base_url:
+        return settings.vertex_base_url.replace("{location}", location)
+    if location == "global":
+        return "https://aiplatform.googleapis.com"
+    return f"https://{location}-aiplatform.googleapis.com"
+
+
+def status_url(settings: Settings, job: JobName) -> str:
+    if job.api == GEMINI:
+        return f"{settings.gemini_base_url}/v1beta/{job.name}"
+    return f"{vertex_base_url(settings, job.location or 'global')}/v1/{job.name}"
+
+
+class BatchApiClient:
+    def __init__(
+        self,
+        http: Any,
+        settings: Settings,
+        *,
+        vertex_auth: httpx.Auth | None = None,
+        retry_policy: RetryPolicy | None = None,
+        limiter: RegionLimiter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._http = http
+        self._settings = settings
+        self._vertex_auth = vertex_auth
+        self._retry = retry_policy or RetryPolicy(max_attempts=settings.max_attempts)
+        self._limiter = limiter or RegionLimiter(settings.vertex_region_qpm, clock=clock)
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+        self._gemini_headers = {"x-goog-api-key": settings.gemini_api_key} if settings.gemini_api_key else {}
+
+    @property
+    def limiter(self) -> RegionLimiter:
+        return self._limiter
+
+    async def get_status(self, job: JobName, deadline: float) -> JobStatus:
+        """The job's status, or an error from ``shared.errors`` (never anything else)."""
+        body = await self.get_json(job.api, status_url(self._settings, job), deadline,
+                                   region=None if job.api == GEMINI else job.region_key)
+        status = (JobStatus.from_gemini if job.api == GEMINI else JobStatus.from_vertex)(body)
+        if status.name != job.name:
+            raise BadResponseError(f"reply is for {status.name[:200]!r}, not {job.name!r}")
+        return status
+
+    async def get_json(self, api: str, url: str, deadline: float, *, region: str | None = None,
+                       params: dict[str, Any] | None = None) -> Any:
+        """GET ``url`` of ``api`` and decode its JSON body, retried; ``region``: the quota bucket to take
+        a token from before each attempt (Vertex)."""
+        if api == GEMINI and not self._settings.gemini_api_key:
+            raise ForbiddenError("RELAY_GEMINI_API_KEY is not set; cannot call the Gemini API")
+
+        async def attempt() -> Any:
+            if region is not None:
+                await self._limiter.acquire(region, deadline)
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise DeadlineExceeded("tick deadline reached before the request")
+            timeout = min(self._settings.request_timeout_s, remaining)
+            auth = httpx.USE_CLIENT_DEFAULT if api == GEMINI or self._vertex_auth is None else self._vertex_auth
+            headers = self._gemini_headers if api == GEMINI else None
+            response = await send(self._http, "GET", url, params=params, headers=headers, timeout=timeout, auth=auth)
+            try:
+                return json.loads(response.content)
+            except ValueError:
+                raise BadResponseError(f"reply is not JSON ({len(response.content)} bytes)") from None
+
+        return await retry(attempt, self._retry, deadline=deadline, clock=self._clock, sleep=self._sleep,
+                           rng=self._rng)

@@ -1,0 +1,168 @@
+"""The reactor: on a ``stateChanged`` to SUCCEEDED or PARTIALLY_SUCCEEDED, copy the job's outputs into
+its destination, verify them, record the result and announce it (``outputsReady``/``outputsFailed``).
+
+Errors are the retry contract: a transient failure releases the claim and raises, so Pub/Sub redelivers;
+a permanent one is recorded on the record and announced, and the message is acked. A message that is not
+ours, not a success, or garbage is logged and acked without touching Firestore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import dataclasses
+import datetime as dt
+import enum
+import json
+import logging
+from typing import Any
+
+from ..batchapi import states
+from ..batchapi.names import JobName
+from ..errors import PermanentError, TransientError, UsageError
+from ..events import event as events
+from ..events.outbox import Outbox
+from ..log import get_logger, log, redact
+from ..record.machine import ClaimResult
+from ..record.model import CopyStatus, JobRecord
+from ..record.store import JobStore
+from .plans import Copier
+
+_log = get_logger("reactor")
+MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Trigger:
+    """What the reactor needs from a stateChanged event."""
+
+    job: str
+    tracking_id: str
+    state: str
+    event_id: str
+
+
+def decode(cloud_event: Any) -> Trigger | None:
+    """The trigger in a Pub/Sub CloudEvent, or None when the event is not one to act on.
+
+    Raises ``UsageError`` for garbage (not a Pub/Sub message, bad attributes, a bad job name)."""
+    data = _get(cloud_event, "data")
+    if isinstance(data, (bytes, str)):
+        try:
+            data = json.loads(data)
+        except ValueError:
+            raise UsageError("event data is not JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
+        raise UsageError("event is not a Pub/Sub messagePublished event (no message)")
+    message = data["message"]
+    attributes = message.get("attributes") or {}
+    if not isinstance(attributes, dict) or not all(isinstance(v, str) for v in attributes.values()):
+        raise UsageError("message attributes are not a map of strings")
+    ce_type = attributes.get("ce-type")
+    if ce_type != events.STATE_CHANGED or attributes.get("state") not in states.SUCCESS:
+        return None  # outputsReady/outputsFailed/lost, other states, other publishers: ack at once
+    job = JobName.parse(attributes.get("job") or attributes.get("ce-subject"))
+    raw = message.get("data") or ""
+    if not isinstance(raw, str) or len(raw) > MAX_MESSAGE_BYTES * 4 // 3 + 4:
+        raise UsageError("message data is missing or too large")
+    try:
+        body = json.loads(base64.b64decode(raw, validate=True))
+    except (binascii.Error, ValueError):
+        raise UsageError("message data is not base64 JSON") from None
+    record = body.get("job") if isinstance(body, dict) else None
+    tracking_id = record.get("tracking_id") if isinstance(record, dict) else None
+    if not isinstance(tracking_id, str) or not tracking_id or record.get("name") != job.name:
+        raise UsageError("event data does not carry the job's record")
+    return Trigger(job.name, tracking_id, attributes["state"], attributes.get("ce-id", ""))
+
+
+def _get(cloud_event: Any, key: str) -> Any:
+    if isinstance(cloud_event, dict):
+        return cloud_event.get(key)
+    if key != "data" and callable(getattr(cloud_event, "get", None)):  # cloudevents' CloudEvent: event["id"]
+        return cloud_event.get(key)
+    return getattr(cloud_event, key, None)
+
+
+class Reaction(enum.StrEnum):
+    """What the reactor did with one event."""
+
+    COPIED = "copied"
+    FAILED = "failed"  # the copy failed for good: recorded and announced
+    ALREADY = "already"  # the copy had finished before: made sure it is announced
+    IGNORED = "ignored"  # not an event to act on (or a job no longer tracked as such)
+    GARBAGE = "garbage"  # not a usable event: logged and acked
+
+
+class Reactor:
+    """Copies one job's outputs. Clients come in; ``shared.wiring`` builds them."""
+
+    def __init__(self, store: JobStore, copier: Copier, outbox: Outbox) -> None:
+        self._store = store
+        self._copier = copier
+        self._outbox = outbox
+
+    async def handle(self, trigger: Trigger) -> Reaction:
+        """React to one trigger; raises (``TransientError``) only for what should be redelivered."""
+        now = dt.datetime.now(dt.UTC)
+        result, record = await asyncio.to_thread(self._store.claim_copy, trigger.job, now)
+        fields = {"job": trigger.job, "event_id": trigger.event_id}
+        if result == ClaimResult.GONE or (record is not None and record.tracking_id != trigger.tracking_id):
+            log(_log, logging.INFO, "event for a job no longer tracked as such: ignored", **fields)
+            if result == ClaimResult.CLAIMED:
+                await asyncio.to_thread(self._store.release_copy, trigger.job, record.copy.attempt)
+            return Reaction.IGNORED
+        if result == ClaimResult.NOT_SUCCESS:
+            log(_log, logging.INFO, "record is not in a success state: ignored", state=record.state, **fields)
+            return Reaction.IGNORED
+        if result in (ClaimResult.DONE, ClaimResult.FAILED):
+            if not record.copy.announced:
+                await self._outbox.flush_name(trigger.job, force=True)
+            log(_log, logging.INFO, "copy already finished", copy_status=record.copy.status.value, **fields)
+            return Reaction.ALREADY
+        if result == ClaimResult.BUSY:
+            raise TransientError(f"the copy of {trigger.job} is in progress in another delivery")
+        return await self.run_copy(record, now)
+
+    async def run_copy(self, record: JobRecord, now: dt.datetime) -> Reaction:
+        """Copy under a claimed copy lease, commit the result and announce it."""
+        name, attempt = record.name, record.copy.attempt
+        fields = {"job": name, "api": record.api, "attempt": attempt}
+        started = asyncio.get_running_loop().time()
+        try:
+            result = await self._copier.copy(record, now)
+        except PermanentError as exc:
+            error = {"kind": exc.kind, "message": redact(str(exc))[:500]}
+            log(_log, logging.ERROR, "copy failed", error=error, **fields)
+            await asyncio.to_thread(self._store.finish_copy, name, attempt, now, status=CopyStatus.FAILED,
+                                    error=error)
+            await self._outbox.flush_name(name, force=True)
+            return Reaction.FAILED
+        except BaseException as exc:
+            log(_log, logging.WARNING, "copy interrupted; the event will be redelivered",
+                error=f"{type(exc).__name__}: {exc}"[:500], **fields)
+            await asyncio.to_thread(self._store.release_copy, name, attempt)
+            raise
+        event = await asyncio.to_thread(
+            self._store.finish_copy, name, attempt, dt.datetime.now(dt.UTC), status=result.status, uri=result.uri,
+            manifest_uri=result.manifest_uri, objects=len(result.objects), size=result.size)
+        if event is not None:
+            await self._outbox.flush_name(name, force=True)
+        log(_log, logging.INFO, "outputs copied", status=result.status.value, destination=result.uri,
+            objects=len(result.objects), bytes=result.size,
+            duration_s=round(asyncio.get_running_loop().time() - started, 3), **fields)
+        return Reaction.COPIED
+
+
+
+def triage(cloud_event: Any) -> Trigger | Reaction:
+    """The trigger to act on, or what to answer at once: ``IGNORED`` (not a success event) or
+    ``GARBAGE`` (logged; whatever an event does to the decoder, it is acked, never redelivered)."""
+    try:
+        trigger = decode(cloud_event)
+    except Exception as exc:  # noqa: BLE001 - garbage of any shape is acked, never raised
+        log(_log, logging.WARNING, "unusable event acked", error=str(exc)[:300],
+            event_id=str(_get(cloud_event, "id") or "")[:100])
+        return Reaction.GARBAGE
+    return Reaction.IGNORED if trigger is None else trigger

@@ -1,0 +1,310 @@
+"""The record's state machine, as pure functions: each takes a ``JobRecord`` and what happened, and
+returns what to write — a ``Change`` (the record after, the transition documents, the events) — or
+``None`` when nothing is to be written. Nothing here touches Firestore; ``store.py`` commits Changes.
+
+Two leases, two names: the **publish lease** (``publish_lease``: which tick or function publishes the
+record's events now) and the **copy lease** (``copy_lease_until``: which reactor delivery copies the
+outputs now).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from typing import Any
+
+from ..batchapi import states
+from ..batchapi.wire import JobStatus
+from ..errors import UsageError
+from ..events import event as events
+from ..settings import Settings
+from .model import CopyState, CopyStatus, JobRecord, Lease, transition_id
+
+
+class PollResult(enum.StrEnum):
+    """What an observation did to a record."""
+
+    UNCHANGED = "unchanged"  # nothing to write
+    STALE = "stale"  # older than what the record holds: ignored
+    CHANGED = "changed"  # a new state: version + 1, a transition, an event
+    UPDATED = "updated"  # counts, error or output changed: written, no event
+    ERROR = "error"  # the fetch failed; noted on the record
+    LOST = "lost"  # 404 for RELAY_LOST_AFTER_S: given up, a lost event
+    CONFLICT = "conflict"  # the record changed since it was read: nothing written, looked at again later
+
+
+class ClaimResult(enum.StrEnum):
+    """What claiming a record's copy found."""
+
+    CLAIMED = "claimed"  # the caller copies now, under the copy lease
+    DONE = "done"  # already done or not applicable: only make sure it is announced
+    FAILED = "failed"  # already failed: only make sure it is announced
+    BUSY = "busy"  # another delivery holds a live copy lease
+    GONE = "gone"  # not tracked
+    NOT_SUCCESS = "not_success"  # the record is not in a success state
+
+
+@dataclasses.dataclass(frozen=True)
+class TransitionWrite:
+    """A write to ``transitions/{version}``: a whole new document, or some fields of an existing one."""
+
+    version: int
+    fields: dict[str, Any]
+    create: bool = False
+
+    @property
+    def id(self) -> str:
+        return transition_id(self.version)
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """What to commit: the record after, transition writes, and the events this change put in the outbox.
+    ``lease``: the change took the publish lease, so its writer publishes the events at once."""
+
+    record: JobRecord
+    transitions: tuple[TransitionWrite, ...] = ()
+    events: tuple[events.Event, ...] = ()
+    lease: bool = False
+
+
+# -- observations -------------------------------------------------------------------------------------------
+
+def is_stale(record: JobRecord, status: JobStatus) -> bool:
+    """Observations never go backwards (A4): one whose ``updateTime`` is older than the record's is stale."""
+    return bool(status.update_time and record.update_time and status.update_time < record.update_time)
+
+
+def needs_write(record: JobRecord, status: JobStatus) -> bool:
+    """Whether an observation must write the record (A4): the state, completion_stats, error or output
+    differ, or an earlier poll error is to be cleared. ``update_time`` alone is not a change. A stale
+    observation never writes."""
+    if is_stale(record, status):
+        return False
+    return (
+        status.state != record.state
+        or status.completion_stats != record.completion_stats
+        or status.error != record.error
+        or (status.output or {}) != record.output
+        or record.last_poll_error is not None
+    )
+
+
+def _expire_at(now: dt.datetime, settings: Settings) -> dt.datetime | None:
+    return now + dt.timedelta(days=settings.retention_days) if settings.retention_days > 0 else None
+
+
+def _publish_lease(owner: str, now: dt.datetime, settings: Settings) -> Lease:
+    return Lease(owner, now + dt.timedelta(seconds=settings.publish_lease_s))
+
+
+def _expire_transitions(upto: int, expire_at: dt.datetime | None) -> tuple[TransitionWrite, ...]:
+    """A finished job's earlier transitions expire with it (the TTL policy deletes them too)."""
+    if expire_at is None:
+        return ()
+    return tuple(TransitionWrite(v, {"expire_at": expire_at}) for v in range(1, upto + 1))
+
+
+def apply_status(record: JobRecord, status: JobStatus, now: dt.datetime, owner: str,
+                 settings: Settings) -> tuple[PollResult, Change | None]:
+    """Apply an observed status (from a GET, a list page or a webhook's fetch)."""
+    if is_stale(record, status):
+        return PollResult.STALE, None
+    if not needs_write(record, status):
+        return PollResult.UNCHANGED, None
+    changed_state = status.state != record.state
+    moved = changed_state or status.completion_stats != record.completion_stats
+    after = record.replace(
+        state=status.state, terminal=status.terminal, completion_stats=status.completion_stats,
+        error=status.error, output=dict(status.output or {}), display_name=status.display_name,
+        model=status.model, create_time=status.create_time, start_time=status.start_time,
+        end_time=status.end_time, update_time=status.update_time, polled_at=now, last_poll_error=None,
+    )
+    if moved:
+        after = after.replace(changed_at=now)
+    if status.terminal:
+        after = after.replace(expire_at=_expire_at(now, settings))
+    if not changed_state:
+        return PollResult.UPDATED, Change(after)
+    version = record.version + 1
+    take = record.publish_lease is None or not record.publish_lease.active(now)
+    after = after.replace(version=version, has_unpublished=True, stalled_at=None,
+                          publish_lease=_publish_lease(owner, now, settings) if take else record.publish_lease)
+    event = events.state_changed(after, record.state or states.UNSPECIFIED, settings.event_source, now)
+    transition = TransitionWrite(version, {
+        "version": version, "from_state": record.state, "to_state": status.state, "observed_at": now,
+        "event_id": event.id, "published": False, "event": event.to_doc(), "expire_at": after.expire_at,
+    }, create=True)
+    expiring = _expire_transitions(version - 1, after.expire_at) if status.terminal else ()
+    return PollResult.CHANGED, Change(after, (transition, *expiring), (event,), take)
+
+
+def record_poll_error(record: JobRecord, kind: str, message: str, now: dt.datetime, owner: str,
+                      settings: Settings) -> tuple[PollResult, Change | None]:
+    """Note why a status fetch failed; after ``lost_after_s`` of 404s give the job up as lost. The same
+    error as last time writes nothing."""
+    previous = record.last_poll_error or {}
+    since = (previous.get("at") if previous.get("kind") == kind else None) or now
+    lost = kind == "not_found" and (now - since).total_seconds() >= settings.lost_after_s
+    if not lost and previous.get("kind") == kind and previous.get("message") == message:
+        return PollResult.ERROR, None
+    after = record.replace(last_poll_error={"kind": kind, "message": message, "at": since}, polled_at=now)
+    if not lost:
+        return PollResult.ERROR, Change(after)
+    take = record.publish_lease is None or not record.publish_lease.active(now)
+    expire_at = _expire_at(now, settings)
+    after = after.replace(terminal=True, has_unpublished=True, expire_at=expire_at,
+                          publish_lease=_publish_lease(owner, now, settings) if take else record.publish_lease)
+    event = events.lost(after, settings.event_source, now)
+    after = after.replace(outbox={**after.outbox, "lost": event.to_doc()})
+    return PollResult.LOST, Change(after, _expire_transitions(record.version, expire_at), (event,), take)
+
+
+# -- the publish lease and the outbox ------------------------------------------------------------------------
+
+def take_publish_lease(record: JobRecord, owner: str, now: dt.datetime, settings: Settings, *,
+                       force: bool = False) -> JobRecord | None:
+    """The record with the publish lease ours, or None when another holds a live one (and not ``force``)."""
+    lease = record.publish_lease
+    if not force and lease is not None and lease.active(now) and lease.owner != owner:
+        return None
+    return record.replace(publish_lease=_publish_lease(owner, now, settings))
+
+
+def give_back_publish_lease(record: JobRecord, owner: str) -> JobRecord | None:
+    """The record without our publish lease, or None when it is not ours (nothing to write)."""
+    if record.publish_lease is None or record.publish_lease.owner != owner:
+        return None
+    return record.replace(publish_lease=None)
+
+
+def unpublished_versions(record: JobRecord) -> range:
+    """Versions whose transitions may still be unpublished."""
+    return range(record.published_version + 1, record.version + 1)
+
+
+OUTBOX_ORDER = ("lost", "stalled", "copy")
+
+
+def outbox_events(record: JobRecord) -> list[tuple[str, events.Event]]:
+    """The record's own outbox (after its transitions): lost, stalled, copy — each with its key."""
+    return [(key, events.Event.from_doc(record.outbox[key])) for key in OUTBOX_ORDER if record.outbox.get(key)]
+
+
+def mark_published(record: JobRecord, done: list[tuple[str, events.Event]], owner: str) -> Change:
+    """Record what was published: transitions (keys are zero-padded versions) and outbox entries (by
+    name, only if the entry is still the event published), and give back our publish lease."""
+    published = record.published_version
+    outbox = dict(record.outbox)
+    marks = []
+    copy = record.copy
+    for key, event in done:
+        if key.isdigit():
+            published = max(published, int(key))
+            marks.append(TransitionWrite(int(key), {"published": True}))
+        elif (outbox.get(key) or {}).get("id") == event.id:
+            outbox.pop(key)
+            if key == "copy":
+                copy = dataclasses.replace(copy, announced=True)
+    lease = None if record.publish_lease is not None and record.publish_lease.owner == owner \
+        else record.publish_lease
+    after = record.replace(published_version=published, outbox=outbox, copy=copy, publish_lease=lease,
+                           has_unpublished=published < record.version or bool(outbox))
+    return Change(after, tuple(marks))
+
+
+# -- tracking -----------------------------------------------------------------------------------------------
+
+def update_tracking(record: JobRecord, *, destination: str | None, labels: dict[str, str]) -> JobRecord | None:
+    """``track`` of a tracked job: only the options given change (labels merge). None: nothing changes."""
+    after = record
+    if destination is not None and destination != record.destination:
+        after = after.replace(destination=destination)
+    if labels:
+        merged = {**record.labels, **labels}
+        if merged != record.labels:
+            after = after.replace(labels=merged)
+    return None if after is record else after
+
+
+# -- the copy -----------------------------------------------------------------------------------------------
+
+def claim_copy(record: JobRecord | None, now: dt.datetime, settings: Settings) -> tuple[ClaimResult, JobRecord | None]:
+    """Take the copy lease (``pending``/expired ``copying`` -> ``copying``). Returns what was found and the
+    record after (with the lease when ``CLAIMED``)."""
+    if record is None:
+        return ClaimResult.GONE, None
+    status = record.copy.status
+    if status.finished_ok:
+        return ClaimResult.DONE, record
+    if status == CopyStatus.FAILED:
+        return ClaimResult.FAILED, record
+    if record.state not in states.SUCCESS:
+        return ClaimResult.NOT_SUCCESS, record
+    if status == CopyStatus.COPYING and record.copy_lease_until and record.copy_lease_until > now:
+        return ClaimResult.BUSY, record
+    after = record.replace(copy=dataclasses.replace(record.copy, status=CopyStatus.COPYING),
+                           copy_lease_until=now + dt.timedelta(seconds=settings.copy_lease_s))
+    return ClaimResult.CLAIMED, after
+
+
+def _owns_copy(record: JobRecord, attempt: int) -> bool:
+    return record.copy.attempt == attempt and record.copy.status == CopyStatus.COPYING
+
+
+def finish_copy(record: JobRecord | None, attempt: int, now: dt.datetime, settings: Settings, *,
+                status: CopyStatus, uri: str | None = None, manifest_uri: str | None = None, objects: int = 0,
+                size: int = 0, error: dict[str, Any] | None = None) -> Change | None:
+    """Commit a copy's result and put its announcement in the outbox (``announced=false``). None when
+    this attempt no longer owns the copy."""
+    if record is None or not _owns_copy(record, attempt):
+        return None
+    copy = dataclasses.replace(record.copy, status=status, uri=uri, manifest_uri=manifest_uri, objects=int(objects),
+                               bytes=int(size), error=error, announced=False)
+    after = record.replace(copy=copy, copy_lease_until=None)
+    build = events.outputs_failed if status == CopyStatus.FAILED else events.outputs_ready
+    event = build(after, settings.event_source, now)
+    after = after.replace(outbox={**after.outbox, "copy": event.to_doc()}, has_unpublished=True)
+    return Change(after, events=(event,))
+
+
+def release_copy(record: JobRecord | None, attempt: int, now: dt.datetime) -> JobRecord | None:
+    """Give a claimed copy back after a transient failure: it stays ``copying`` with its lease ended now,
+    so a redelivery takes it over at once, and if none ever comes (the dead-letter topic took the message)
+    the sweep fails and announces it a lease later."""
+    if record is None or not _owns_copy(record, attempt):
+        return None
+    return record.replace(copy_lease_until=now)
+
+
+def copy_stuck(record: JobRecord, now: dt.datetime, settings: Settings) -> bool:
+    """A copy in ``copying`` whose lease ran out a whole lease ago: a redelivery had its chance to take
+    the expired lease over; the reactor is taken to have died or the dead-letter topic to hold the message."""
+    if record.copy.status != CopyStatus.COPYING:
+        return False
+    lease = record.copy_lease_until
+    return lease is None or lease + dt.timedelta(seconds=settings.copy_lease_s) <= now
+
+
+def fail_stuck_copy(record: JobRecord | None, now: dt.datetime, settings: Settings) -> Change | None:
+    """Fail (and put in the outbox) a copy still stuck; one a redelivery or ``recopy`` took up is left alone."""
+    if record is None or not copy_stuck(record, now, settings):
+        return None
+    copy = dataclasses.replace(record.copy, status=CopyStatus.FAILED, announced=False, error={
+        "kind": "timeout", "message": "copy did not finish within its lease (RELAY_COPY_LEASE_S)"})
+    after = record.replace(copy=copy, copy_lease_until=None)
+    event = events.outputs_failed(after, settings.event_source, now)
+    after = after.replace(outbox={**after.outbox, "copy": event.to_doc()}, has_unpublished=True)
+    return Change(after, events=(event,))
+
+
+def recopy(record: JobRecord | None, name: str) -> JobRecord:
+    """A new attempt of a failed or stuck copy: ``attempt + 1``, status ``pending``."""
+    if record is None:
+        raise UsageError(f"{name} is not tracked")
+    if record.state not in states.SUCCESS:
+        raise UsageError(f"{name} is {record.state}: only succeeded jobs have outputs to copy")
+    if record.copy.status.finished_ok:
+        raise UsageError(f"the copy of {name} is already {record.copy.status.value}")
+    return record.replace(copy=CopyState(attempt=record.copy.attempt + 1), copy_lease_until=None)

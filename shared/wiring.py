@@ -1,0 +1,157 @@
+"""The one wiring place: builds every real client the functions and the CLI use, and hands them to the
+domain modules (which never build a client themselves).
+
+- Sync Google clients (Firestore, the Pub/Sub publisher) are safe to share: ``cached_firestore`` and
+  ``cached_publisher`` keep one per warm instance; ``make_*`` builds a fresh one (the CLI).
+- Async clients (httpx) belong to one event loop: they are built inside each tick or reaction and
+  closed with it (``run_tick``, ``reactor``).
+- Credentials follow one rule (``auth.endpoint_auth``): real ones only over https to real endpoints.
+Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from .auth import endpoint_auth
+from .batchapi.client import BatchApiClient
+from .batchapi.http import USER_AGENT, make_http_pool
+from .events.outbox import Outbox
+from .events.publisher import EventPublisher
+from .record.model import SHARDS
+from .record.store import JobStore
+from .retry import RetryPolicy
+from .settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from google.cloud import firestore, pubsub_v1
+
+    from .poller.tick import Poller
+    from .reactor.handler import Reaction, Reactor
+
+# -- Google clients -----------------------------------------------------------------------------------------
+
+def make_firestore(settings: Settings) -> firestore.Client:
+    from google.cloud import firestore
+
+    return firestore.Client(project=settings.project, database=settings.database)
+
+
+def make_publisher(settings: Settings) -> pubsub_v1.PublisherClient:
+    from google.cloud import pubsub_v1
+
+    return pubsub_v1.PublisherClient(
+        publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True),
+    )
+
+
+@functools.cache
+def cached_firestore(settings: Settings) -> firestore.Client:
+    """One Firestore client per warm instance (sync clients are safe to share)."""
+    return make_firestore(settings)
+
+
+@functools.cache
+def cached_publisher(settings: Settings) -> pubsub_v1.PublisherClient:
+    return make_publisher(settings)
+
+
+def event_publisher(settings: Settings, publisher_client: pubsub_v1.PublisherClient) -> EventPublisher:
+    return EventPublisher(publisher_client, settings.project, settings.events_topic)
+
+
+# -- the poller ---------------------------------------------------------------------------------------------
+
+def vertex_auth(settings: Settings) -> httpx.Auth:
+    return endpoint_auth(settings.vertex_base_url or "https://aiplatform.googleapis.com")
+
+
+def make_poller(settings: Settings, db, publisher_client, http, *, store: JobStore | None = None) -> Poller:
+    """The tick's Poller over real clients (``store`` may be given, e.g. an instrumented one)."""
+    from .poller.tick import Poller
+
+    store = store or JobStore(db, settings)
+    api = BatchApiClient(http, settings, vertex_auth=vertex_auth(settings))
+    return Poller(settings, store, api, event_publisher(settings, publisher_client))
+
+
+async def run_tick(settings: Settings, db, publisher_client, *,
+                   transport: httpx.AsyncBaseTransport | None = None,
+                   shards: tuple[int, int] | None = None) -> dict[str, Any]:
+    """One tick with clients that belong to this event loop (built here, closed here)."""
+    async with make_http_pool(settings.poll_concurrency, settings.request_timeout_s, transport=transport) as http:
+        poller = make_poller(settings, db, publisher_client, http)
+        lo, hi = shards or (0, SHARDS)
+        summary = await poller.tick(shard_lo=lo, shard_hi=hi)
+    return summary.as_dict()
+
+
+def poll_once(settings: Settings, db, publisher_client, *, shards: tuple[int, int] | None = None) -> dict[str, Any]:
+    return asyncio.run(run_tick(settings, db, publisher_client, shards=shards))
+
+
+# -- the reactor --------------------------------------------------------------------------------------------
+
+def _reactor_http(settings: Settings, auth: httpx.Auth | None = None) -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=httpx.Timeout(settings.request_timeout_s, read=120.0), auth=auth,
+                             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+                             headers={"user-agent": USER_AGENT})
+
+
+@contextlib.asynccontextmanager
+async def reactor(settings: Settings, db, publisher_client, *, store: JobStore | None = None) -> AsyncIterator[Reactor]:
+    """A Reactor over the async clients of one invocation (closed when the block ends)."""
+    from .reactor.handler import Reactor
+    from .reactor.plans import Copier
+    from .reactor.storage import StorageClient, storage_base_url
+
+    store = store or JobStore(db, settings)
+    outbox = Outbox(store, event_publisher(settings, publisher_client))
+    gcs_base = storage_base_url(settings.storage_emulator_host)
+    gcs_auth = endpoint_auth(gcs_base, emulator=settings.storage_emulator_host is not None)
+    async with _reactor_http(settings, gcs_auth) as gcs_http, _reactor_http(settings) as gemini_http:
+        storage = StorageClient(gcs_http, base_url=gcs_base, retry=RetryPolicy(max_attempts=settings.max_attempts))
+        yield Reactor(store, Copier(storage, gemini_http, settings), outbox)
+
+
+def react_to_cloud_event(cloud_event: Any, settings: Settings, db, publisher_client) -> Reaction:
+    """Entry of ``on_job_event``. Returns what happened; raises only to have the event redelivered."""
+    from .reactor.handler import Reaction, triage
+
+    trigger = triage(cloud_event)
+    if isinstance(trigger, Reaction):
+        return trigger
+
+    async def run() -> Reaction:
+        async with reactor(settings, db, publisher_client) as r:
+            return await r.handle(trigger)
+
+    return asyncio.run(run())
+
+
+def recopy(name: str, settings: Settings, db, publisher_client) -> dict[str, Any]:
+    """``batch-relay recopy``: a new attempt of a failed or stuck copy, run here; returns the copy map."""
+    from .errors import UsageError
+    from .record.machine import ClaimResult
+
+    store = JobStore(db, settings)
+    record = store.recopy(name)
+    now = dt.datetime.now(dt.UTC)
+
+    async def run() -> None:
+        async with reactor(settings, db, publisher_client, store=store) as r:
+            result, claimed = await asyncio.to_thread(store.claim_copy, record.name, now)
+            if result != ClaimResult.CLAIMED:
+                raise UsageError(f"could not start the copy of {name}: {result.value}")
+            await r.run_copy(claimed, now)
+
+    asyncio.run(run())
+    after = store.load(record.name)
+    return after.public()["copy"] if after else {}
