@@ -7,7 +7,6 @@ Hypothesis runs few examples here (CI stays fast); the explicit ``@example``s ar
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import uuid
@@ -19,7 +18,7 @@ from functions_framework import create_app
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from shared import cli, wiring
+from shared import cli
 from shared.batchapi import states
 from shared.batchapi.wire import JobStatus
 from shared.errors import BadResponseError, SettingsError
@@ -384,17 +383,19 @@ def test_settings_accept_or_fail_with_one_line_naming_the_variable(env):
         assert url is None or url.startswith(("http://", "https://"))
 
 
-def test_a_tick_with_hostile_replies_runs_through_poll_jobs(relay, function_env):
-    """The entry point too answers 200 with a summary when one job's reply is garbage."""
+def test_a_tick_with_hostile_replies_runs_through_poll_jobs(relay, simulator, function_env):
+    """The entry point too answers 200 with a summary when one job's reply is garbage (the simulator
+    answers it over real HTTP), and the other job is polled as usual."""
+    from devtools.simulator import gemini_spec
 
-    async def tick():
-        def handler(request):
-            return httpx.Response(200, content=b'{"name": 5, "metadata": [1]}')
-
-        return await wiring.run_tick(relay.settings, wiring.cached_firestore(relay.settings),
-                                      wiring.cached_publisher(relay.settings), transport=httpx.MockTransport(handler))
-
+    simulator.add_job(gemini_spec("garbage-1", ["RUNNING"], faults=[{"kind": "garbage", "count": 1}]))
+    simulator.add_job(gemini_spec("fine-1", ["RUNNING"]))
     relay.store.track("batches/garbage-1")
-    summary = asyncio.run(tick())
-    assert summary["errors"] == 1
+    relay.store.track("batches/fine-1")
+    client = create_app(target="poll_jobs", source=MAIN, signature_type="http").test_client()
+    response = client.post("/")
+    assert response.status_code == 200, response.data
+    summary = response.get_json()
+    assert summary["errors"] == 1 and summary["changed"] == 1
     assert relay.store.get("batches/garbage-1")["last_poll_error"]["kind"] == "bad_response"
+    assert relay.store.get("batches/fine-1")["state"] == "JOB_STATE_RUNNING"
