@@ -1,0 +1,216 @@
+"""The record model and its state machine as pure functions: no emulator, no network."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+
+import pytest
+
+from shared.batchapi.names import JobName
+from shared.batchapi.wire import JobStatus
+from shared.errors import UsageError
+from shared.record import machine
+from shared.record.machine import ClaimResult, PollResult
+from shared.record.model import PUBLIC_FIELDS, CopyState, CopyStatus, JobRecord, Lease, TrackedBy
+from shared.settings import Settings
+
+T0 = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+S = Settings(project="p", publish_lease_s=60, copy_lease_s=600, lost_after_s=3600, retention_days=30)
+
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def fresh(name: str = "batches/m1") -> JobRecord:
+    return JobRecord.new(JobName.parse(name), destination=None, labels={}, now=T0, tracking_id="tid")
+
+
+def status(state: str = "JOB_STATE_RUNNING", *, counts=None, updated: float = 10, name: str = "batches/m1",
+           output=None, error=None) -> JobStatus:
+    return JobStatus(name=name, api="gemini", state=state, completion_stats=counts, update_time=at(updated),
+                     output=output or {}, error=error)
+
+
+def test_a_new_record_is_unspecified_version_0_copy_pending():
+    r = fresh()
+    assert (r.state, r.version, r.terminal, r.tracked_by) == ("JOB_STATE_UNSPECIFIED", 0, False, TrackedBy.TRACK)
+    assert r.copy == CopyState() and r.copy.status == CopyStatus.PENDING and r.copy.attempt == 1
+    assert r.changed_at is None and r.stalled_at is None and 0 <= r.shard < 1024
+
+
+def test_doc_round_trip_and_public_view():
+    r = fresh().replace(publish_lease=Lease("me", at(60)), completion_stats={"successful": 1, "failed": 0,
+                                                                               "incomplete": 2})
+    assert JobRecord.from_doc(r.to_doc()) == r
+    public = r.public()
+    assert tuple(public) == PUBLIC_FIELDS
+    assert "publish_lease" not in public and "shard" not in public and "outbox" not in public
+    assert public["tracked_at"] == "2026-12-01T12:00:00.000000Z" and public["tracked_by"] == "track"
+    json.dumps(public)  # JSON as is
+
+
+def test_records_from_before_tracked_by_and_changed_at_read_with_defaults():
+    doc = {k: v for k, v in fresh().to_doc().items() if k not in ("tracked_by", "changed_at", "stalled_at")}
+    doc["polled_at"] = at(5)
+    old = JobRecord.from_doc(doc)
+    assert old.tracked_by == TrackedBy.TRACK and old.changed_at == at(5) and old.stalled_at is None
+
+
+def test_first_observation_is_version_1_with_its_transition_event_and_lease():
+    result, change = machine.apply_status(fresh(), status(), at(1), "tick-a", S)
+    assert result == PollResult.CHANGED
+    r = change.record
+    assert (r.state, r.version, r.has_unpublished, r.changed_at, r.polled_at) == ("JOB_STATE_RUNNING", 1, True,
+                                                                                   at(1), at(1))
+    assert r.publish_lease == Lease("tick-a", at(61)) and change.lease
+    [event] = change.events
+    assert event.id == "tid-1" and event.attributes["previous_state"] == "JOB_STATE_UNSPECIFIED"
+    [transition] = change.transitions
+    assert transition.create and transition.id == "00000001"
+    assert transition.fields["event"] == event.to_doc() and transition.fields["published"] is False
+
+
+def test_counts_alone_update_without_event_and_update_time_alone_is_nothing():
+    _, first = machine.apply_status(fresh(), status(counts={"successful": 1, "failed": 0, "incomplete": 9}), at(1),
+                                    "t", S)
+    r = first.record
+    result, change = machine.apply_status(r, status(counts={"successful": 5, "failed": 0, "incomplete": 5},
+                                                    updated=20), at(2), "t", S)
+    assert result == PollResult.UPDATED and change.events == () and change.transitions == ()
+    assert change.record.version == 1 and change.record.changed_at == at(2)
+    result, change = machine.apply_status(change.record, status(counts={"successful": 5, "failed": 0,
+                                                                        "incomplete": 5}, updated=30), at(3), "t", S)
+    assert (result, change) == (PollResult.UNCHANGED, None)
+
+
+def test_observations_never_go_backwards():
+    _, change = machine.apply_status(fresh(), status("JOB_STATE_SUCCEEDED", updated=50), at(1), "t", S)
+    older = status("JOB_STATE_RUNNING", updated=40)
+    assert machine.is_stale(change.record, older) and not machine.needs_write(change.record, older)
+    assert machine.apply_status(change.record, older, at(2), "t", S) == (PollResult.STALE, None)
+
+
+def test_terminal_state_expires_the_record_and_its_earlier_transitions():
+    _, one = machine.apply_status(fresh(), status("JOB_STATE_PENDING", updated=1), at(1), "t", S)
+    _, two = machine.apply_status(one.record, status("JOB_STATE_RUNNING", updated=2), at(2), "t", S)
+    _, three = machine.apply_status(two.record, status("JOB_STATE_SUCCEEDED", updated=3), at(3), "t", S)
+    r = three.record
+    assert r.terminal and r.version == 3 and r.expire_at == at(3) + dt.timedelta(days=30)
+    assert [(t.version, t.create) for t in three.transitions] == [(3, True), (1, False), (2, False)]
+    assert all(t.fields["expire_at"] == r.expire_at for t in three.transitions)
+
+
+def test_a_live_lease_of_another_tick_is_not_taken():
+    busy = fresh().replace(publish_lease=Lease("other", at(30)))
+    _, change = machine.apply_status(busy, status(), at(1), "me", S)
+    assert not change.lease and change.record.publish_lease == Lease("other", at(30))
+    _, change = machine.apply_status(busy, status(), at(31), "me", S)  # expired: ours now
+    assert change.lease and change.record.publish_lease.owner == "me"
+
+
+def test_state_change_clears_stalled_at_but_counts_do_not():
+    stalled = fresh().replace(state="JOB_STATE_RUNNING", version=1, stalled_at=at(0))
+    _, counts = machine.apply_status(stalled, status(counts={"successful": 1, "failed": 0, "incomplete": 1}),
+                                     at(1), "t", S)
+    assert counts.record.stalled_at == at(0)
+    _, state = machine.apply_status(stalled, status("JOB_STATE_SUCCEEDED"), at(1), "t", S)
+    assert state.record.stalled_at is None
+
+
+def test_poll_errors_are_noted_once_and_404_long_enough_is_lost():
+    r = fresh().replace(state="JOB_STATE_RUNNING", version=2)
+    result, change = machine.record_poll_error(r, "not_found", "HTTP 404", at(0), "t", S)
+    assert result == PollResult.ERROR and change.record.last_poll_error == {"kind": "not_found",
+                                                                            "message": "HTTP 404", "at": at(0)}
+    again = machine.record_poll_error(change.record, "not_found", "HTTP 404", at(60), "t", S)
+    assert again == (PollResult.ERROR, None)  # the same error as last time writes nothing
+    result, lost = machine.record_poll_error(change.record, "not_found", "HTTP 404", at(3600), "t", S)
+    assert result == PollResult.LOST and lost.record.terminal and lost.record.state == "JOB_STATE_RUNNING"
+    assert lost.record.outbox["lost"]["id"] == "tid-lost" and lost.events[0].id == "tid-lost"
+    assert [t.version for t in lost.transitions] == [1, 2]  # earlier transitions expire with it
+    # a success clears the error
+    _, ok = machine.apply_status(change.record, status(), at(10), "t", S)
+    assert ok.record.last_poll_error is None
+
+
+def test_publish_lease_take_and_give_back():
+    r = fresh()
+    mine = machine.take_publish_lease(r, "me", at(0), S)
+    assert mine.publish_lease == Lease("me", at(60))
+    assert machine.take_publish_lease(mine, "other", at(1), S) is None
+    assert machine.take_publish_lease(mine, "other", at(1), S, force=True).publish_lease.owner == "other"
+    assert machine.give_back_publish_lease(mine, "other") is None
+    assert machine.give_back_publish_lease(mine, "me").publish_lease is None
+
+
+def test_mark_published_moves_the_watermark_and_empties_the_outbox():
+    _, one = machine.apply_status(fresh(), status("JOB_STATE_SUCCEEDED"), at(1), "me", S)
+    r = one.record
+    claim, claimed = machine.claim_copy(r, at(2), S)
+    finished = machine.finish_copy(claimed, 1, at(3), S, status=CopyStatus.DONE, uri="gs://b/x", objects=1, size=3)
+    r = finished.record
+    assert r.has_unpublished and set(r.outbox) == {"copy"}
+    pending = [("00000001", one.events[0]), *machine.outbox_events(r)]
+    done = machine.mark_published(r, pending, "me")
+    assert [t.id for t in done.transitions] == ["00000001"]
+    after = done.record
+    assert (after.published_version, after.outbox, after.has_unpublished) == (1, {}, False)
+    assert after.copy.announced and after.publish_lease is None
+    # half of it published: still something to publish
+    half = machine.mark_published(r, pending[:1], "me").record
+    assert half.has_unpublished and "copy" in half.outbox and not half.copy.announced
+
+
+def test_claim_copy_results():
+    ok = fresh().replace(state="JOB_STATE_SUCCEEDED", terminal=True, version=1)
+    assert machine.claim_copy(None, at(0), S) == (ClaimResult.GONE, None)
+    assert machine.claim_copy(ok.replace(state="JOB_STATE_FAILED"), at(0), S)[0] == ClaimResult.NOT_SUCCESS
+    result, claimed = machine.claim_copy(ok, at(0), S)
+    assert result == ClaimResult.CLAIMED and claimed.copy.status == CopyStatus.COPYING
+    assert claimed.copy_lease_until == at(600)
+    assert machine.claim_copy(claimed, at(10), S)[0] == ClaimResult.BUSY
+    assert machine.claim_copy(claimed, at(601), S)[0] == ClaimResult.CLAIMED  # an expired lease is taken over
+    for status_, expected in ((CopyStatus.DONE, ClaimResult.DONE), (CopyStatus.NOT_APPLICABLE, ClaimResult.DONE),
+                              (CopyStatus.FAILED, ClaimResult.FAILED)):
+        r = ok.replace(copy=dataclasses.replace(ok.copy, status=status_))
+        assert machine.claim_copy(r, at(0), S) == (expected, r)
+
+
+def test_finish_release_stuck_and_recopy():
+    ok = fresh().replace(state="JOB_STATE_PARTIALLY_SUCCEEDED", terminal=True, version=1)
+    _, claimed = machine.claim_copy(ok, at(0), S)
+    assert machine.finish_copy(claimed, 2, at(1), S, status=CopyStatus.DONE) is None  # not this attempt's
+    failed = machine.finish_copy(claimed, 1, at(1), S, status=CopyStatus.FAILED,
+                                 error={"kind": "missing_source", "message": "x"})
+    assert failed.events[0].id == "tid-copy1-failed" and failed.record.copy_lease_until is None
+    released = machine.release_copy(claimed, 1, at(5))
+    assert released.copy.status == CopyStatus.COPYING and released.copy_lease_until == at(5)
+    assert not machine.copy_stuck(released, at(600), S) and machine.copy_stuck(released, at(605), S)
+    swept = machine.fail_stuck_copy(released, at(605), S)
+    assert swept.record.copy.status == CopyStatus.FAILED and swept.record.copy.error["kind"] == "timeout"
+    assert machine.fail_stuck_copy(claimed, at(10), S) is None
+    again = machine.recopy(swept.record, ok.name)
+    assert again.copy == CopyState(attempt=2)
+    with pytest.raises(UsageError, match="already done"):
+        machine.recopy(ok.replace(copy=CopyState(status=CopyStatus.DONE)), ok.name)
+    with pytest.raises(UsageError, match="not tracked"):
+        machine.recopy(None, ok.name)
+    with pytest.raises(UsageError, match="only succeeded"):
+        machine.recopy(fresh(), ok.name)
+
+
+def test_track_again_changes_only_the_options_given():
+    r = fresh().replace(labels={"a": "1"}, destination="gs://b/x")
+    assert machine.update_tracking(r, destination=None, labels={}) is None
+    assert machine.update_tracking(r, destination="gs://b/x", labels={"a": "1"}) is None
+    after = machine.update_tracking(r, destination=None, labels={"b": "2"})
+    assert after.labels == {"a": "1", "b": "2"} and after.destination == "gs://b/x"
+
+
+def test_changes_from_lists_only_changed_fields():
+    r = fresh()
+    after = r.replace(state="JOB_STATE_RUNNING", copy=dataclasses.replace(r.copy, announced=True))
+    assert set(after.changes_from(r)) == {"state", "copy"}
