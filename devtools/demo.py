@@ -95,7 +95,7 @@ def label(name: str) -> str:
 
 
 def _predictions(n: int, *, failed_every: int = 0, seed: str = "") -> bytes:
-    """Vertex AI Gemini-model output lines (WIRE.md): status, processed_time, request, response."""
+    """Vertex AI Gemini-model output lines (docs/wire.md): status, processed_time, request, response."""
     lines = []
     for i in range(1, n + 1):
         request = {"contents": [{"role": "user", "parts": [{"text": f"{seed} item {i}: describe it"}]}]}

@@ -1,5 +1,5 @@
 """A faithful batch-API simulator: one HTTP server speaking the Gemini API batches (v1beta) and the Vertex AI
-batchPredictionJobs (v1) wire formats (see shared/WIRE.md), with scripted job timelines and injectable
+batchPredictionJobs (v1) wire formats (see docs/wire.md), with scripted job timelines and injectable
 latency and faults.
 
 Run it with ``python -m devtools.simulator --port N [--host 127.0.0.1] [--latency-ms X] [--api-key K]
