@@ -12,8 +12,17 @@ Admin API (JSON in and out, never delayed, never faulted, not counted in stats):
 
 - ``GET  /_sim/health`` -> ``{"ok": true}``
 - ``POST /_sim/reset`` clears jobs, files, faults, stats; config goes back to the command-line values
-- ``POST /_sim/config`` ``{"latency_ms", "api_key", "random_faults": {"rate", "kinds", "seed", "delay_s"}}``
-  (keys left out are unchanged) -> the whole config
+- ``POST /_sim/config`` ``{"latency_ms", "api_key", "random_faults": {"rate", "kinds", "seed", "delay_s"},
+  "project_numbers": {"proj-a": "123456"}, "list_page_max": {"gemini": 1000, "vertex": 1000}}`` (keys left
+  out are unchanged) -> the whole config. ``project_numbers``: Vertex renders those projects' job names with
+  the number (as the real API does) and answers under either form. ``list_page_max``: the largest page a
+  list returns whatever ``pageSize`` asks for (without ``pageSize``: 50 Gemini, 100 Vertex)
+- ``POST /_sim/lists/faults`` ``{"api": "gemini"|"vertex", "faults": [{"kind", "count"}]}``: the next list
+  pages of that API fail: ``429``/``500``/``503``/… (status), ``malformed`` (not JSON), ``wrong_shape``,
+  ``no_names`` (items without names), ``foreign_names`` (items of another scope), ``endless`` (the same
+  page again and again, always with a next page token)
+- ``POST /_sim/lists/stale`` ``{"name", "count"}``: the job's next ``count`` list appearances show it as it
+  was before its last change (an eventually consistent list)
 - ``POST /_sim/jobs`` ``{"jobs": [spec, ...]}`` -> ``{"created": n}`` (all or nothing; a name that exists
   is replaced)
 - ``POST /_sim/jobs/set`` ``{"name", "state", "stats"?, "error"?, "timeline"?}`` force a state now; the rest
@@ -23,7 +32,8 @@ Admin API (JSON in and out, never delayed, never faulted, not counted in stats):
 - ``GET  /_sim/jobs/get?name=`` -> ``{"name", "api", "state", "polls", "step", "steps", "faults_left",
   "stats", "error", "gets"}``
 - ``GET  /_sim/stats`` -> ``{"requests", "status_gets", "by_code", "max_in_flight", "in_flight",
-  "user_projects", "per_job_gets", "connections_opened", "connections_open"}``; ``POST /_sim/stats/reset``
+  "user_projects", "per_job_gets", "connections_opened", "connections_open", "list_pages", "list_filters"}``;
+  ``POST /_sim/stats/reset``
 - ``GET  /_sim/config``
 
 Job spec::
@@ -42,7 +52,13 @@ Job spec::
      "faults": [{"kind": "429", "count": 2}, {"kind": "429", "retry_after": 1},
                 {"kind": "500" | "503" | "404" | "403" | "malformed" | "garbage" | "slow" | "drop",
                  "count": n, "delay_s": 30}],
-     "labels": {...}, "input": {...Vertex inputConfig}}
+     "labels": {...}, "input": {...Vertex inputConfig}, "created_ago_s": 0}
+
+Lists: ``GET /v1beta/batches`` (Gemini, ``operations``) and ``GET /v1/{parent}/batchPredictionJobs``
+(Vertex, ``batchPredictionJobs``) with ``pageSize``, ``pageToken``, ``readMask`` (Vertex: top-level fields
+kept) and ``filter`` (Vertex; Gemini answers 400): the AIP-160 subset of ``compile_filter`` — ``AND``,
+``OR`` (binding tighter, as in AIP-160), ``NOT``, parentheses, ``state`` = !=, ``create_time`` = != < <= >
+>=, ``display_name`` = != and ``:`` wildcards, ``labels.k=v``, ``labels.k:*``.
 
 A step without ``after_polls``/``after_s`` takes effect after one poll. ``after_polls`` counts successful
 status GETs of the job at the previous step (a faulted GET is not a poll); ``after_s`` counts from the
@@ -57,10 +73,12 @@ import asyncio
 import base64
 import collections
 import contextlib
+import datetime as dt
 import email.utils
 import gc
 import json
 import math
+import operator
 import random
 import re
 import signal
@@ -346,7 +364,7 @@ class Job:
     __slots__ = ("name", "api", "job_id", "display_name", "model", "steps", "step", "polls", "step_t",
                  "state", "stats", "error", "output", "faults", "labels", "input_config", "create_t",
                  "update_t", "start_t", "end_t", "cancel_pending", "output_ready", "cache", "total",
-                 "_inline")
+                 "_inline", "rendered_name", "prev_body", "stale_lists")
 
     def __init__(self, spec: dict, now: float) -> None:
         name = spec.get("name")
@@ -389,7 +407,13 @@ class Job:
         self.cancel_pending = False
         self.output_ready = False
         self.cache: bytes | None = None
-        self.create_t = now
+        self.rendered_name = name  # a Vertex name may be rendered with the project number (config)
+        self.prev_body: bytes | None = None  # the rendering before the last change: what a stale page shows
+        self.stale_lists = 0  # list appearances still to show prev_body
+        ago = spec.get("created_ago_s", 0)
+        if isinstance(ago, bool) or not isinstance(ago, int | float) or ago < 0:
+            raise SpecError(f"{where}: created_ago_s must be a non-negative number")
+        self.create_t = now - float(ago)
         self.update_t = now
         self._enter(0, now)
 
@@ -434,6 +458,8 @@ class Job:
         self.set_state(step.state, step.stats, step.error, t)
 
     def set_state(self, state: str, stats: dict | None, error: dict | None, t: float) -> None:
+        if self.state:
+            self.prev_body = self.body()
         self.state = state
         if stats is not None:
             self.stats = {**(self.stats or {}), **stats}
@@ -551,7 +577,7 @@ class Job:
                            ("failedRequestCount", failed), ("pendingRequestCount", pending)):
             if value > 0:
                 stats[key] = str(value)
-        meta: dict[str, Any] = {"@type": BATCH_TYPE, "name": self.name, "model": self.model}
+        meta: dict[str, Any] = {"@type": BATCH_TYPE, "name": self.rendered_name, "model": self.model}
         if self.display_name:
             meta["displayName"] = self.display_name
         meta["inputConfig"] = {"fileName": f"files/input-{self.job_id}"}
@@ -565,7 +591,7 @@ class Job:
         if success:
             meta["output"] = self._gemini_output()
         meta["priority"] = "0"
-        op: dict[str, Any] = {"name": self.name, "metadata": meta}
+        op: dict[str, Any] = {"name": self.rendered_name, "metadata": meta}
         if self.state in TERMINAL:
             op["done"] = True
             if self.error is not None:
@@ -601,7 +627,7 @@ class Job:
 
     def _render_vertex(self) -> dict:
         input_cfg, output_cfg, output_info = self._vertex_output()
-        job: dict[str, Any] = {"name": self.name, "displayName": self.display_name or self.job_id,
+        job: dict[str, Any] = {"name": self.rendered_name, "displayName": self.display_name or self.job_id,
                                "model": self.model, "inputConfig": input_cfg, "outputConfig": output_cfg}
         if self.start_t is not None or self.state in SUCCESS:
             job["outputInfo"] = output_info
@@ -650,7 +676,8 @@ class Reply:
 
 class Simulator:
     def __init__(self, latency_ms: float = 0.0, api_key: str | None = None, seed: int | None = None) -> None:
-        self.base_config = {"latency_ms": float(latency_ms or 0.0), "api_key": api_key, "random_faults": None}
+        self.base_config = {"latency_ms": float(latency_ms or 0.0), "api_key": api_key, "random_faults": None,
+                            "project_numbers": {}, "list_page_max": dict(LIST_PAGE_MAX)}
         self.seed = seed
         self.jobs: dict[str, Job] = {}
         self.files: dict[str, FileOutput] = {}
@@ -665,6 +692,7 @@ class Simulator:
     def reset(self) -> None:
         self.jobs.clear()
         self.files.clear()
+        self.list_faults: dict[str, collections.deque] = {GEMINI: collections.deque(), VERTEX: collections.deque()}
         self.apply_config(dict(self.base_config), replace=True)
         self.reset_stats()
 
@@ -676,16 +704,34 @@ class Simulator:
         self.user_projects: dict[str, None] = {}
         self.per_job_gets: collections.Counter = collections.Counter()
         self.connections_opened = 0
+        self.list_pages: collections.Counter = collections.Counter()  # per api
+        self.list_filters: list[str] = []  # the Vertex filters received, in order (the last 50)
 
     def apply_config(self, cfg: dict, replace: bool = False) -> None:
         if replace:
             self.latency = 0.0
             self.api_key = None
             self.random_faults = None
+            self.project_numbers: dict[str, str] = {}
+            self.list_page_max = dict(LIST_PAGE_MAX)
             self.rng = random.Random(self.seed)
         for key in cfg:
-            if key not in ("latency_ms", "api_key", "random_faults"):
+            if key not in ("latency_ms", "api_key", "random_faults", "project_numbers", "list_page_max"):
                 raise SpecError(f"unknown config key {key!r}")
+        if "project_numbers" in cfg:
+            numbers = cfg["project_numbers"] or {}
+            if not isinstance(numbers, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.isdigit()
+                                                        for k, v in numbers.items()):
+                raise SpecError("project_numbers must map project ids to project numbers (digit strings)")
+            self.project_numbers = dict(numbers)
+            for job in self.jobs.values():
+                self._render_name(job)
+        if "list_page_max" in cfg:
+            caps = cfg["list_page_max"] or {}
+            if not isinstance(caps, dict) or any(k not in (GEMINI, VERTEX) or isinstance(v, bool)
+                                                 or not isinstance(v, int) or v < 1 for k, v in caps.items()):
+                raise SpecError('list_page_max must look like {"gemini": 100, "vertex": 1000}')
+            self.list_page_max.update(caps)
         if "latency_ms" in cfg:
             value = cfg["latency_ms"] or 0
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
@@ -717,14 +763,35 @@ class Simulator:
 
     def config_view(self) -> dict:
         return {"latency_ms": self.latency * 1000.0, "api_key": self.api_key,
-                "random_faults": self.random_faults}
+                "random_faults": self.random_faults, "project_numbers": self.project_numbers,
+                "list_page_max": self.list_page_max}
+
+    def _render_name(self, job: Job) -> None:
+        """Vertex renders names with the project number when one is configured (as the real API does)."""
+        name = job.name
+        if job.api == VERTEX and (m := _VERTEX_NAME.match(name)) and m.group(1) in self.project_numbers:
+            number = self.project_numbers[m.group(1)]
+            name = f"projects/{number}/locations/{m.group(2)}/batchPredictionJobs/{m.group(3)}"
+        if name != job.rendered_name:
+            job.rendered_name = name
+            job.cache = None
+
+    def find(self, name: str) -> Job | None:
+        """A job by its name, with the project as id or as its configured number."""
+        job = self.jobs.get(name)
+        if job is None and self.project_numbers and (m := _VERTEX_NAME.match(name)):
+            for project, number in self.project_numbers.items():
+                if m.group(1) == number:
+                    job = self.jobs.get(f"projects/{project}/locations/{m.group(2)}/batchPredictionJobs/{m.group(3)}")
+        return job
 
     def stats_view(self) -> dict:
         return {"requests": self.requests, "status_gets": self.status_gets,
                 "by_code": {str(k): v for k, v in sorted(self.by_code.items())},
                 "max_in_flight": self.max_in_flight, "in_flight": self.in_flight,
                 "user_projects": list(self.user_projects), "per_job_gets": dict(self.per_job_gets),
-                "connections_opened": self.connections_opened, "connections_open": len(self.connections)}
+                "connections_opened": self.connections_opened, "connections_open": len(self.connections),
+                "list_pages": dict(self.list_pages), "list_filters": list(self.list_filters)}
 
     def add_jobs(self, specs: Any) -> int:
         if not isinstance(specs, list):
@@ -740,6 +807,7 @@ class Simulator:
             if old is not None and old.output and old.output["kind"] == "file":
                 self.files.pop(old.output["file_id"], None)
             self.jobs[job.name] = job
+            self._render_name(job)
             out = job.output
             if out and out["kind"] == "file":
                 self.files[out["file_id"]] = FileOutput(out["file_id"], out["count"], out["line_bytes"],
@@ -810,6 +878,21 @@ class Simulator:
         if route == ("POST", "/_sim/jobs/faults"):
             job = self.job(data.get("name"))
             job.faults.extend(_parse_faults(data.get("faults"), job.name))
+            return job.admin_view()
+        if route == ("POST", "/_sim/lists/faults"):
+            api = data.get("api")
+            if api not in (GEMINI, VERTEX):
+                raise SpecError('lists/faults needs "api": "gemini" or "vertex"')
+            self.list_faults[api].extend(_parse_list_faults(data.get("faults")))
+            return {"queued": len(self.list_faults[api])}
+        if route == ("POST", "/_sim/lists/stale"):
+            job = self.job(data.get("name"))
+            count = data.get("count", 1)
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise SpecError("count must be a non-negative integer")
+            if job.prev_body is None:
+                raise SpecError(f"{job.name} has no earlier rendering to show yet")
+            job.stale_lists = count
             return job.admin_view()
         if route == ("POST", "/_sim/jobs/delete"):
             self.job(data.get("name"))
@@ -911,7 +994,7 @@ class Simulator:
     def _status_get(self, api: str, name: str, keep_alive: bool) -> tuple[int, Reply]:
         self.status_gets += 1
         self.per_job_gets[name] += 1
-        job = self.jobs.get(name)
+        job = self.find(name)
         if job is not None and job.faults:
             head = job.faults[0]
             head[1] -= 1
@@ -934,34 +1017,72 @@ class Simulator:
             return self._err(404, f"Requested entity was not found: {name} not found", keep_alive)
         return self._err(404, f"BatchPredictionJob {name} not found", keep_alive)
 
-    def _page(self, api: str, jobs: list[Job], query: dict, key: str, keep_alive: bool) -> tuple[int, Reply]:
+    def _page(self, api: str, jobs: list[Job], query: dict, key: str, keep_alive: bool,
+              scope: str = "") -> tuple[int, Reply]:
+        """One list page: ``pageSize`` capped at ``list_page_max``, opaque page tokens, ``readMask``
+        (Vertex), stale renderings on demand, and the scripted list faults of ``/_sim/lists/faults``."""
         try:
             size = int(query.get("pageSize", ["0"])[0] or 0)
         except ValueError:
             return self._err(400, "Invalid value for pageSize", keep_alive)
-        if size <= 0:
+        if size < 0:
+            return self._err(400, "page_size must not be negative", keep_alive)
+        if size == 0:
             size = 50 if api == GEMINI else 100
-        size = min(size, 1000)
+        size = min(size, self.list_page_max[api])
         token = query.get("pageToken", [""])[0]
         start = 0
         if token:
             try:
                 text = base64.urlsafe_b64decode(token.encode() + b"==").decode()
-                if not text.startswith(api + ":"):
+                kind, _, rest = text.partition(":")
+                where, _, offset = rest.rpartition(":")
+                if kind != api or where != scope:
                     raise ValueError(text)
-                start = int(text.split(":", 1)[1])
+                start = int(offset)
             except ValueError:
                 return self._err(400, "Invalid page token.", keep_alive)
+        mask = None
+        if api == VERTEX and query.get("readMask"):
+            mask = {_camel(f.strip()) for f in query["readMask"][0].split(",") if f.strip()}
+        self.list_pages[api] += 1
+        fault = None
+        faults = self.list_faults[api]
+        if faults:
+            head = faults[0]
+            head[1] -= 1
+            if head[1] <= 0:
+                faults.popleft()
+            fault = head[0]
+            if fault in STATUS_FAULTS:
+                code = int(fault)
+                return self._err(code, FAULT_MESSAGES[code], keep_alive)
+            if fault == "malformed":
+                return self._ok(b'{"' + key.encode() + b'": [{"name": "x', keep_alive)
+            if fault == "wrong_shape":
+                return self._ok(json.dumps({key: "not a list", "nextPageToken": 7}).encode(), keep_alive)
         now = time.monotonic()
         page = jobs[start:start + size]
+        bodies = []
         for job in page:
             job.settle(now)
+            if job.stale_lists and job.prev_body is not None:
+                job.stale_lists -= 1
+                body = job.prev_body
+            else:
+                body = job.body()
+            if mask is not None:
+                body = json.dumps({k: v for k, v in json.loads(body).items() if k in mask}).encode()
+            bodies.append(body)
+        if fault in ("no_names", "foreign_names"):
+            bodies = [json.dumps(_rename(json.loads(b), api, fault == "no_names")).encode() for b in bodies]
         parts = [b"{"]
-        if page:
-            parts += [b'"', key.encode(), b'": [', b", ".join(job.body() for job in page), b"]"]
-        if start + size < len(jobs):
-            token = base64.urlsafe_b64encode(f"{api}:{start + size}".encode()).decode().rstrip("=")
-            parts += [b", " if page else b"", b'"nextPageToken": "', token.encode(), b'"']
+        if bodies:
+            parts += [b'"', key.encode(), b'": [', b", ".join(bodies), b"]"]
+        next_start = start if fault == "endless" else start + size
+        if fault == "endless" or start + size < len(jobs):
+            token = base64.urlsafe_b64encode(f"{api}:{scope}:{next_start}".encode()).decode().rstrip("=")
+            parts += [b", " if bodies else b"", b'"nextPageToken": "', token.encode(), b'"']
         parts.append(b"}")
         return self._ok(b"".join(parts), keep_alive)
 
@@ -1011,8 +1132,11 @@ class Simulator:
                 faulted = self._random_fault(GEMINI, None, keep_alive)
                 if faulted is not None:
                     return faulted
+            q = parse_qs(query) if query else {}
+            if q.get("filter", [""])[0]:
+                return self._err(400, "filter is not supported for the Gemini API batches list.", keep_alive)
             jobs = [j for j in self.jobs.values() if j.api == GEMINI]
-            return self._page(GEMINI, jobs, parse_qs(query) if query else {}, "operations", keep_alive)
+            return self._page(GEMINI, jobs, q, "operations", keep_alive)
         ident = parts[3]
         if ident.endswith(":cancel"):
             if method != "POST":
@@ -1072,19 +1196,26 @@ class Simulator:
                 if faulted is not None:
                     return faulted
             q = parse_qs(query) if query else {}
-            prefix = parent + "/"
-            jobs = [j for j in self.jobs.values() if j.api == VERTEX and j.name.startswith(prefix)]
+            prefixes = {parent + "/"}
+            m = re.match(r"^projects/([^/]+)/locations/([^/]+)$", parent)
+            if m:  # the parent's project as id or as its number
+                for project, number in self.project_numbers.items():
+                    if m.group(1) in (project, number):
+                        prefixes |= {f"projects/{project}/locations/{m.group(2)}/",
+                                     f"projects/{number}/locations/{m.group(2)}/"}
+            jobs = [j for j in self.jobs.values() if j.api == VERTEX and any(j.name.startswith(p) for p in prefixes)]
             flt = q.get("filter", [""])[0].strip()
             if flt:
+                self.list_filters = [*self.list_filters[-49:], flt]
                 try:
-                    match = _compile_filter(flt)
+                    match = compile_filter(flt)
                 except ValueError as exc:
                     return self._err(400, f"Invalid filter: {exc}", keep_alive)
                 now = time.monotonic()
                 for job in jobs:
                     job.settle(now)
                 jobs = [j for j in jobs if match(j)]
-            return self._page(VERTEX, jobs, q, "batchPredictionJobs", keep_alive)
+            return self._page(VERTEX, jobs, q, "batchPredictionJobs", keep_alive, scope=parent)
         ident = parts[7]
         if ident.endswith(":cancel"):
             name = f"{parent}/{ident[: -len(':cancel')]}"
@@ -1110,37 +1241,159 @@ class Simulator:
         return self._not_found_path(method, path, keep_alive)
 
 
-_CLAUSE = re.compile(
-    r'^\s*(state|display_name|displayName|labels\.[\w-]+)\s*(!=|=)\s*(?:"([^"]*)"|([\w.-]+))\s*$')
+LIST_PAGE_MAX = {GEMINI: 1000, VERTEX: 1000}
+LIST_FAULT_KINDS = STATUS_FAULTS | {"malformed", "wrong_shape", "no_names", "foreign_names", "endless"}
 
 
-def _compile_filter(text: str):
-    """A subset of the AIP-160 filters Vertex accepts: ``a="x" AND b!="y" OR c=z`` (no parentheses)."""
-    alternatives = []
-    for alt in re.split(r"\s+OR\s+", text):
-        clauses = []
-        for clause in re.split(r"\s+AND\s+", alt):
-            m = _CLAUSE.match(clause)
-            if not m:
-                raise ValueError(f"unsupported clause {clause!r}")
-            field, op, quoted, bare = m.groups()
-            value = quoted if quoted is not None else bare
-            if field == "state":
-                value = value.upper().removeprefix("JOB_STATE_")
-            clauses.append((field, op == "=", value))
-        alternatives.append(clauses)
+def _parse_list_faults(value: Any) -> list[list]:
+    if not isinstance(value, list):
+        raise SpecError("faults must be a list")
+    out = []
+    for fault in value:
+        if not isinstance(fault, dict) or str(fault.get("kind")) not in LIST_FAULT_KINDS:
+            raise SpecError(f"list fault {fault!r}: kind must be one of {sorted(LIST_FAULT_KINDS)}")
+        count = fault.get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise SpecError("a list fault's count must be a positive integer")
+        out.append([str(fault["kind"]), count])
+    return out
 
-    def value_of(job: Job, field: str) -> str | None:
-        if field == "state":
-            return job.state
-        if field in ("display_name", "displayName"):
-            return job.display_name
-        return job.labels.get(field[len("labels."):])
 
-    def match(job: Job) -> bool:
-        return any(all((value_of(job, f) == v) == eq for f, eq, v in clauses) for clauses in alternatives)
+def _rename(item: dict, api: str, drop: bool) -> dict:
+    """An item without its name (``drop``), or named as a job of another scope."""
+    ident = str(item.get("name", "x")).rsplit("/", 1)[-1]
+    foreign = (f"projects/elsewhere/locations/mars/batchPredictionJobs/{ident}" if api == VERTEX
+               else f"tunedModels/{ident}")
+    meta = item.get("metadata")
+    for holder in (item, meta if isinstance(meta, dict) else None):
+        if holder is not None and "name" in holder:
+            if drop:
+                del holder["name"]
+            else:
+                holder["name"] = foreign
+    return item
 
-    return match
+
+def _camel(field: str) -> str:
+    head, *rest = field.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+# -- the Vertex list filter: the subset of AIP-160 batch-relay and its users send --------------------------
+# expression := factor { AND factor } ; factor := term { OR term } (OR binds tighter, as in AIP-160)
+# term := [NOT | -] ( "(" expression ")" | field op value ) ; op := = != < <= > >= :
+_TOKEN = re.compile(r'\s*(?:(?P<lp>\()|(?P<rp>\))|(?P<op><=|>=|!=|=|<|>|:)|"(?P<q>[^"]*)"|(?P<w>[^\s()<>=!:"]+))')
+_FIELDS = {"state", "display_name", "displayName", "create_time", "createTime", "model_display_name",
+           "modelDisplayName"}
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    out, pos = [], 0
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise ValueError(f"unexpected input at {pos}: {text[pos:pos + 20]!r}")
+        pos = m.end()
+        kind = m.lastgroup
+        out.append((kind, m.group(kind)))
+    return out
+
+
+def compile_filter(text: str):
+    """A predicate over jobs for a Vertex ``filter``, or ``ValueError`` for what the subset refuses."""
+    tokens = _tokens(text)
+    pos = 0
+
+    def peek() -> tuple[str, str] | None:
+        return tokens[pos] if pos < len(tokens) else None
+
+    def take() -> tuple[str, str]:
+        nonlocal pos
+        if pos >= len(tokens):
+            raise ValueError("unexpected end of filter")
+        pos += 1
+        return tokens[pos - 1]
+
+    def word(value: str) -> bool:
+        tok = peek()
+        return tok is not None and tok[0] == "w" and tok[1] == value
+
+    def expression():
+        parts = [factor()]
+        while word("AND"):
+            take()
+            parts.append(factor())
+        return lambda job: all(p(job) for p in parts)
+
+    def factor():
+        parts = [term()]
+        while word("OR"):
+            take()
+            parts.append(term())
+        return lambda job: any(p(job) for p in parts)
+
+    def term():
+        negate = False
+        if word("NOT") or word("-"):
+            take()
+            negate = True
+        tok = peek()
+        if tok is not None and tok[0] == "lp":
+            take()
+            inner = expression()
+            if take()[0] != "rp":
+                raise ValueError("missing )")
+            return (lambda job: not inner(job)) if negate else inner
+        kind, field = take()
+        if kind != "w" or not (field in _FIELDS or field.startswith("labels.")):
+            raise ValueError(f"unsupported field {field!r}")
+        kind, op = take()
+        if kind != "op":
+            raise ValueError(f"expected a comparison after {field!r}")
+        kind, value = take()
+        if kind not in ("q", "w"):
+            raise ValueError(f"expected a value after {field} {op}")
+        test = _restriction(field, op, value)
+        return (lambda job: not test(job)) if negate else test
+
+    predicate = expression()
+    if pos != len(tokens):
+        raise ValueError(f"unexpected {tokens[pos][1]!r}")
+    return predicate
+
+
+def _restriction(field: str, op: str, value: str):
+    if field.startswith("labels."):
+        key = field[len("labels."):]
+        if op == ":" and value == "*":
+            return lambda job: key in job.labels
+        if op not in ("=", "!="):
+            raise ValueError("labels support = and :*")
+        return lambda job: (job.labels.get(key) == value) == (op == "=")
+    if field == "state":
+        if op not in ("=", "!="):
+            raise ValueError("state supports = and !=")
+        want = value.upper().removeprefix("JOB_STATE_")
+        return lambda job: (job.state == want) == (op == "=")
+    if field in ("create_time", "createTime"):
+        try:
+            when = dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            raise ValueError(f"create_time needs an RFC 3339 time, not {value!r}") from None
+        compare = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
+                   ">=": operator.ge}.get(op)
+        if compare is None:
+            raise ValueError("create_time supports = != < <= > >=")
+        return lambda job: compare(job.create_t + _WALL_OFFSET, when)
+    # display_name / model_display_name
+    if op == ":":
+        pattern = re.compile("^" + ".*".join(re.escape(p) for p in value.split("*")) + "$")
+        return lambda job: bool(pattern.match(job.display_name or job.job_id))
+    if op not in ("=", "!="):
+        raise ValueError(f"{field} supports = != :")
+    return lambda job: ((job.display_name or job.job_id) == value) == (op == "=")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -1444,9 +1697,10 @@ class SimulatorClient:
         self._call("POST", "/_sim/reset", {})
 
     def configure(self, latency_ms: float | None = None, api_key: str | None = _UNSET,
-                  random_faults: dict | None = _UNSET) -> dict:
-        """Change only what is given; ``api_key=None``/``random_faults=None`` switch those off."""
-        body: dict[str, Any] = {}
+                  random_faults: dict | None = _UNSET, **more: Any) -> dict:
+        """Change only what is given; ``api_key=None``/``random_faults=None`` switch those off; ``more``:
+        other config keys (``project_numbers``, ``list_page_max``, ``webhooks``)."""
+        body: dict[str, Any] = dict(more)
         if latency_ms is not None:
             body["latency_ms"] = latency_ms
         if api_key is not _UNSET:
@@ -1477,6 +1731,14 @@ class SimulatorClient:
 
     def add_faults(self, name: str, faults: list[dict]) -> dict:
         return self._call("POST", "/_sim/jobs/faults", {"name": name, "faults": faults})
+
+    def list_faults(self, api: str, faults: list[dict]) -> dict:
+        """Queue faults for the next list pages of ``api`` (``gemini`` or ``vertex``)."""
+        return self._call("POST", "/_sim/lists/faults", {"api": api, "faults": faults})
+
+    def stale_lists(self, name: str, count: int = 1) -> dict:
+        """The job's next ``count`` list appearances show it as it was before its last change."""
+        return self._call("POST", "/_sim/lists/stale", {"name": name, "count": count})
 
     def delete(self, name: str) -> None:
         self._call("POST", "/_sim/jobs/delete", {"name": name})
