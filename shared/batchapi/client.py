@@ -10,6 +10,7 @@ attempt, and nothing runs past the tick's deadline.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import time
@@ -18,11 +19,13 @@ from typing import Any
 
 import httpx
 
-from ..errors import BadResponseError, DeadlineExceeded, ForbiddenError
+from ..errors import BadResponseError, DeadlineExceeded, ForbiddenError, UsageError
 from ..retry import RetryPolicy, retry, send
 from ..settings import Settings
+from .listing import PAGE_SIZE, VERTEX_READ_MASK, Page, parse_page
 from .names import GEMINI, JobName
 from .quota import RegionLimiter
+from .scopes import WatchScope
 from .wire import JobStatus
 
 
@@ -73,8 +76,32 @@ class BatchApiClient:
                                    region=None if job.api == GEMINI else job.region_key)
         status = (JobStatus.from_gemini if job.api == GEMINI else JobStatus.from_vertex)(body)
         if status.name != job.name:
-            raise BadResponseError(f"reply is for {status.name[:200]!r}, not {job.name!r}")
+            try:
+                same = job.same_job(JobName.parse(status.name))
+            except UsageError:
+                same = False
+            if not same:
+                raise BadResponseError(f"reply is for {status.name[:200]!r}, not {job.name!r}")
+            status = dataclasses.replace(status, name=job.name)  # the record keeps the name it was tracked by
         return status
+
+    async def list_page(self, scope: WatchScope, token: str | None, deadline: float, *,
+                        filter: str | None = None, page_size: int = PAGE_SIZE) -> Page:
+        """One page of a watched scope's list (``parse_page``), or an error of ``shared.errors``."""
+        params: dict[str, Any] = {"pageSize": page_size}
+        if token:
+            params["pageToken"] = token
+        if scope.api == GEMINI:
+            url = f"{self._settings.gemini_base_url}/v1beta/batches"
+            region = None
+        else:
+            url = f"{vertex_base_url(self._settings, scope.location or 'global')}/v1/{scope.parent}/batchPredictionJobs"
+            params["readMask"] = VERTEX_READ_MASK
+            if filter:
+                params["filter"] = filter
+            region = scope.region_key
+        body = await self.get_json(scope.api, url, deadline, region=region, params=params)
+        return parse_page(scope, body)
 
     async def get_json(self, api: str, url: str, deadline: float, *, region: str | None = None,
                        params: dict[str, Any] | None = None) -> Any:

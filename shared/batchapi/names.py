@@ -43,6 +43,17 @@ class JobName:
             "projects/P/locations/L/batchPredictionJobs/ID (Vertex AI)"
         )
 
+    def same_job(self, other: JobName) -> bool:
+        """Whether two names are the same job: Vertex AI may name a project by its number where it was
+        written by id, so Vertex names match on location and job id (and a project that is equal, or a
+        number on either side)."""
+        if self.api != other.api:
+            return False
+        if self.api == GEMINI:
+            return self.name == other.name
+        return (self.location, self.job_id) == (other.location, other.job_id) and (
+            self.project == other.project or (self.project or "").isdigit() or (other.project or "").isdigit())
+
     @property
     def region_key(self) -> str:
         """The bucket of the per-region quota: Vertex location, or the Gemini API as a whole."""

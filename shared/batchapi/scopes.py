@@ -53,10 +53,19 @@ class WatchScope:
         return f"vertex:{self.location}" if self.api == VERTEX else GEMINI
 
     def covers(self, job: JobName) -> bool:
-        """Whether a job of this name belongs to this scope (its list would show it)."""
+        """Whether a job of this name may belong to this scope (its list would show it). A Vertex name
+        whose project is a number may be this scope's project by number: the list tells."""
         if job.api != self.api:
             return False
-        return self.api == GEMINI or (job.project, job.location) == (self.project, self.location)
+        return self.api == GEMINI or (job.location == self.location
+                                      and (job.project == self.project or (job.project or "").isdigit()))
+
+    def job_name(self, job_id: str) -> str:
+        """The name a job of this scope is tracked under when it is discovered (the scope's own project
+        form, as ``RELAY_WATCH`` wrote it)."""
+        if self.api == GEMINI:
+            return f"batches/{job_id}"
+        return f"{self.parent}/batchPredictionJobs/{job_id}"
 
     def __str__(self) -> str:
         return self.id

@@ -1,8 +1,10 @@
-"""One poll tick: publish what earlier ticks left unpublished, then fetch every due job's status
-concurrently and commit (and publish) only what changed.
+"""One poll tick: publish what earlier ticks left unpublished, then observe every due job — by GET, or
+by the list of its watched scope — and commit (and publish) only what changed.
 
-The record query runs in a worker thread and feeds a queue; ``concurrency`` workers take jobs from it,
-so fetching starts with the first page and the number of tasks stays small whatever N is.
+The GET path's record query runs in a worker thread and feeds a queue; ``concurrency`` workers take jobs
+from it, so fetching starts with the first page and the number of tasks stays small whatever N is. The
+watched scopes are listed at the same time (``watch.py``); a record a list shows is observed by the list
+instead of a GET, and what the lists show is settled once the GET phase is over.
 """
 
 from __future__ import annotations
@@ -18,19 +20,22 @@ from typing import Any
 
 from ..batchapi.client import BatchApiClient
 from ..batchapi.names import JobName
+from ..batchapi.scopes import WatchScope
 from ..batchapi.wire import JobStatus
 from ..errors import BadResponseError, DeadlineExceeded, RelayError, UsageError
 from ..events.outbox import Outbox
 from ..events.publisher import EventPublisher
 from ..log import get_logger, log, redact
 from ..record import machine
-from ..record.machine import Change, PollResult
-from ..record.model import SHARDS
+from ..record.machine import Change, PollResult, Route
+from ..record.model import SHARDS, JobRecord
 from ..record.store import JobStore, Snapshot
 from ..settings import Settings
+from .watch import ScopeRun
 
 _log = get_logger("poller")
 _DONE = object()
+_migrated: set[tuple[str, str, str]] = set()  # collections (per process) known to hold this version's records
 
 
 @dataclasses.dataclass
@@ -45,6 +50,10 @@ class TickSummary:
     republished: int = 0
     lost: int = 0
     swept: int = 0
+    listed: int = 0  # jobs the watched scopes' lists showed
+    list_pages: int = 0
+    discovered: int = 0  # jobs found in a watched scope and tracked
+    migrated: int = 0  # records written before this version, given their new fields
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -57,23 +66,40 @@ class Poller:
 
     def __init__(self, settings: Settings, store: JobStore, api: BatchApiClient, publisher: EventPublisher,
                  *, now: Callable[[], dt.datetime] | None = None, clock: Callable[[], float] = time.monotonic,
-                 sweep: bool = True) -> None:
-        self._settings = settings
+                 sweep: bool = True, scopes: tuple[WatchScope, ...] | None = None) -> None:
+        self.settings = settings
         self._store = store
-        self._api = api
+        self.api = api
         self._now = now or (lambda: dt.datetime.now(dt.UTC))
-        self._clock = clock
+        self.clock = clock
         self._sweep = sweep
+        self._scopes = settings.watch if scopes is None else scopes
         self.outbox = Outbox(store, publisher)
         self.owner = self.outbox.owner
+        self._runs: list[ScopeRun] = []
+        self._deadline = 0.0
+
+    @property
+    def _settings(self) -> Settings:
+        return self.settings
+
+    def now(self) -> dt.datetime:
+        return self._now()
 
     async def tick(self, *, shard_lo: int = 0, shard_hi: int = SHARDS) -> TickSummary:
-        started = self._clock()
-        deadline = started + self._settings.tick_deadline_s
+        started = self.clock()
+        deadline = self._deadline = started + self._settings.tick_deadline_s
         summary = TickSummary()
-        # The due-records query starts first: its first page takes the emulator/Firestore a while, and
-        # the outbox work below overlaps with it (ordering per job holds either way: a new change is
+        where = (self.settings.project, self.settings.database, self.settings.collection)
+        if where not in _migrated and not await asyncio.to_thread(self._store.migrated):
+            summary.migrated = await asyncio.to_thread(self._store.migrate, self._now())
+            log(_log, logging.INFO, "records of an earlier version given their new fields", records=summary.migrated)
+        _migrated.add(where)
+        # The due-records query and the listings start first: their first pages take a while, and the
+        # outbox work below overlaps with them (ordering per job holds either way: a new change is
         # published after every older unpublished event of its job).
+        self._runs = [ScopeRun(scope, self, self._store) for scope in self._scopes]
+        listings = [asyncio.create_task(run.list(summary, deadline)) for run in self._runs]
         queue, producer = self._start_query(shard_lo, shard_hi)
         if self._sweep:
             try:
@@ -83,16 +109,35 @@ class Poller:
                 log(_log, logging.ERROR, "sweep failed", error=f"{type(exc).__name__}: {exc}"[:300])
         await self._republish(summary, deadline)
         await self._poll(queue, producer, summary, deadline)
-        summary.duration_s = self._clock() - started
+        await asyncio.gather(*listings)
+        for run in self._runs:
+            await run.settle(summary)
+        if self._scopes is self.settings.watch:  # the whole tick (not one part of a fan-out) looks after scopes
+            await self._retire_scopes(summary)
+        summary.duration_s = self.clock() - started
         await asyncio.to_thread(self._store.heartbeat, summary.as_dict(), self._now())
         log(_log, logging.INFO, "tick finished", **summary.as_dict())
         return summary
+
+    async def _retire_scopes(self, summary: TickSummary) -> None:
+        """Scopes no longer in ``RELAY_WATCH``: their watched records go back to the GET path."""
+        watched = {scope.id for scope in self.settings.watch}
+        try:
+            known = await asyncio.to_thread(self._store.known_scopes)
+            for scope_id, retired in known.items():
+                if scope_id not in watched and not retired:
+                    moved = await asyncio.to_thread(self._store.retire_scope, scope_id)
+                    log(_log, logging.INFO, "scope no longer watched; its jobs go back to the GET path",
+                        scope=scope_id, jobs=moved)
+        except Exception as exc:  # noqa: BLE001 - retried next tick
+            summary.errors += 1
+            log(_log, logging.ERROR, "retiring scopes failed", error=f"{type(exc).__name__}: {exc}"[:300])
 
     # -- phase 1: the outbox of earlier ticks ------------------------------------------------------------
     async def _republish(self, summary: TickSummary, deadline: float) -> None:
         snaps = await asyncio.to_thread(lambda: list(self._store.unpublished()))
         for snap in snaps:
-            if self._clock() >= deadline:
+            if self.clock() >= deadline:
                 return
             try:
                 if not await asyncio.to_thread(self._store.take_publish_lease, snap, self.owner, self._now()):
@@ -128,7 +173,7 @@ class Poller:
                     deadline: float) -> None:
         async def worker() -> None:
             while (snap := await queue.get()) is not _DONE:
-                if self._clock() >= deadline:
+                if self.clock() >= deadline:
                     summary.deferred += 1
                     continue
                 await self._poll_one(snap, summary, deadline)
@@ -142,8 +187,27 @@ class Poller:
         except UsageError as exc:
             await self._error(snap, "bad_name", str(exc), summary)
             return
+        run = next((r for r in self._runs if r.scope.covers(job)), None)
+        if run is not None:
+            await run.listed.wait()
+            item = run.match(job)
+            if item is not None:
+                run.handed[item.key] = snap  # the list observes it (after the GET phase), not a GET
+                return
+        await self._fetch(snap, job, summary, deadline)
+
+    async def poll_snapshot(self, snap: Snapshot, summary: TickSummary) -> None:
+        """Observe one record with GET now (a watched job its list may have hidden)."""
         try:
-            status = await self._api.get_status(job, deadline)
+            job = JobName.parse(snap.name)
+        except UsageError as exc:
+            await self._error(snap, "bad_name", str(exc), summary)
+            return
+        await self._fetch(snap, job, summary, self._deadline)
+
+    async def _fetch(self, snap: Snapshot, job: JobName, summary: TickSummary, deadline: float) -> None:
+        try:
+            status = await self.api.get_status(job, deadline)
         except DeadlineExceeded:
             summary.deferred += 1
             return
@@ -158,16 +222,21 @@ class Poller:
         summary.polled += 1
         await self.observe(snap, status, summary)
 
-    async def observe(self, snap: Snapshot, status: JobStatus, summary: TickSummary) -> PollResult:
-        """Apply one observation of a job (from any path) and publish what it changed."""
-        if not machine.needs_write(snap.record, status):
-            return PollResult.UNCHANGED  # the common case: one read, no write, no thread hop
+    async def observe(self, snap: Snapshot, status: JobStatus, summary: TickSummary, *,
+                      route: Route | None = None) -> tuple[PollResult, JobRecord | None]:
+        """Apply one observation of a job (from any path) and publish what it changed. Returns the result
+        and the record after (None after a conflict). ``route``: the observation came from that scope's
+        list, which observes the job from now on."""
+        if route is None and not machine.needs_write(snap.record, status):
+            # the common case: one read, no write, no thread hop
+            return (PollResult.STALE if machine.is_stale(snap.record, status) else PollResult.UNCHANGED), snap.record
         try:
-            result, change = await asyncio.to_thread(self._store.apply_status, snap, status, self._now(), self.owner)
+            result, change = await asyncio.to_thread(self._store.apply_status, snap, status, self._now(),
+                                                     self.owner, route)
         except Exception as exc:  # noqa: BLE001 - a reply Firestore cannot store must not stop the tick
             await self._error(snap, BadResponseError.kind,
                               f"reply cannot be stored: {type(exc).__name__}: {exc}", summary)
-            return PollResult.ERROR
+            return PollResult.ERROR, None
         name = snap.name
         if result == PollResult.CHANGED:
             summary.changed += 1
@@ -177,8 +246,9 @@ class Poller:
             summary.updated += 1
         elif result == PollResult.CONFLICT:
             log(_log, logging.INFO, "record changed since it was read; the next tick looks again", job=name)
-        await self._after_commit(name, change, summary)
-        return result
+            return result, None
+        await self.after_commit(name, change, summary)
+        return result, (change.record if change is not None else snap.record)
 
     async def _error(self, snap: Snapshot, kind: str, message: str, summary: TickSummary) -> None:
         summary.errors += 1
@@ -194,9 +264,9 @@ class Poller:
         if result == PollResult.LOST:
             summary.lost += 1
             log(_log, logging.WARNING, "job lost", job=snap.name, api=snap.record.api)
-        await self._after_commit(snap.name, change, summary)
+        await self.after_commit(snap.name, change, summary)
 
-    async def _after_commit(self, name: str, change: Change | None, summary: TickSummary) -> None:
+    async def after_commit(self, name: str, change: Change | None, summary: TickSummary) -> None:
         """Publish at once what a commit put in the outbox, if the commit took the publish lease."""
         if change is None or not (change.events and change.lease):
             return

@@ -15,11 +15,12 @@ import enum
 from typing import Any
 
 from ..batchapi import states
+from ..batchapi.names import JobName
 from ..batchapi.wire import JobStatus
 from ..errors import UsageError
 from ..events import event as events
 from ..settings import Settings
-from .model import CopyState, CopyStatus, JobRecord, Lease, transition_id
+from .model import EVERY_TICK, CopyState, CopyStatus, JobRecord, Lease, TrackedBy, transition_id
 
 
 class PollResult(enum.StrEnum):
@@ -56,6 +57,14 @@ class TransitionWrite:
     @property
     def id(self) -> str:
         return transition_id(self.version)
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """Watch a job under a scope: its list observes it (``watch_part``: the scope's digest part)."""
+
+    scope: str
+    part: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,9 +115,47 @@ def _expire_transitions(upto: int, expire_at: dt.datetime | None) -> tuple[Trans
     return tuple(TransitionWrite(v, {"expire_at": expire_at}) for v in range(1, upto + 1))
 
 
+def watch(record: JobRecord, route: Route) -> JobRecord:
+    """The record observed by its scope's list from now on (and no longer by the GET path)."""
+    return record.replace(watch_scope=route.scope, watch_part=route.part, poll_slot="")
+
+
+def unwatch(record: JobRecord) -> JobRecord:
+    """The record handed back to the GET path (its scope's list no longer shows it)."""
+    return record.replace(watch_scope="", watch_part=0, poll_slot="" if record.terminal else EVERY_TICK)
+
+
+def _finished(record: JobRecord) -> JobRecord:
+    """A terminal record is observed by no path any more."""
+    return record.replace(watch_scope="", watch_part=0, poll_slot="")
+
+
 def apply_status(record: JobRecord, status: JobStatus, now: dt.datetime, owner: str,
-                 settings: Settings) -> tuple[PollResult, Change | None]:
-    """Apply an observed status (from a GET, a list page or a webhook's fetch)."""
+                 settings: Settings, route: Route | None = None) -> tuple[PollResult, Change | None]:
+    """Apply an observed status (from a GET, a list page or a webhook's fetch). With ``route``, the
+    observation came from a list that covers the job: the record is watched under it from now on."""
+    result, change = _apply(record, status, now, owner, settings)
+    if route is None:
+        return result, change
+    after = change.record if change else record
+    if after.terminal or (after.watch_scope, after.watch_part) == (route.scope, route.part):
+        return result, change
+    if change is None:
+        return result, Change(watch(after, route))
+    return result, dataclasses.replace(change, record=watch(after, route))
+
+
+def discover(job: JobName, status: JobStatus, now: dt.datetime, owner: str, settings: Settings,
+             route: Route) -> tuple[PollResult, Change]:
+    """A job found in a watched scope's list without a record: tracked (``tracked_by = watch``, default
+    destination) and its listed status applied at once: version 1 from UNSPECIFIED, as after ``track``."""
+    fresh = JobRecord.new(job, destination=None, labels={}, now=now, tracked_by=TrackedBy.WATCH)
+    result, change = apply_status(fresh, status, now, owner, settings, route)
+    return result, change or Change(watch(fresh, route))
+
+
+def _apply(record: JobRecord, status: JobStatus, now: dt.datetime, owner: str,
+           settings: Settings) -> tuple[PollResult, Change | None]:
     if is_stale(record, status):
         return PollResult.STALE, None
     if not needs_write(record, status):
@@ -124,7 +171,7 @@ def apply_status(record: JobRecord, status: JobStatus, now: dt.datetime, owner: 
     if moved:
         after = after.replace(changed_at=now)
     if status.terminal:
-        after = after.replace(expire_at=_expire_at(now, settings))
+        after = _finished(after).replace(expire_at=_expire_at(now, settings))
     if not changed_state:
         return PollResult.UPDATED, Change(after)
     version = record.version + 1
@@ -154,7 +201,7 @@ def record_poll_error(record: JobRecord, kind: str, message: str, now: dt.dateti
         return PollResult.ERROR, Change(after)
     take = record.publish_lease is None or not record.publish_lease.active(now)
     expire_at = _expire_at(now, settings)
-    after = after.replace(terminal=True, has_unpublished=True, expire_at=expire_at,
+    after = _finished(after).replace(terminal=True, has_unpublished=True, expire_at=expire_at,
                           publish_lease=_publish_lease(owner, now, settings) if take else record.publish_lease)
     event = events.lost(after, settings.event_source, now)
     after = after.replace(outbox={**after.outbox, "lost": event.to_doc()})

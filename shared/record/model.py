@@ -19,6 +19,7 @@ from ..batchapi import states
 from ..batchapi.names import JobName
 
 SHARDS = 1024
+EVERY_TICK = "1:0"  # ``poll_slot`` of a job the GET path polls every tick
 
 
 class CopyStatus(enum.StrEnum):
@@ -174,6 +175,11 @@ class JobRecord:
     publish_lease: Lease | None = None
     copy_lease_until: dt.datetime | None = None
     expire_at: dt.datetime | None = None
+    # Which path observes the job: ``poll_slot`` (the GET path's schedule, "" = not polled by GET) and
+    # ``watch_scope`` (the watched scope whose list observes it, "" = none; ``watch_part``: its digest part).
+    poll_slot: str = EVERY_TICK
+    watch_scope: str = ""
+    watch_part: int = 0
 
     # -- construction ----------------------------------------------------------------------------------
     @classmethod
@@ -208,6 +214,8 @@ class JobRecord:
             published_version=_int(doc.get("published_version")), outbox=_map(doc.get("outbox")) or {},
             publish_lease=Lease.from_doc(doc.get("publish_lease")), copy_lease_until=doc.get("copy_lease_until"),
             expire_at=doc.get("expire_at"),
+            poll_slot=doc.get("poll_slot", "" if doc.get("terminal") else EVERY_TICK),
+            watch_scope=doc.get("watch_scope") or "", watch_part=_int(doc.get("watch_part")),
         )
 
     # -- views -----------------------------------------------------------------------------------------

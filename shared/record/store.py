@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
 
 from ..batchapi.names import JobName, doc_id
 from ..batchapi.wire import JobStatus
@@ -25,27 +26,31 @@ from ..errors import UsageError
 from ..events.event import Event
 from ..log import get_logger, log
 from ..settings import Settings, normalize_destination
-from . import machine
+from . import digest, machine
+from .digest import Digest
 from .machine import Change, ClaimResult, PollResult
-from .model import SHARDS, CopyStatus, JobRecord, TrackedBy, transition_id
+from .model import EVERY_TICK, SHARDS, CopyStatus, JobRecord, TrackedBy, transition_id
 
 if TYPE_CHECKING:  # pragma: no cover
     from google.cloud import firestore
 
 TRANSITIONS = "transitions"
 HEARTBEAT = "heartbeat"
+SCHEMA = "schema"
+SCHEMA_VERSION = 2  # 2: poll_slot (which records the GET path polls), watch_scope
+UNTRACKED = "untracked"  # {meta}/untracked/jobs/{doc id}: jobs untracked while perhaps watched
 T = TypeVar("T")
 _log = get_logger("store")
 
 # Every composite index the queries below need (Terraform declares them; a test holds the two together).
 # "{collection}" stands for RELAY_COLLECTION.
 COMPOSITE_INDEXES = [
-    {"collection": "{collection}", "fields": [("terminal", "ASCENDING"), ("shard", "ASCENDING")]},
+    {"collection": "{collection}", "fields": [("poll_slot", "ASCENDING"), ("shard", "ASCENDING")]},
 ]
 
 # What the tick's query reads of each record: enough to decide whether a poll must write (most don't).
 DUE_FIELDS = ("name", "api", "shard", "version", "state", "completion_stats", "error", "output",
-              "last_poll_error", "update_time")
+              "last_poll_error", "update_time", "poll_slot", "watch_scope", "watch_part")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,18 +153,33 @@ class JobStore:
             after = machine.update_tracking(record, destination=destination, labels=labels)
             return (after or record, False), (Change(after) if after else None)
 
-        return self._transact(job.name, step)
+        record, created = self._transact(job.name, step)
+        if created:
+            self._tombstone(job.name).delete()  # tracked again: a watched scope may find it again later
+        return record, created
 
-    def untrack(self, name: str) -> bool:
-        """Remove the record and its transitions. Returns whether it existed."""
+    def untrack(self, name: str, now: dt.datetime | None = None) -> bool:
+        """Remove the record and its transitions, and leave a tombstone so that no watched scope tracks
+        the job again (until ``track`` does). Returns whether it existed."""
         job = JobName.parse(name)
         ref = self.ref(job.name)
         existed = ref.get().exists
+        self._tombstone(job.name).set({"name": job.name, "untracked_at": now or dt.datetime.now(dt.UTC)})
         # The record first: every guarded write a tick may be about to make then fails, so no transition
         # can be set under a record that is going away; then the transitions.
         ref.delete()
         self._db.recursive_delete(ref)
         return existed
+
+    def _tombstone(self, name: str):
+        return self._meta.document(UNTRACKED).collection("jobs").document(doc_id(name))
+
+    def tombstoned(self, names: list[str]) -> set[str]:
+        """Which of ``names`` were untracked (and not tracked again since)."""
+        if not names:
+            return set()
+        docs = self._db.get_all([self._tombstone(n) for n in names])
+        return {d.get("name") for d in docs if d.exists}
 
     # -- reads --------------------------------------------------------------------------------------------
     def get(self, name: str) -> dict[str, Any] | None:
@@ -174,6 +194,16 @@ class JobStore:
     def snapshot(self, name: str) -> Snapshot | None:
         doc = self.ref(name).get()
         return _snap(doc) if doc.exists else None
+
+    def snapshots(self, names: list[str]) -> dict[str, Snapshot]:
+        """The records of ``names`` that exist, read in batches (one read each)."""
+        out: dict[str, Snapshot] = {}
+        for i in range(0, len(names), 300):
+            for doc in self._db.get_all([self.ref(n) for n in names[i:i + 300]]):
+                if doc.exists:
+                    snap = _snap(doc)
+                    out[snap.name] = snap
+        return out
 
     def transitions(self, name: str) -> list[dict[str, Any]]:
         docs = self.ref(name).collection(TRANSITIONS).order_by("version").stream()
@@ -190,8 +220,9 @@ class JobStore:
 
     # -- the tick's queries -------------------------------------------------------------------------------
     def due(self, *, start: int = 0, lo: int = 0, hi: int = SHARDS, page_size: int = 1000) -> Iterator[Snapshot]:
-        """Non-terminal records with ``lo <= shard < hi``, paged, beginning at shard ``start`` and
-        wrapping around (so a tick cut short by its deadline does not always starve the same jobs)."""
+        """Records the GET path polls now, with ``lo <= shard < hi``, paged, beginning at shard ``start``
+        and wrapping around (so a tick cut short by its deadline does not always starve the same jobs).
+        Terminal records and watched ones (their list observes them) are not among them."""
         start = min(max(start, lo), hi)
         yield from self._due_range(start, hi, page_size)
         if start > lo:
@@ -203,7 +234,7 @@ class JobStore:
         from google.cloud.firestore_v1.base_query import FieldFilter
 
         query = (
-            self._jobs.where(filter=FieldFilter("terminal", "==", False))
+            self._jobs.where(filter=FieldFilter("poll_slot", "==", EVERY_TICK))
             .where(filter=FieldFilter("shard", ">=", lo))
             .where(filter=FieldFilter("shard", "<", hi))
             .order_by("shard")
@@ -260,13 +291,35 @@ class JobStore:
             return PollResult.CONFLICT, None
         return result, change
 
-    def apply_status(self, snap: Snapshot, status: JobStatus, now: dt.datetime,
-                     owner: str) -> tuple[PollResult, Change | None]:
-        """Write what an observation changed (nothing if nothing did, or if it is stale)."""
-        if not machine.needs_write(snap.record, status):
-            return (PollResult.STALE if machine.is_stale(snap.record, status) else PollResult.UNCHANGED), None
+    def apply_status(self, snap: Snapshot, status: JobStatus, now: dt.datetime, owner: str,
+                     route: machine.Route | None = None) -> tuple[PollResult, Change | None]:
+        """Write what an observation changed (nothing if nothing did, or if it is stale); with ``route``
+        the record is watched under that scope from now on."""
+        result, change = machine.apply_status(snap.record, status, now, owner, self._settings, route)
+        if change is None:
+            return result, None
         return self._poll_write(snap, lambda record: machine.apply_status(record, status, now, owner,
-                                                                          self._settings))
+                                                                          self._settings, route))
+
+    def discover(self, change: Change) -> bool:
+        """Create a record found in a watched scope (with its first status applied). False if a record
+        appeared meanwhile (another tick, or ``track``): the next tick sees it."""
+        from google.api_core import exceptions as gexc
+
+        batch = self._db.batch()
+        self._write(batch, change.record.name, None, change)
+        try:
+            batch.commit()
+        except (gexc.AlreadyExists, gexc.Conflict):
+            return False
+        return True
+
+    def unwatch(self, snap: Snapshot) -> bool:
+        """Hand a watched record back to the GET path (guarded)."""
+        if not snap.record.watch_scope:
+            return True
+        return self._poll_write(snap, lambda record: (PollResult.UPDATED, Change(machine.unwatch(record))))[1] \
+            is not None
 
     def record_error(self, snap: Snapshot, kind: str, message: str, now: dt.datetime,
                      owner: str) -> tuple[PollResult, Change | None]:
@@ -368,6 +421,121 @@ class JobStore:
                     error=f"{type(exc).__name__}: {exc}"[:300])
         return failed
 
+    # -- watched scopes -----------------------------------------------------------------------------------
+    def load_scope(self, scope_id: str) -> dict[str, Any] | None:
+        """A watched scope's bookkeeping: ``started_at`` (first watched), ``window_at``, ``settled``."""
+        doc = self._meta.document(_scope_doc(scope_id)).get()
+        return doc.to_dict() if doc.exists else None
+
+    def save_scope(self, scope_id: str, fields: dict[str, Any]) -> None:
+        """Merge ``fields`` into the scope's bookkeeping (``started_at`` is never moved once set: callers
+        pass what they read)."""
+        self._meta.document(_scope_doc(scope_id)).set({"kind": "scope", "scope": scope_id, **fields}, merge=True)
+
+    def known_scopes(self) -> dict[str, bool]:
+        """Every scope that was ever watched (its bookkeeping exists), and whether it is retired."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        docs = self._meta.where(filter=FieldFilter("kind", "==", "scope")).stream()
+        return {d.get("scope"): bool(d.to_dict().get("retired")) for d in docs}
+
+    def load_digest(self, scope_id: str) -> Digest:
+        refs = [self._meta.document(digest.part_id(scope_id, p)) for p in range(digest.PARTS)]
+        found = {d.id: d for d in self._db.get_all(refs)}
+        parts = {}
+        for p, ref in enumerate(refs):
+            doc = found.get(ref.id)
+            exists = doc is not None and doc.exists
+            parts[p] = digest.Part.from_doc(doc.to_dict() if exists else None, doc.update_time if exists else None)
+        return Digest(scope_id, parts)
+
+    def save_digest(self, dig: Digest) -> int:
+        """Write back the parts that changed, each only if nobody wrote it since it was read (a part that
+        lost the race is left as the other writer made it: an out-of-date entry only costs a read).
+        Returns how many parts were written."""
+        from google.api_core import exceptions as gexc
+
+        written = 0
+        for p, part in dig.parts.items():
+            if not part.dirty:
+                continue
+            ref = self._meta.document(digest.part_id(dig.scope_id, p))
+            option = (self._db.write_option(last_update_time=part.update_time) if part.update_time is not None
+                      else self._db.write_option(exists=False))
+            doc = part.to_doc(dig.scope_id)
+            try:
+                if part.update_time is None:
+                    ref.create(doc)
+                else:
+                    ref.update(doc, option=option)
+                written += 1
+            except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.Conflict, gexc.NotFound):
+                log(_log, logging.INFO, "digest part changed meanwhile; left as is", scope=dig.scope_id, part=p)
+            part.dirty = False
+        return written
+
+    def watched(self, scope_id: str, part: int | None = None) -> Iterator[Snapshot]:
+        """The records watched under a scope (of one digest part): what reconciling the digest reads."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = self._jobs.where(filter=FieldFilter("watch_scope", "==", scope_id))
+        if part is not None:
+            query = query.where(filter=FieldFilter("watch_part", "==", part))
+        for doc in query.stream():
+            yield _snap(doc)
+
+    def retire_scope(self, scope_id: str) -> int:
+        """A scope no longer watched: its records go back to the GET path. Returns how many."""
+        moved = 0
+        for snap in self.watched(scope_id):
+            if self._commit_guarded(snap, Change(machine.unwatch(snap.record))):
+                moved += 1
+        self._meta.document(_scope_doc(scope_id)).set({"retired": True}, merge=True)
+        return moved
+
+    # -- records written before this version ------------------------------------------------------------
+    def migrated(self) -> bool:
+        doc = self._meta.document(SCHEMA).get()
+        return doc.exists and (doc.get("version") or 0) >= SCHEMA_VERSION
+
+    def migrate(self, now: dt.datetime) -> int:
+        """Give records written before ``poll_slot`` existed their fields, so the GET path's query finds
+        them (nothing to do by hand). Idempotent; returns how many records it wrote."""
+        from google.api_core import exceptions as gexc
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        fields = {"poll_slot": EVERY_TICK, "watch_scope": "", "watch_part": 0}
+        written, pending = 0, []
+
+        def flush() -> int:
+            batch = self._db.batch()
+            for doc in pending:
+                batch.update(doc.reference, fields, option=self._db.write_option(last_update_time=doc.update_time))
+            try:
+                batch.commit()
+                return len(pending)
+            except (gexc.FailedPrecondition, gexc.NotFound):  # one record moved on meanwhile: one by one
+                done = 0
+                for doc in pending:
+                    try:
+                        doc.reference.update(fields, option=self._db.write_option(last_update_time=doc.update_time))
+                        done += 1
+                    except (gexc.FailedPrecondition, gexc.NotFound):
+                        pass
+                return done
+
+        for doc in self._jobs.where(filter=FieldFilter("terminal", "==", False)).stream():
+            if "poll_slot" in (doc.to_dict() or {}):
+                continue
+            pending.append(doc)
+            if len(pending) == 400:
+                written += flush()
+                pending = []
+        if pending:
+            written += flush()
+        self._meta.document(SCHEMA).set({"version": SCHEMA_VERSION, "migrated_at": now})
+        return written
+
     # -- heartbeat ----------------------------------------------------------------------------------------
     def heartbeat(self, summary: dict[str, Any], now: dt.datetime) -> None:
         self._meta.document(HEARTBEAT).set({"last_tick": now, "summary": summary})
@@ -375,6 +543,10 @@ class JobStore:
     def read_heartbeat(self) -> dict[str, Any] | None:
         doc = self._meta.document(HEARTBEAT).get()
         return doc.to_dict() if doc.exists else None
+
+
+def _scope_doc(scope_id: str) -> str:
+    return f"scope-{quote(scope_id, safe='')}"
 
 
 def check_track_options(destination: str | None, labels: dict[str, str] | None) -> tuple[str | None, dict[str, str]]:
