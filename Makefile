@@ -39,6 +39,7 @@ bundle: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m devtools.bench_poller
+	$(PY) -m devtools.bench_watch
 
 bench-reactor: $(STAMP)
 	$(PY) -m devtools.bench_reactor

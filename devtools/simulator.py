@@ -364,7 +364,7 @@ class Job:
     __slots__ = ("name", "api", "job_id", "display_name", "model", "steps", "step", "polls", "step_t",
                  "state", "stats", "error", "output", "faults", "labels", "input_config", "create_t",
                  "update_t", "start_t", "end_t", "cancel_pending", "output_ready", "cache", "total",
-                 "_inline", "rendered_name", "prev_body", "stale_lists")
+                 "_inline", "rendered_name", "prev_body", "stale_lists", "masked")
 
     def __init__(self, spec: dict, now: float) -> None:
         name = spec.get("name")
@@ -407,6 +407,7 @@ class Job:
         self.cancel_pending = False
         self.output_ready = False
         self.cache: bytes | None = None
+        self.masked: tuple[frozenset[str], bytes] | None = None
         self.rendered_name = name  # a Vertex name may be rendered with the project number (config)
         self.prev_body: bytes | None = None  # the rendering before the last change: what a stale page shows
         self.stale_lists = 0  # list appearances still to show prev_body
@@ -539,7 +540,15 @@ class Job:
     def body(self) -> bytes:
         if self.cache is None:
             self.cache = json.dumps(self.render()).encode()
+            self.masked = None
         return self.cache
+
+    def masked_body(self, mask: frozenset[str]) -> bytes:
+        """The rendering with only the top-level fields of a ``readMask`` (cached like ``body``)."""
+        body = self.body()
+        if self.masked is None or self.masked[0] != mask:
+            self.masked = (mask, json.dumps({k: v for k, v in json.loads(body).items() if k in mask}).encode())
+        return self.masked[1]
 
     def render(self) -> dict:
         return self._render_gemini() if self.api == GEMINI else self._render_vertex()
@@ -693,6 +702,7 @@ class Simulator:
         self.jobs.clear()
         self.files.clear()
         self.list_faults: dict[str, collections.deque] = {GEMINI: collections.deque(), VERTEX: collections.deque()}
+        self._listings: dict[tuple[str, str, str], list[Job]] = {}  # (parent, filter, page token) -> jobs
         self.apply_config(dict(self.base_config), replace=True)
         self.reset_stats()
 
@@ -1044,7 +1054,7 @@ class Simulator:
                 return self._err(400, "Invalid page token.", keep_alive)
         mask = None
         if api == VERTEX and query.get("readMask"):
-            mask = {_camel(f.strip()) for f in query["readMask"][0].split(",") if f.strip()}
+            mask = frozenset(_camel(f.strip()) for f in query["readMask"][0].split(",") if f.strip())
         self.list_pages[api] += 1
         fault = None
         faults = self.list_faults[api]
@@ -1069,10 +1079,10 @@ class Simulator:
             if job.stale_lists and job.prev_body is not None:
                 job.stale_lists -= 1
                 body = job.prev_body
+                if mask is not None:
+                    body = json.dumps({k: v for k, v in json.loads(body).items() if k in mask}).encode()
             else:
-                body = job.body()
-            if mask is not None:
-                body = json.dumps({k: v for k, v in json.loads(body).items() if k in mask}).encode()
+                body = job.body() if mask is None else job.masked_body(mask)
             bodies.append(body)
         if fault in ("no_names", "foreign_names"):
             bodies = [json.dumps(_rename(json.loads(b), api, fault == "no_names")).encode() for b in bodies]
@@ -1205,7 +1215,11 @@ class Simulator:
                                      f"projects/{number}/locations/{m.group(2)}/"}
             jobs = [j for j in self.jobs.values() if j.api == VERTEX and any(j.name.startswith(p) for p in prefixes)]
             flt = q.get("filter", [""])[0].strip()
-            if flt:
+            token = q.get("pageToken", [""])[0]
+            held = self._listings.get((parent, flt, token)) if token else None
+            if held is not None:  # a later page of a listing: the jobs as its first page found them
+                jobs = [j for j in held if j.name in self.jobs]
+            elif flt:
                 self.list_filters = [*self.list_filters[-49:], flt]
                 try:
                     match = compile_filter(flt)
@@ -1215,7 +1229,12 @@ class Simulator:
                 for job in jobs:
                     job.settle(now)
                 jobs = [j for j in jobs if match(j)]
-            return self._page(VERTEX, jobs, q, "batchPredictionJobs", keep_alive, scope=parent)
+            code, reply = self._page(VERTEX, jobs, q, "batchPredictionJobs", keep_alive, scope=parent)
+            if code == 200 and (nxt := _NEXT_TOKEN.search(reply.payload[-300:])):
+                self._listings[(parent, flt, nxt.group(1).decode())] = jobs
+                while len(self._listings) > 64:
+                    self._listings.pop(next(iter(self._listings)))
+            return code, reply
         ident = parts[7]
         if ident.endswith(":cancel"):
             name = f"{parent}/{ident[: -len(':cancel')]}"
@@ -1242,6 +1261,7 @@ class Simulator:
 
 
 LIST_PAGE_MAX = {GEMINI: 1000, VERTEX: 1000}
+_NEXT_TOKEN = re.compile(rb'"nextPageToken": "([^"]+)"')
 LIST_FAULT_KINDS = STATUS_FAULTS | {"malformed", "wrong_shape", "no_names", "foreign_names", "endless"}
 
 
