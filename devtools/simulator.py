@@ -1207,12 +1207,12 @@ class Simulator:
                     return faulted
             q = parse_qs(query) if query else {}
             prefixes = {parent + "/"}
-            m = re.match(r"^projects/([^/]+)/locations/([^/]+)$", parent)
+            m = re.match(r"^projects/([^/]+)/locations/([^/]+)/batchPredictionJobs$", parent)
             if m:  # the parent's project as id or as its number
                 for project, number in self.project_numbers.items():
                     if m.group(1) in (project, number):
-                        prefixes |= {f"projects/{project}/locations/{m.group(2)}/",
-                                     f"projects/{number}/locations/{m.group(2)}/"}
+                        prefixes |= {f"projects/{p}/locations/{m.group(2)}/batchPredictionJobs/"
+                                     for p in (project, number)}
             jobs = [j for j in self.jobs.values() if j.api == VERTEX and any(j.name.startswith(p) for p in prefixes)]
             flt = q.get("filter", [""])[0].strip()
             token = q.get("pageToken", [""])[0]

@@ -39,12 +39,49 @@ def test_values_are_parsed():
     ("RELAY_TICK_DEADLINE_S", "-1"),
     ("RELAY_COLLECTION", "a/b"),
     ("STORAGE_EMULATOR_HOST", "127.0.0.1:4443"),
+    ("RELAY_WATCH", "vertex:projects/p"),
+    ("RELAY_WATCH", "gcs"),
+    ("RELAY_WATCH", "gemini,vertex:projects/UPPER/locations/us-central1"),
+    ("RELAY_WATCH", "vertex:projects/p/locations/us-central1/batchPredictionJobs/1"),
+    ("RELAY_WATCH", " , "),
+    ("RELAY_WATCH_FILTER", 'labels.team="evals'),
+    ("RELAY_WATCH_FILTER", "(state=x"),
+    ("RELAY_GEMINI_WEBHOOK_SECRETS", "plain-secret"),
+    ("RELAY_GEMINI_WEBHOOK_SECRETS", "whsec_!!not-base64!!"),
+    ("RELAY_GEMINI_WEBHOOK_SECRETS", "whsec_c2hvcnQ="),
+    ("RELAY_GEMINI_JWKS_URL", "ftp://keys"),
+    ("RELAY_STALL_AFTER_S", "-5"),
+    ("RELAY_MAX_POLL_INTERVAL_S", "soon"),
+    ("RELAY_TICK_FANOUT", "0"),
+    ("RELAY_TICK_FANOUT", "65"),
 ])
 def test_bad_values_name_the_variable(var, value):
     with pytest.raises(SettingsError) as info:
         Settings.from_env({**BASE, var: value})
     message = str(info.value)
     assert var in message and "\n" not in message
+
+
+def test_this_rounds_settings_default_and_parse():
+    s = Settings.from_env(BASE)
+    assert s.watch == () and s.watch_filter is None and s.gemini_webhook_secrets == ()
+    assert (s.stall_after_s, s.max_poll_interval_s, s.tick_interval_s, s.tick_fanout) == (21600.0, 300.0, 60.0, 1)
+    s = Settings.from_env({**BASE, "RELAY_WATCH": "gemini, vertex:projects/p-1/locations/europe-west4, gemini",
+                           "RELAY_WATCH_FILTER": "labels.team=evals", "RELAY_STALL_AFTER_S": "0",
+                           "RELAY_GEMINI_WEBHOOK_SECRETS": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, "
+                                                           "whsec_c2VjcmV0LXR3by1sb25nLWVub3VnaA=="})
+    assert [scope.id for scope in s.watch] == ["gemini", "vertex:projects/p-1/locations/europe-west4"]
+    assert s.watch_filter == "labels.team=evals" and s.stall_after_s == 0.0
+    assert len(s.gemini_webhook_secrets) == 2
+
+
+def test_webhook_secrets_never_reach_a_message_or_repr():
+    secret = "whsec_" + "QUJD" * 3 + "!!"
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({**BASE, "RELAY_GEMINI_WEBHOOK_SECRETS": secret})
+    assert "QUJD" not in str(info.value)
+    s = Settings.from_env({**BASE, "RELAY_GEMINI_WEBHOOK_SECRETS": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
+    assert "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" not in repr(s)
 
 
 def test_project_is_required():

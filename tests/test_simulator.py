@@ -554,3 +554,83 @@ def test_keep_alive_reuses_one_connection(simulator, simulator_service):
     stats = simulator.stats()
     assert stats["requests"] == 20
     assert stats["connections_opened"] <= 2  # the client's one connection (+ the stats call itself)
+
+
+# ---------------------------------------------------------------------------------------------- lists
+
+
+def vlist(http, params=None, parent=VJOB[:-1]):
+    return http.get(f"/v1/{parent}", params=params or {}, headers=BEARER)
+
+
+def test_vertex_filter_subset_as_aip160_reads_it(simulator, http):
+    simulator.add_jobs([
+        vertex_spec("p1", "us-central1", "run-old", ["RUNNING"], created_ago_s=7200, labels={"team": "a"}),
+        vertex_spec("p1", "us-central1", "done-old", ["SUCCEEDED"], created_ago_s=7200, display_name="nightly-1"),
+        vertex_spec("p1", "us-central1", "done-new", ["SUCCEEDED"], labels={"team": "b"}),
+    ])
+    cut = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+
+    def names(flt):
+        reply = vlist(http, {"filter": flt})
+        assert reply.status_code == 200, reply.text
+        return sorted(j["name"].rsplit("/", 1)[1] for j in reply.json().get("batchPredictionJobs", []))
+
+    assert names(f'create_time>="{cut}"') == ["done-new"]
+    assert names(f'state="JOB_STATE_RUNNING" OR create_time>="{cut}"') == ["done-new", "run-old"]
+    # OR binds tighter than AND (AIP-160): a AND b OR c is a AND (b OR c)
+    assert names(f'labels.team:* AND state="JOB_STATE_RUNNING" OR create_time>="{cut}"') == ["done-new", "run-old"]
+    assert names(f'(labels.team=a) AND (state="JOB_STATE_RUNNING" OR create_time>="{cut}")') == ["run-old"]
+    assert names('NOT state="JOB_STATE_SUCCEEDED"') == ["run-old"]
+    assert names('display_name:"nightly-*"') == ["done-old"]
+    for bad in ("state = (x", "owner=me", 'create_time>"yesterday"', "state<JOB_STATE_RUNNING", "(state=x"):
+        assert vlist(http, {"filter": bad}).status_code == 400, bad
+    assert simulator.stats()["list_filters"][-1] == "(state=x"
+
+
+def test_list_page_caps_tokens_and_read_mask(simulator, http):
+    simulator.add_jobs([vertex_spec("p1", "us-central1", f"m{i}", ["RUNNING"]) for i in range(5)])
+    simulator.configure(list_page_max={"vertex": 2})
+    first = vlist(http, {"pageSize": 1000, "readMask": "name,state,completion_stats"}).json()
+    assert len(first["batchPredictionJobs"]) == 2  # capped, whatever was asked
+    assert all(set(job) <= {"name", "state", "completionStats"} for job in first["batchPredictionJobs"])
+    second = vlist(http, {"pageSize": 1000, "pageToken": first["nextPageToken"]}).json()
+    assert len(second["batchPredictionJobs"]) == 2 and "inputConfig" in second["batchPredictionJobs"][0]
+    # a token of one parent is refused by another
+    other = vlist(http, {"pageToken": first["nextPageToken"]},
+                  parent="projects/p1/locations/asia-east1/batchPredictionJobs")
+    assert other.status_code == 400
+    assert http.get("/v1beta/batches", params={"filter": 'state="x"'}, headers=KEY).status_code == 400
+
+
+def test_stale_pages_and_list_faults(simulator, http):
+    name = simulator.add_job(vertex_spec("p1", "us-central1", "s1", ["QUEUED"]))
+    simulator.set_state(name, "RUNNING")
+    simulator.stale_lists(name, 1)
+    stale = vlist(http).json()["batchPredictionJobs"][0]
+    fresh = vlist(http).json()["batchPredictionJobs"][0]
+    assert stale["state"] == "JOB_STATE_QUEUED" and fresh["state"] == "JOB_STATE_RUNNING"
+    assert stale["updateTime"] < fresh["updateTime"]
+    assert vget(http, "s1").json()["state"] == "JOB_STATE_RUNNING"  # a GET is never stale
+    simulator.list_faults("vertex", [{"kind": "malformed"}, {"kind": "foreign_names"}, {"kind": "no_names"},
+                                     {"kind": "endless"}, {"kind": "503"}])
+    with pytest.raises(ValueError):
+        json.loads(vlist(http).content)
+    assert vlist(http).json()["batchPredictionJobs"][0]["name"].startswith("projects/elsewhere/locations/mars/")
+    assert "name" not in vlist(http).json()["batchPredictionJobs"][0]
+    endless = vlist(http).json()
+    assert endless["nextPageToken"] and vlist(http, {"pageToken": endless["nextPageToken"]}).status_code == 503
+    assert vlist(http).json()["batchPredictionJobs"][0]["name"] == name
+
+
+def test_vertex_names_with_project_numbers(simulator, http):
+    simulator.configure(project_numbers={"p1": "123456"})
+    simulator.add_job(vertex_spec("p1", "us-central1", "n1", ["RUNNING"]))
+    by_id = vget(http, "n1").json()
+    assert by_id["name"] == "projects/123456/locations/us-central1/batchPredictionJobs/n1"
+    assert http.get("/v1/projects/123456/locations/us-central1/batchPredictionJobs/n1",
+                    headers=BEARER).json()["name"] == by_id["name"]
+    listed = vlist(http, parent="projects/123456/locations/us-central1/batchPredictionJobs").json()
+    listed = listed["batchPredictionJobs"]
+    assert [j["name"] for j in listed] == [by_id["name"]]
+    assert [j["name"] for j in vlist(http).json()["batchPredictionJobs"]] == [by_id["name"]]
