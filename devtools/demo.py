@@ -5,7 +5,8 @@
 It starts the local stack (``devtools/stack.py``: Firestore and Pub/Sub emulators, fake-gcs-server, the
 batch-API simulator, both functions under functions-framework, a push subscription to the reactor and a
 scheduler loop), arranges a dozen simulated jobs across both APIs whose states change over the next
-minute, tracks them (with the CLI and with ``from shared import track``), and shows a live view: the job
+minute, tracks them (with the CLI and with ``from shared import track``) but one, which a watched scope
+finds by itself, and shows a live view: the job
 table as the records in Firestore change, and the event stream as a Pub/Sub subscriber receives it. It
 ends with a summary and checks of the end state.
 
@@ -45,8 +46,11 @@ OUTPUT_BUCKET = "demo-outputs"  # where batch-relay copies outputs to
 DEFAULT_DESTINATION = f"gs://{OUTPUT_BUCKET}/default"
 SUCCESS = ("JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED")
 COPY_SETTLED = ("done", "failed", "not_applicable")
+WATCHED_LOCATION = "asia-northeast1"  # a watched scope: its jobs are found by listing, nobody tracks them
+WATCH_SCOPE = f"vertex:projects/{VERTEX_PROJECT}/locations/{WATCHED_LOCATION}"
 # Settings of the demo's functions, on top of the stack's (A2 names; the last three are added settings).
 STACK_ENV = {
+    "RELAY_WATCH": WATCH_SCOPE,
     "RELAY_DEFAULT_DESTINATION": DEFAULT_DESTINATION,
     "RELAY_ALLOWED_BUCKETS": OUTPUT_BUCKET,
     "RELAY_MAX_ATTEMPTS": "2",  # so the flaky job's faults outlast a tick and show as a poll error
@@ -74,7 +78,7 @@ class DemoJob:
     spec: dict[str, Any]  # the simulator's job spec
     destination: str | None = None
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
-    via: str = "python"  # tracked with "cli" or "python"
+    via: str = "python"  # tracked with "cli" or "python"; "watch": nobody tracks it, its scope is watched
     sources: dict[str, bytes] = dataclasses.field(default_factory=dict)  # objects under SOURCE_BUCKET
 
     @property
@@ -111,7 +115,8 @@ def _predictions(n: int, *, failed_every: int = 0, seed: str = "") -> bytes:
 
 
 def scenario(seconds: float = 60.0) -> list[DemoJob]:
-    """Twelve jobs, six per API. The times below are stretched so that the last job ends at 3/4 of
+    """Thirteen jobs: six Gemini API batches, seven Vertex AI jobs (one of them in the watched scope, tracked
+    by nobody). The times below are stretched so that the last job ends at 3/4 of
     ``seconds`` (the rest is for start-up, the last copies and the last events)."""
 
     def steps(*items: tuple[str, float] | tuple[str, float, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -217,6 +222,14 @@ def scenario(seconds: float = 60.0) -> list[DemoJob]:
                 sources={f"weekly-report/{run_dir}/predictions.jsonl": _predictions(200, failed_every=200,
                                                                                     seed="report"),
                          f"weekly-report/{run_dir}/charts/summary.jsonl": b'{"chart": "weekly"}\n'}),
+        DemoJob(vertex_name(WATCHED_LOCATION, "2001"), "nobody tracks it: found by listing its watched scope",
+                "JOB_STATE_SUCCEEDED", "done",
+                {"name": vertex_name(WATCHED_LOCATION, "2001"), "display_name": "notebook-experiment",
+                 "timeline": steps(("QUEUED", 0), ("RUNNING", 6, stats(0, 0, 120)),
+                                   ("RUNNING", 6, stats(70, 0, 50)), ("SUCCEEDED", 8, stats(120, 0, 0))),
+                 "output": {"kind": "gcs", "uri": f"gs://{SOURCE_BUCKET}/notebook-experiment/{run_dir}"}},
+                via="watch", sources={f"notebook-experiment/{run_dir}/predictions.jsonl":
+                                      _predictions(120, seed="notebook")}),
     ]
     k = seconds * 0.75 / max(story_length(job) for job in jobs)
     for job in jobs:
@@ -399,6 +412,9 @@ def settled(jobs: list[DemoJob], records: dict[str, dict[str, Any]], received: s
 
 
 def _track(job: DemoJob, stack: LocalStack, settings, db, view: View) -> None:
+    if job.via == "watch":
+        view.say(view.paint(f"  (not tracked: {label(job.name)} is in the watched scope {WATCH_SCOPE})", "2"))
+        return
     if job.via == "cli":
         from shared import cli
 
@@ -455,6 +471,8 @@ def verify(jobs: list[DemoJob], store, gcs: FakeGcs, events: list, sim_stats: di
         if record.get("state") != job.expected or not record.get("terminal"):
             states.append(f"{job.name}: {record.get('state')} (terminal={record.get('terminal')}), "
                           f"expected {job.expected}")
+        if record.get("tracked_by") != ("watch" if job.via == "watch" else "track"):
+            states.append(f"{job.name}: tracked_by {record.get('tracked_by')}, but it was {job.via}")
         # transitions: versions 1..n, a chain from UNSPECIFIED, all published, ending at the terminal state
         previous = "JOB_STATE_UNSPECIFIED"
         for number, t in enumerate(transitions, start=1):
@@ -625,7 +643,8 @@ def run_demo(*, ci: bool = False, keep: bool = False, seconds: float = 60.0, tic
             simulator.add_jobs([job.spec for job in jobs])
             t0 = time.time()
             view.say("")
-            view.say(view.paint("Tracking them: the CLI for the Gemini jobs, the Python API for the Vertex ones", "1"))
+            view.say(view.paint("Tracking them: the CLI for the Gemini jobs, the Python API for the Vertex ones "
+                                "(and one nobody tracks)", "1"))
             for job in jobs:
                 _track(job, stack, settings, db, view)
             view.say("")

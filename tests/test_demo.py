@@ -72,6 +72,7 @@ def check_end_state(stack, jobs: list[demo.DemoJob]) -> dict:
     for job in jobs:
         record = store.get(job.name)
         assert record["terminal"] and record["state"] == job.expected, (job.name, record["state"])
+        assert record["tracked_by"] == ("watch" if job.via == "watch" else "track"), job.name
         tid = record["tracking_id"]
         transitions = store.transitions(job.name)
         # transitions: versions 1..n, a chain from UNSPECIFIED to the terminal state, all published
@@ -148,7 +149,8 @@ def test_demo_ci_ends_with_every_job_terminal_every_event_delivered_and_outputs_
     states = {j["expected"] for j in result["jobs"]}
     assert {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED",
             "JOB_STATE_PARTIALLY_SUCCEEDED"} <= states
-    assert {j["api"] for j in result["jobs"]} == {"gemini", "vertex"} and len(result["jobs"]) == 12
+    assert {j["api"] for j in result["jobs"]} == {"gemini", "vertex"} and len(result["jobs"]) == 13
+    assert sum(1 for job in jobs if job.via == "watch") == 1  # one job nobody tracked, found by its scope
     assert all(result["api_answers"].get(code) for code in ("429", "500", "503"))
     assert result["copied"]["objects"] >= 9 and result["copied"]["bytes"] > 1_000_000
     assert result["ticks"]["ticks"] > 5 and result["ticks"]["failed"] == 0
