@@ -15,3 +15,9 @@ def poll_jobs(request):
 def on_job_event(cloud_event):
     """Reacts to stateChanged events of succeeded jobs: copies their outputs and announces them."""
     entrypoints.handle_event(cloud_event)
+
+
+@functions_framework.http
+def on_gemini_webhook(request):
+    """A signed Gemini API webhook delivery (POST): fetches that batch at once and applies it."""
+    return entrypoints.handle_webhook(request)

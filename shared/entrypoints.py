@@ -60,6 +60,29 @@ def _shard_range(request) -> tuple[int, int]:
     return lo, hi
 
 
+def handle_webhook(request) -> tuple[str, int, dict[str, str]]:
+    """HTTP handler of ``on_gemini_webhook`` (A9): verify, then nudge; see ``shared.webhooks.handler``."""
+    from .webhooks import handler
+
+    configure()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        log(_log, logging.CRITICAL, "bad settings", error=str(exc))
+        return json.dumps({"error": "misconfigured"}), 500, dict(_JSON)
+
+    def nudge(name: str) -> str:
+        return wiring.nudge(settings, wiring.cached_firestore(settings), wiring.cached_publisher(settings), name)
+
+    reply = handler.handle(request.method, dict(request.headers), lambda: handler.read_body(request),
+                           secrets=settings.gemini_webhook_secrets, nudge=nudge,
+                           jwks=wiring.jwks_keys(settings.gemini_jwks_url) if settings.gemini_jwks_url else None)
+    headers = dict(_JSON)
+    if reply.status == 405:
+        headers["Allow"] = "POST"
+    return json.dumps(reply.body), reply.status, headers
+
+
 def handle_event(cloud_event: Any) -> None:
     """CloudEvent handler of ``on_job_event``: raises only for what Pub/Sub should redeliver."""
     configure()

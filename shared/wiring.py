@@ -97,6 +97,36 @@ def poll_once(settings: Settings, db, publisher_client, *, shards: tuple[int, in
     return asyncio.run(run_tick(settings, db, publisher_client, shards=shards))
 
 
+# -- the webhook --------------------------------------------------------------------------------------------
+
+WEBHOOK_DEADLINE_S = 15.0  # the Gemini API expects a 2xx within a few seconds
+
+
+def nudge(settings: Settings, db, publisher_client, name: str, *,
+          transport: httpx.AsyncBaseTransport | None = None) -> str:
+    """A webhook's nudge: fetch one batch now and apply it as a tick would (``Poller.nudge``)."""
+
+    async def run() -> str:
+        async with make_http_pool(4, settings.request_timeout_s, transport=transport) as http:
+            return await make_poller(settings, db, publisher_client, http).nudge(name, WEBHOOK_DEADLINE_S)
+
+    return asyncio.run(run())
+
+
+@functools.cache
+def jwks_keys(url: str):
+    """The Ed25519 keys of dynamic webhooks, cached per warm instance."""
+    from .webhooks.jwks import JwksKeys
+
+    def fetch(target: str) -> object:
+        with httpx.Client(timeout=5.0, follow_redirects=False, headers={"user-agent": USER_AGENT}) as http:
+            response = http.get(target)
+            response.raise_for_status()
+            return response.json()
+
+    return JwksKeys(url, fetch)
+
+
 # -- the reactor --------------------------------------------------------------------------------------------
 
 def _reactor_http(settings: Settings, auth: httpx.Auth | None = None) -> httpx.AsyncClient:

@@ -205,7 +205,47 @@ class Poller:
             return
         await self._fetch(snap, job, summary, self._deadline)
 
-    async def _fetch(self, snap: Snapshot, job: JobName, summary: TickSummary, deadline: float) -> None:
+    async def nudge(self, name: str, deadline_s: float) -> str:
+        """A webhook's nudge (A9): fetch this one batch now and apply it exactly as a tick's poll of it
+        (commit, outbox, publish). A batch without a record is tracked first when ``gemini`` is a watched
+        scope, and otherwise ignored (nothing written). Returns what happened: ``changed``, ``updated``,
+        ``unchanged``, ``discovered``, ``ignored`` or ``fetch_failed``."""
+        summary = TickSummary()
+        self._deadline = self.clock() + deadline_s
+        job = JobName.parse(name)
+        snap = await asyncio.to_thread(self._store.snapshot, job.name)
+        if snap is None:
+            return await self._nudge_untracked(job, summary)
+        if snap.record.terminal:
+            return "unchanged"  # finished: nothing a fetch could change
+        await self._fetch(snap, job, summary, self._deadline, via="webhook")
+        if summary.errors or summary.deferred:
+            return "fetch_failed"
+        return "changed" if summary.changed else "updated" if summary.updated else "unchanged"
+
+    async def _nudge_untracked(self, job: JobName, summary: TickSummary) -> str:
+        scope = next((s for s in self.settings.watch if s.api == job.api and s.covers(job)), None)
+        if scope is None or await asyncio.to_thread(self._store.tombstoned, [job.name]):
+            return "ignored"
+        try:
+            status = await self.api.get_status(job, self._deadline)
+        except Exception as exc:  # noqa: BLE001 - nothing is written for a job we could not see
+            log(_log, logging.WARNING, "nudged batch could not be fetched", job=job.name,
+                error=f"{type(exc).__name__}: {exc}"[:300])
+            return "fetch_failed"
+        from ..record import digest
+
+        route = Route(scope.id, digest.part_of(job.job_id))
+        _result, change = machine.discover(job, status, self._now(), self.owner, self.settings, route, via="webhook")
+        if not await asyncio.to_thread(self._store.discover, change):
+            return "unchanged"  # tracked meanwhile
+        log(_log, logging.INFO, "job discovered", job=job.name, api=job.api, scope=scope.id,
+            state=change.record.state, version=change.record.version, via="webhook")
+        await self.after_commit(job.name, change, summary)
+        return "discovered"
+
+    async def _fetch(self, snap: Snapshot, job: JobName, summary: TickSummary, deadline: float,
+                     via: str = "get") -> None:
         try:
             status = await self.api.get_status(job, deadline)
         except DeadlineExceeded:
@@ -220,10 +260,10 @@ class Poller:
             await self._error(snap, BadResponseError.kind, f"{type(exc).__name__}: {exc}", summary)
             return
         summary.polled += 1
-        await self.observe(snap, status, summary)
+        await self.observe(snap, status, summary, via=via)
 
     async def observe(self, snap: Snapshot, status: JobStatus, summary: TickSummary, *,
-                      route: Route | None = None) -> tuple[PollResult, JobRecord | None]:
+                      route: Route | None = None, via: str = "get") -> tuple[PollResult, JobRecord | None]:
         """Apply one observation of a job (from any path) and publish what it changed. Returns the result
         and the record after (None after a conflict). ``route``: the observation came from that scope's
         list, which observes the job from now on."""
@@ -232,7 +272,7 @@ class Poller:
             return (PollResult.STALE if machine.is_stale(snap.record, status) else PollResult.UNCHANGED), snap.record
         try:
             result, change = await asyncio.to_thread(self._store.apply_status, snap, status, self._now(),
-                                                     self.owner, route)
+                                                     self.owner, route, via)
         except Exception as exc:  # noqa: BLE001 - a reply Firestore cannot store must not stop the tick
             await self._error(snap, BadResponseError.kind,
                               f"reply cannot be stored: {type(exc).__name__}: {exc}", summary)

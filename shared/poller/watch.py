@@ -232,7 +232,7 @@ class ScopeRun:
             await self._poller.poll_snapshot(snap, summary)
             return
         route = Route(self.route_id, digests.part_of(key))
-        result, after = await self._poller.observe(snap, status, summary, route=route)
+        result, after = await self._poller.observe(snap, status, summary, route=route, via="list")
         if after is None:  # conflict: the next tick looks again
             return
         if after.terminal:

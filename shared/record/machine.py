@@ -131,10 +131,11 @@ def _finished(record: JobRecord) -> JobRecord:
 
 
 def apply_status(record: JobRecord, status: JobStatus, now: dt.datetime, owner: str,
-                 settings: Settings, route: Route | None = None) -> tuple[PollResult, Change | None]:
-    """Apply an observed status (from a GET, a list page or a webhook's fetch). With ``route``, the
-    observation came from a list that covers the job: the record is watched under it from now on."""
-    result, change = _apply(record, status, now, owner, settings)
+                 settings: Settings, route: Route | None = None, via: str = "get") -> tuple[PollResult, Change | None]:
+    """Apply an observed status (``via``: a tick's ``get``, a ``list`` page or a ``webhook``'s fetch; the
+    transition notes it). With ``route``, the observation came from a list that covers the job: the
+    record is watched under it from now on."""
+    result, change = _apply(record, status, now, owner, settings, via)
     if route is None:
         return result, change
     after = change.record if change else record
@@ -146,16 +147,17 @@ def apply_status(record: JobRecord, status: JobStatus, now: dt.datetime, owner: 
 
 
 def discover(job: JobName, status: JobStatus, now: dt.datetime, owner: str, settings: Settings,
-             route: Route) -> tuple[PollResult, Change]:
-    """A job found in a watched scope's list without a record: tracked (``tracked_by = watch``, default
-    destination) and its listed status applied at once: version 1 from UNSPECIFIED, as after ``track``."""
+             route: Route, via: str = "list") -> tuple[PollResult, Change]:
+    """A job of a watched scope without a record (found in its list, or nudged by a webhook): tracked
+    (``tracked_by = watch``, default destination) and its status applied at once: version 1 from
+    UNSPECIFIED, as after ``track``."""
     fresh = JobRecord.new(job, destination=None, labels={}, now=now, tracked_by=TrackedBy.WATCH)
-    result, change = apply_status(fresh, status, now, owner, settings, route)
+    result, change = apply_status(fresh, status, now, owner, settings, route, via)
     return result, change or Change(watch(fresh, route))
 
 
 def _apply(record: JobRecord, status: JobStatus, now: dt.datetime, owner: str,
-           settings: Settings) -> tuple[PollResult, Change | None]:
+           settings: Settings, via: str) -> tuple[PollResult, Change | None]:
     if is_stale(record, status):
         return PollResult.STALE, None
     if not needs_write(record, status):
@@ -182,6 +184,7 @@ def _apply(record: JobRecord, status: JobStatus, now: dt.datetime, owner: str,
     transition = TransitionWrite(version, {
         "version": version, "from_state": record.state, "to_state": status.state, "observed_at": now,
         "event_id": event.id, "published": False, "event": event.to_doc(), "expire_at": after.expire_at,
+        "via": via,
     }, create=True)
     expiring = _expire_transitions(version - 1, after.expire_at) if status.terminal else ()
     return PollResult.CHANGED, Change(after, (transition, *expiring), (event,), take)

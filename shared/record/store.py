@@ -292,14 +292,14 @@ class JobStore:
         return result, change
 
     def apply_status(self, snap: Snapshot, status: JobStatus, now: dt.datetime, owner: str,
-                     route: machine.Route | None = None) -> tuple[PollResult, Change | None]:
+                     route: machine.Route | None = None, via: str = "get") -> tuple[PollResult, Change | None]:
         """Write what an observation changed (nothing if nothing did, or if it is stale); with ``route``
         the record is watched under that scope from now on."""
-        result, change = machine.apply_status(snap.record, status, now, owner, self._settings, route)
+        result, change = machine.apply_status(snap.record, status, now, owner, self._settings, route, via)
         if change is None:
             return result, None
         return self._poll_write(snap, lambda record: machine.apply_status(record, status, now, owner,
-                                                                          self._settings, route))
+                                                                          self._settings, route, via))
 
     def discover(self, change: Change) -> bool:
         """Create a record found in a watched scope (with its first status applied). False if a record

@@ -1,0 +1,53 @@
+"""The Ed25519 keys of dynamic webhooks (``v1a``), fetched from ``RELAY_GEMINI_JWKS_URL`` and cached.
+
+Keys are kept for ``ttl_s`` (an hour); a signature none of them verifies may be signed with a new key,
+so the document is fetched again then — at most once per ``refresh_s`` (five minutes), so forged
+deliveries cannot make the function hammer the key server. A fetch that fails keeps the keys it had.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from ..log import get_logger, log
+from .verify import ed25519_keys_from_jwks
+
+_log = get_logger("jwks")
+
+
+class JwksKeys:
+    def __init__(self, url: str, fetch: Callable[[str], object], *, ttl_s: float = 3600.0, refresh_s: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._url = url
+        self._fetch = fetch
+        self._ttl_s = ttl_s
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._keys: list = []
+        self._fetched_at: float | None = None
+        self._lock = threading.Lock()
+
+    def keys(self) -> list:
+        """The cached keys, fetched first when there are none yet or they are older than ``ttl_s``."""
+        with self._lock:
+            if self._fetched_at is None or self._clock() - self._fetched_at >= self._ttl_s:
+                self._load()
+            return list(self._keys)
+
+    def refreshed(self) -> list:
+        """The keys fetched again (when the last fetch is at least ``refresh_s`` old), for a signature the
+        cached ones did not verify."""
+        with self._lock:
+            if self._fetched_at is None or self._clock() - self._fetched_at >= self._refresh_s:
+                self._load()
+            return list(self._keys)
+
+    def _load(self) -> None:
+        self._fetched_at = self._clock()
+        try:
+            self._keys = ed25519_keys_from_jwks(self._fetch(self._url)) or self._keys
+        except Exception as exc:  # noqa: BLE001 - keep the keys we had; the delivery is refused if none verify
+            log(_log, logging.WARNING, "JWKS fetch failed", url=self._url, error=f"{type(exc).__name__}: {exc}"[:200])
