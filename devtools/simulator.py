@@ -23,6 +23,10 @@ Admin API (JSON in and out, never delayed, never faulted, not counted in stats):
   page again and again, always with a next page token)
 - ``POST /_sim/lists/stale`` ``{"name", "count"}``: the job's next ``count`` list appearances show it as it
   was before its last change (an eventually consistent list)
+- ``"webhooks": {"url", "secret", "ed25519", "delay_s", "jitter_s", "duplicates", "drop", "id_form",
+  "attempts"}`` in ``/_sim/config``: signed Standard Webhooks deliveries when Gemini batches end (see
+  ``Webhooks``); ``GET /_sim/webhooks/jwks.json`` publishes the Ed25519 key of ``v1a`` signatures. With
+  webhooks on, Gemini batches end on their own time instead of when next looked at
 - ``POST /_sim/jobs`` ``{"jobs": [spec, ...]}`` -> ``{"created": n}`` (all or nothing; a name that exists
   is replaced)
 - ``POST /_sim/jobs/set`` ``{"name", "state", "stats"?, "error"?, "timeline"?}`` force a state now; the rest
@@ -364,7 +368,7 @@ class Job:
     __slots__ = ("name", "api", "job_id", "display_name", "model", "steps", "step", "polls", "step_t",
                  "state", "stats", "error", "output", "faults", "labels", "input_config", "create_t",
                  "update_t", "start_t", "end_t", "cancel_pending", "output_ready", "cache", "total",
-                 "_inline", "rendered_name", "prev_body", "stale_lists", "masked")
+                 "_inline", "rendered_name", "prev_body", "stale_lists", "masked", "listener")
 
     def __init__(self, spec: dict, now: float) -> None:
         name = spec.get("name")
@@ -411,6 +415,7 @@ class Job:
         self.rendered_name = name  # a Vertex name may be rendered with the project number (config)
         self.prev_body: bytes | None = None  # the rendering before the last change: what a stale page shows
         self.stale_lists = 0  # list appearances still to show prev_body
+        self.listener = None  # called with (job, old state) after every state change (the webhook sender)
         ago = spec.get("created_ago_s", 0)
         if isinstance(ago, bool) or not isinstance(ago, int | float) or ago < 0:
             raise SpecError(f"{where}: created_ago_s must be a non-negative number")
@@ -459,8 +464,14 @@ class Job:
         self.set_state(step.state, step.stats, step.error, t)
 
     def set_state(self, state: str, stats: dict | None, error: dict | None, t: float) -> None:
-        if self.state:
+        old = self.state
+        if old:
             self.prev_body = self.body()
+        self._set(state, stats, error, t)
+        if self.listener is not None and old:
+            self.listener(self, old)
+
+    def _set(self, state: str, stats: dict | None, error: dict | None, t: float) -> None:
         self.state = state
         if stats is not None:
             self.stats = {**(self.stats or {}), **stats}
@@ -686,7 +697,8 @@ class Reply:
 class Simulator:
     def __init__(self, latency_ms: float = 0.0, api_key: str | None = None, seed: int | None = None) -> None:
         self.base_config = {"latency_ms": float(latency_ms or 0.0), "api_key": api_key, "random_faults": None,
-                            "project_numbers": {}, "list_page_max": dict(LIST_PAGE_MAX)}
+                            "project_numbers": {}, "list_page_max": dict(LIST_PAGE_MAX), "webhooks": None}
+        self.webhooks: Webhooks | None = None
         self.seed = seed
         self.jobs: dict[str, Job] = {}
         self.files: dict[str, FileOutput] = {}
@@ -726,8 +738,10 @@ class Simulator:
             self.list_page_max = dict(LIST_PAGE_MAX)
             self.rng = random.Random(self.seed)
         for key in cfg:
-            if key not in ("latency_ms", "api_key", "random_faults", "project_numbers", "list_page_max"):
+            if key not in ("latency_ms", "api_key", "random_faults", "project_numbers", "list_page_max", "webhooks"):
                 raise SpecError(f"unknown config key {key!r}")
+        if "webhooks" in cfg:
+            self.webhooks = Webhooks.from_config(cfg["webhooks"], self.seed) if cfg["webhooks"] else None
         if "project_numbers" in cfg:
             numbers = cfg["project_numbers"] or {}
             if not isinstance(numbers, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.isdigit()
@@ -774,7 +788,13 @@ class Simulator:
     def config_view(self) -> dict:
         return {"latency_ms": self.latency * 1000.0, "api_key": self.api_key,
                 "random_faults": self.random_faults, "project_numbers": self.project_numbers,
-                "list_page_max": self.list_page_max}
+                "list_page_max": self.list_page_max,
+                "webhooks": self.webhooks.view() if self.webhooks is not None else None}
+
+    def on_transition(self, job: Job, old: str) -> None:
+        """A Gemini batch that just ended gets its webhook delivery (when webhooks are configured)."""
+        if self.webhooks is not None and job.api == GEMINI and job.state in TERMINAL and old not in TERMINAL:
+            self.webhooks.batch_ended(job)
 
     def _render_name(self, job: Job) -> None:
         """Vertex renders names with the project number when one is configured (as the real API does)."""
@@ -801,7 +821,8 @@ class Simulator:
                 "max_in_flight": self.max_in_flight, "in_flight": self.in_flight,
                 "user_projects": list(self.user_projects), "per_job_gets": dict(self.per_job_gets),
                 "connections_opened": self.connections_opened, "connections_open": len(self.connections),
-                "list_pages": dict(self.list_pages), "list_filters": list(self.list_filters)}
+                "list_pages": dict(self.list_pages), "list_filters": list(self.list_filters),
+                "webhooks": self.webhooks.stats() if self.webhooks is not None else None}
 
     def add_jobs(self, specs: Any) -> int:
         if not isinstance(specs, list):
@@ -817,6 +838,7 @@ class Simulator:
             if old is not None and old.output and old.output["kind"] == "file":
                 self.files.pop(old.output["file_id"], None)
             self.jobs[job.name] = job
+            job.listener = self.on_transition
             self._render_name(job)
             out = job.output
             if out and out["kind"] == "file":
@@ -917,6 +939,10 @@ class Simulator:
             return view
         if route == ("GET", "/_sim/stats"):
             return self.stats_view()
+        if route == ("GET", "/_sim/webhooks/jwks.json"):
+            if self.webhooks is None or self.webhooks.private_key is None:
+                raise SpecError("no Ed25519 webhook key configured", 404)
+            return self.webhooks.jwks()
         if route == ("POST", "/_sim/stats/reset"):
             self.reset_stats()
             return {}
@@ -1417,6 +1443,152 @@ def _restriction(field: str, op: str, value: str):
 
 
 # --------------------------------------------------------------------------------------------------------
+# webhooks: signed Standard Webhooks deliveries when Gemini batches end
+
+WEBHOOK_TYPES = {"SUCCEEDED": "batch.succeeded", "FAILED": "batch.failed", "CANCELLED": "batch.cancelled",
+                 "EXPIRED": "batch.expired"}
+
+
+class Webhooks:
+    """What the Gemini API does when a batch ends: POST a thin, signed event to the registered URL.
+
+    Config (``POST /_sim/config {"webhooks": {...}}``, null to stop): ``url``; ``secret`` (``whsec_…``,
+    signs ``v1``) and/or ``ed25519: true`` (signs ``v1a`` with a key of its own, published at
+    ``GET /_sim/webhooks/jwks.json``); ``delay_s`` (before the first attempt), ``jitter_s`` (a random extra
+    delay per delivery: deliveries of different batches arrive reordered), ``duplicates`` (extra copies of
+    each delivery, same ``webhook-id``), ``drop`` (the share of deliveries never sent), ``id_form``
+    (``name``: ``data.id = "batches/x"``, ``id``: ``"x"``, ``mixed``), ``attempts`` (at-least-once: a
+    delivery is retried, 0.2 s apart, until a 2xx or this many attempts)."""
+
+    def __init__(self, url: str, secret: str | None, ed25519: bool, delay_s: float, jitter_s: float,
+                 duplicates: int, drop: float, id_form: str, attempts: int, seed: int | None) -> None:
+        self.url = url
+        self.secret = secret
+        self.delay_s, self.jitter_s, self.duplicates, self.drop = delay_s, jitter_s, duplicates, drop
+        self.id_form, self.attempts = id_form, attempts
+        self.rng = random.Random(seed)
+        self.private_key = None
+        if ed25519:
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+            self.private_key = Ed25519PrivateKey.generate()
+        self.sent = self.delivered = self.failed = self.dropped = 0
+        self.log: list[dict] = []  # the last 500 deliveries
+
+    @classmethod
+    def from_config(cls, cfg: Any, seed: int | None) -> Webhooks:
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("url"), str) or not cfg["url"].startswith("http://"):
+            raise SpecError('webhooks needs {"url": "http://127.0.0.1:PORT/...", ...}')
+        secret = cfg.get("secret")
+        if secret is not None and (not isinstance(secret, str) or not secret.startswith("whsec_")):
+            raise SpecError("webhooks.secret must be a whsec_ secret")
+        if secret is None and not cfg.get("ed25519"):
+            raise SpecError("webhooks needs a secret (v1) or ed25519: true (v1a)")
+        id_form = cfg.get("id_form", "name")
+        if id_form not in ("name", "id", "mixed"):
+            raise SpecError("webhooks.id_form is name, id or mixed")
+        try:
+            return cls(cfg["url"], secret, bool(cfg.get("ed25519")), float(cfg.get("delay_s", 0.0)),
+                       float(cfg.get("jitter_s", 0.0)), int(cfg.get("duplicates", 0)), float(cfg.get("drop", 0.0)),
+                       id_form, int(cfg.get("attempts", 5)), seed)
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"bad webhooks config: {exc}") from None
+
+    def view(self) -> dict:
+        return {"url": self.url, "secret": self.secret, "ed25519": self.private_key is not None,
+                "delay_s": self.delay_s, "jitter_s": self.jitter_s, "duplicates": self.duplicates,
+                "drop": self.drop, "id_form": self.id_form, "attempts": self.attempts}
+
+    def stats(self) -> dict:
+        return {"sent": self.sent, "delivered": self.delivered, "failed": self.failed, "dropped": self.dropped,
+                "log": list(self.log)}
+
+    def jwks(self) -> dict:
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        raw = self.private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return {"keys": [{"kty": "OKP", "crv": "Ed25519", "use": "sig",
+                          "x": base64.urlsafe_b64encode(raw).decode().rstrip("=")}]}
+
+    def batch_ended(self, job: Job) -> None:
+        kind = WEBHOOK_TYPES.get(job.state)
+        if kind is None:
+            return
+        form = self.id_form if self.id_form != "mixed" else self.rng.choice(("name", "id"))
+        data: dict[str, Any] = {"id": job.name if form == "name" else job.job_id}
+        if kind == "batch.succeeded" and job.output and job.output["kind"] == "file":
+            data["output_file_uri"] = "files/" + job.output["file_id"]
+        elif kind == "batch.failed" and job.error:
+            data.update(error_code=job.error.get("code"), error_message=job.error.get("message"))
+        body = json.dumps({"type": kind, "version": "v1", "timestamp": _stamp(time.monotonic(), 6),
+                           "data": data}).encode()
+        msg_id = f"msg_{self.rng.getrandbits(96):024x}"
+        ended = (job.end_t or time.monotonic()) + _WALL_OFFSET
+        if self.rng.random() < self.drop:
+            self.dropped += 1
+            self._note(msg_id, kind, job.name, "dropped", ended)
+            return
+        loop = asyncio.get_running_loop()
+        for _ in range(1 + self.duplicates):
+            delay = self.delay_s + (self.rng.uniform(0, self.jitter_s) if self.jitter_s else 0.0)
+            loop.call_later(delay, lambda: asyncio.ensure_future(self._deliver(msg_id, kind, job.name, body, ended)))
+
+    def sign(self, msg_id: str, stamp: str, body: bytes) -> str:
+        import hashlib
+        import hmac
+
+        content = f"{msg_id}.{stamp}.".encode() + body
+        signatures = []
+        if self.secret:
+            key = base64.b64decode(self.secret[len("whsec_"):] + "==")
+            signatures.append("v1," + base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode())
+        if self.private_key is not None:
+            signatures.append("v1a," + base64.b64encode(self.private_key.sign(content)).decode())
+        return " ".join(signatures)
+
+    async def _deliver(self, msg_id: str, kind: str, name: str, body: bytes, ended: float) -> None:
+        status = 0
+        for attempt in range(max(self.attempts, 1)):
+            stamp = str(int(time.time()))
+            self.sent += 1
+            status = await _post(self.url, {"webhook-id": msg_id, "webhook-timestamp": stamp,
+                                            "webhook-signature": self.sign(msg_id, stamp, body),
+                                            "content-type": "application/json"}, body)
+            if 200 <= status < 300:
+                self.delivered += 1
+                self._note(msg_id, kind, name, status, ended)
+                return
+            if attempt + 1 < self.attempts:
+                await asyncio.sleep(0.2)
+        self.failed += 1
+        self._note(msg_id, kind, name, status, ended)
+
+    def _note(self, msg_id: str, kind: str, name: str, status: Any, ended: float) -> None:
+        self.log = [*self.log[-499:], {"id": msg_id, "type": kind, "job": name, "status": status,
+                                       "ended_at": ended, "answered_at": time.time()}]
+
+
+async def _post(url: str, headers: dict[str, str], body: bytes, timeout: float = 30.0) -> int:
+    """One HTTP/1.1 POST (stdlib only); the status code, or 0 when the peer could not be reached."""
+    m = re.match(r"^http://([^/:]+)(?::(\d+))?(/.*)?$", url)
+    if not m:
+        return 0
+    host, port, path = m.group(1), int(m.group(2) or 80), m.group(3) or "/"
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    request = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {len(body)}\r\n"
+               f"Connection: close\r\n{head}\r\n").encode() + body
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        writer.write(request)
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        writer.close()
+        return int(line.split()[1])
+    except (TimeoutError, OSError, ValueError, IndexError):
+        return 0
+
+
+# --------------------------------------------------------------------------------------------------------
 # HTTP/1.1 protocol
 
 MAX_HEAD = 64 * 1024
@@ -1625,16 +1797,31 @@ async def _serve(host: str, port: int, sim: Simulator) -> None:
             loop.add_signal_handler(sig, stop.set)
     bound = server.sockets[0].getsockname()
     print(f"batch-api simulator listening on http://{bound[0]}:{bound[1]}", flush=True)
+    ticker = asyncio.ensure_future(_advance_ended_batches(sim))
     gc.freeze()
     try:
         await stop.wait()
     finally:
+        ticker.cancel()
         server.close()
         for conn in list(sim.connections):
             if conn.transport is not None:
                 conn.transport.abort()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(server.wait_closed(), 1.0)
+
+
+async def _advance_ended_batches(sim: Simulator, step_s: float = 0.05) -> None:
+    """With webhooks configured, Gemini batches end on their own time (as the real API's do) rather than
+    when someone next looks, so their deliveries go out when they end."""
+    while True:
+        await asyncio.sleep(step_s)
+        if sim.webhooks is None:
+            continue
+        now = time.monotonic()
+        for job in list(sim.jobs.values()):
+            if job.api == GEMINI and job.state not in TERMINAL:
+                job.settle(now)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8089, latency_ms: float = 0.0, api_key: str | None = None,

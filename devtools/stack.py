@@ -4,8 +4,10 @@
 
 - the Firestore and Pub/Sub emulators (Cloud SDK) and fake-gcs-server (Cloud Storage);
 - the batch-API simulator, standing in for both the Gemini API and Vertex AI (``devtools/simulator.py``);
-- both Cloud Functions under functions-framework: ``poll_jobs`` (HTTP) and ``on_job_event`` (CloudEvent),
-  from ``functions/main.py`` exactly as deployed;
+- the three Cloud Functions under functions-framework: ``poll_jobs`` (HTTP), ``on_job_event`` (CloudEvent)
+  and ``on_gemini_webhook`` (HTTP), from ``functions/main.py`` exactly as deployed; the simulator sends
+  signed webhook deliveries to the last one when its Gemini batches end (a fresh ``whsec_`` secret per
+  stack, in ``RELAY_GEMINI_WEBHOOK_SECRETS``);
 
 then creates the events topic, the reactor's Pub/Sub **push** subscription (emulator -> ``on_job_event``,
 the same filter as ``infra/pubsub.tf``), two ordered pull subscriptions (``…-viewer`` for tools that
@@ -26,9 +28,11 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import base64
 import concurrent.futures
 import contextlib
 import os
+import secrets
 import shlex
 import signal
 import sys
@@ -50,6 +54,7 @@ DEFAULT_API_KEY = "local-demo-gemini-key"
 REACTOR_FILTER = ('attributes.ce-type = "batchrelay.job.v1.stateChanged" AND (attributes.state = '
                   '"JOB_STATE_SUCCEEDED" OR attributes.state = "JOB_STATE_PARTIALLY_SUCCEEDED")')
 EMULATOR_VARS = ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST")
+FUNCTIONS = (("poll_jobs", "http"), ("on_job_event", "cloudevent"), ("on_gemini_webhook", "http"))
 
 
 class Scheduler:
@@ -150,6 +155,7 @@ class LocalStack:
     def __init__(self, *, project: str = DEFAULT_PROJECT, collection: str = "batch_jobs",
                  topic: str = "batch-job-events", tick_s: float | None = 2.0,
                  gemini_api_key: str = DEFAULT_API_KEY, extra_env: dict[str, str] | None = None,
+                 webhooks: dict[str, Any] | bool = True,
                  log_dir: str | os.PathLike | None = None,
                  on_progress: Callable[[str], None] | None = None,
                  on_tick: Callable[[dict[str, Any]], None] | None = None) -> None:
@@ -159,6 +165,9 @@ class LocalStack:
         self.tick_s = tick_s
         self.gemini_api_key = gemini_api_key
         self.extra_env = dict(extra_env or {})
+        # the simulator's webhook deliveries to on_gemini_webhook: False for none, a dict for more settings
+        self.webhooks = {} if webhooks is True else webhooks
+        self.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="batch-relay-stack-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._progress = on_progress or (lambda _message: None)
@@ -195,6 +204,7 @@ class LocalStack:
             self.env = self._build_env()
             self._start_functions()
             self._create_pubsub()
+            self._start_webhooks()
             if self.tick_s:
                 self.scheduler = Scheduler(f"{self.services['poll_jobs'].url}/", self.tick_s,
                                            timeout_s=float(self.env.get("RELAY_TICK_DEADLINE_S", 240)) + 30,
@@ -223,7 +233,7 @@ class LocalStack:
             if self.scheduler is not None:
                 self.scheduler.stop()
             services = list(self.services.values())
-            functions = [s for s in services if s.name in ("poll_jobs", "on_job_event")]
+            functions = [s for s in services if s.name in dict(FUNCTIONS)]
             rest = [s for s in services if s not in functions]
             for group in (functions, rest):
                 with concurrent.futures.ThreadPoolExecutor(max(len(group), 1)) as pool:
@@ -295,6 +305,7 @@ class LocalStack:
             "RELAY_GEMINI_API_KEY": self.gemini_api_key,
             "RELAY_GEMINI_BASE_URL": sim,
             "RELAY_VERTEX_BASE_URL": sim,
+            "RELAY_GEMINI_WEBHOOK_SECRETS": self.webhook_secret,
             **self.extra_env,
         }
         return env
@@ -308,12 +319,12 @@ class LocalStack:
     def _start_functions(self) -> None:
         env = self.child_env()
         started = []
-        for target, signature in (("poll_jobs", "http"), ("on_job_event", "cloudevent")):
+        for target, signature in FUNCTIONS:
             port = emulators.free_port()
             argv = [sys.executable, "-m", "functions_framework", "--target", target, "--source", str(MAIN),
                     "--signature-type", signature, "--host", "127.0.0.1", "--port", str(port)]
             started.append(self._adopt(emulators.Service(target, argv, port, env=env, log_dir=str(self.log_dir))))
-        for service in started:  # both import side by side; wait for each
+        for service in started:  # they import side by side; wait for each
             service.wait_ready(60)
             self._progress(f"functions-framework {service.name:12} {service.url}  pid {service.pid}")
 
@@ -340,6 +351,15 @@ class LocalStack:
             publisher.stop()
         self._progress(f"topic {self.topic_path}: push subscription -> on_job_event, "
                        "ordered pull subscriptions ...-viewer and ...-console")
+
+    def _start_webhooks(self) -> None:
+        if self.webhooks is False:
+            return
+        url = f"{self.services['on_gemini_webhook'].url}/"
+        config = {"url": url, "secret": self.webhook_secret, **self.webhooks}
+        response = httpx.post(f"{self.services['simulator'].url}/_sim/config", json={"webhooks": config}, timeout=30)
+        response.raise_for_status()
+        self._progress(f"simulator: signed webhooks (v1) when Gemini batches end -> on_gemini_webhook {url}")
 
     # -- using it ---------------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -160,7 +160,7 @@ def test_demo_ci_ends_with_every_job_terminal_every_event_delivered_and_outputs_
     # the local copy of the outputs
     assert (Path(result["local_copy"]) / "gemini" / "nightly-eval" / "_manifest.json").exists()
     # no process left behind
-    assert len(result["pids"]) == 6
+    assert len(result["pids"]) == 7
     assert alive_pids(result["pids"]) == [] and result["left_running"] == []
     assert took < 120, took
 
@@ -182,7 +182,7 @@ def test_stack_launcher_stops_every_process_on_ctrl_c(tmp_path):
         text = "".join(lines)
         assert "Press Ctrl-C" in text, text
         pids = [int(p) for p in re.findall(r"pid (\d+)", text)]
-        assert len(pids) == 6 and set(pids) <= set(alive_pids(pids))
+        assert len(pids) == 7 and set(pids) <= set(alive_pids(pids))
         assert "export FIRESTORE_EMULATOR_HOST=127.0.0.1:" in text and "RELAY_GEMINI_BASE_URL=http://" in text
         poll_url = re.search(r"scheduler: POST (\S+)", text).group(1)
         assert httpx.post(poll_url, timeout=30).status_code == 200  # the functions serve
