@@ -15,21 +15,37 @@ resource "google_firestore_database" "database" {
   depends_on = [google_project_service.apis]
 }
 
-# One resource per entry of shared/store.py COMPOSITE_INDEXES (tests/test_infra.py checks the two agree).
-# Poll query: terminal == false AND shard >= a AND shard < b ORDER BY shard.
-resource "google_firestore_index" "jobs_terminal_shard" {
+# The composite indexes the code's queries need: one entry per entry of COMPOSITE_INDEXES in
+# shared/record/store.py (tests/test_infra.py checks the two agree; change both together).
+locals {
+  composite_indexes = {
+    # Poll query: poll_slot == "1:0" AND shard >= a AND shard < b ORDER BY shard.
+    poll_slot_shard = {
+      fields = [
+        { field_path = "poll_slot", order = "ASCENDING" },
+        { field_path = "shard", order = "ASCENDING" },
+      ]
+      query_scope = "COLLECTION"
+    }
+  }
+}
+
+# Creating an index waits until it is built, and the functions wait for the indexes (functions.tf):
+# new code never runs a query whose index does not exist yet.
+resource "google_firestore_index" "composite" {
+  for_each = local.composite_indexes
+
   project     = var.project_id
   database    = local.names.firestore_database
   collection  = var.firestore.collection
-  query_scope = "COLLECTION"
+  query_scope = each.value.query_scope
 
-  fields {
-    field_path = "terminal"
-    order      = "ASCENDING"
-  }
-  fields {
-    field_path = "shard"
-    order      = "ASCENDING"
+  dynamic "fields" {
+    for_each = each.value.fields
+    content {
+      field_path = fields.value.field_path
+      order      = fields.value.order
+    }
   }
 
   depends_on = [google_firestore_database.database, google_project_service.apis]

@@ -8,6 +8,11 @@ output "cli_environment" {
   }
 }
 
+output "dashboard" {
+  description = "Id of the operations dashboard, projects/NUMBER/dashboards/ID (null when alerts.dashboard is false). Open it under Monitoring > Dashboards."
+  value       = try(google_monitoring_dashboard.operations[0].id, null)
+}
+
 output "dead_letter" {
   description = "Dead-letter topic and the subscription that keeps its messages."
   value = {
@@ -32,11 +37,8 @@ output "function_bundle" {
 }
 
 output "function_urls" {
-  description = "URLs of the two functions (both require an OIDC token of their invoker account)."
-  value = {
-    on_job_event = google_cloudfunctions2_function.reactor.service_config[0].uri
-    poll_jobs    = google_cloudfunctions2_function.poller.service_config[0].uri
-  }
+  description = "URLs of the deployed functions, by entry point (poller and reactor require an OIDC token of their invoker accounts; the webhook is public)."
+  value       = { for name, fn in google_cloudfunctions2_function.function : local.functions[name].entry_point => fn.service_config[0].uri }
 }
 
 output "reactor_subscription" {
@@ -50,11 +52,32 @@ output "scheduler_job" {
 }
 
 output "service_accounts" {
-  description = "Service accounts created, by role."
+  description = "Service accounts created, by role (webhook null when webhooks are off; build null when build_service_account is set)."
   value = {
+    build     = one(google_service_account.build[*].email)
     poller    = google_service_account.poller.email
     push      = google_service_account.push.email
     reactor   = google_service_account.reactor.email
     scheduler = google_service_account.scheduler.email
+    tick_push = google_service_account.tick_push.email
+    webhook   = one(google_service_account.webhook[*].email)
   }
+}
+
+output "stalled_subscription" {
+  description = "Example subscription receiving only batchrelay.job.v1.stalled events (ordered)."
+  value       = google_pubsub_subscription.stalled_example.id
+}
+
+output "tick_parts" {
+  description = "Topic the coordinator tick publishes shard ranges to, and the push subscription delivering them to poll_jobs."
+  value = {
+    subscription = google_pubsub_subscription.tick_parts.id
+    topic        = google_pubsub_topic.tick_parts.id
+  }
+}
+
+output "webhook_url" {
+  description = "URL to register with the Gemini API as the batch webhook endpoint (null when webhooks are off)."
+  value       = try(google_cloudfunctions2_function.function["webhook"].service_config[0].uri, null)
 }

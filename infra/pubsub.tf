@@ -1,4 +1,5 @@
-# Events topic, dead-letter topic, the reactor's push subscription and an example consumer.
+# Events topic, dead-letter topic, the reactor's push subscription, the tick-parts topic and its push
+# subscription to the poller, and two example consumers (every event; stalled jobs only).
 
 resource "google_pubsub_topic" "events" {
   #checkov:skip=CKV_GCP_83:CMEK is opt-in (var.pubsub_kms_key_name); events carry job metadata, not model outputs, so Google-managed encryption is the default.
@@ -11,7 +12,7 @@ resource "google_pubsub_topic" "events" {
 }
 
 resource "google_pubsub_topic" "dead_letter" {
-  #checkov:skip=CKV_GCP_83:CMEK is opt-in (var.pubsub_kms_key_name), as for the events topic whose messages it holds.
+  #checkov:skip=CKV_GCP_83:CMEK is opt-in (var.pubsub_kms_key_name), as for the events topic and tick parts whose messages it holds.
   project      = var.project_id
   name         = local.names.dead_letter_topic
   labels       = local.labels
@@ -21,6 +22,8 @@ resource "google_pubsub_topic" "dead_letter" {
 }
 
 # Keeps dead-lettered messages (7 days) so they are visible, can be replayed and feed the backlog alert.
+# Both push subscriptions dead-letter here; the attribute CloudPubSubDeadLetterSourceSubscription tells
+# reactor events from tick parts.
 resource "google_pubsub_subscription" "dead_letter" {
   project                    = var.project_id
   name                       = local.names.dead_letter_sub
@@ -51,10 +54,10 @@ resource "google_pubsub_subscription" "reactor" {
   message_retention_duration = "604800s"
 
   push_config {
-    push_endpoint = "${google_cloudfunctions2_function.reactor.service_config[0].uri}/projects/${var.project_id}/topics/${google_pubsub_topic.events.name}"
+    push_endpoint = "${google_cloudfunctions2_function.function["reactor"].service_config[0].uri}/projects/${var.project_id}/topics/${google_pubsub_topic.events.name}"
     oidc_token {
       service_account_email = google_service_account.push.email
-      audience              = google_cloudfunctions2_function.reactor.service_config[0].uri
+      audience              = google_cloudfunctions2_function.function["reactor"].service_config[0].uri
     }
   }
 
@@ -93,4 +96,79 @@ resource "google_pubsub_subscription" "example" {
   expiration_policy {
     ttl = ""
   }
+}
+
+# Stalled jobs only (batchrelay.job.v1.stalled: a job that has not changed for poller.stall_after_s), in
+# per-job order: an example of alerting from events rather than from logs (monitoring.tf does the latter).
+resource "google_pubsub_subscription" "stalled_example" {
+  project                    = var.project_id
+  name                       = local.names.stalled_example_sub
+  topic                      = google_pubsub_topic.events.id
+  labels                     = local.labels
+  filter                     = "attributes.ce-type = \"batchrelay.job.v1.stalled\""
+  enable_message_ordering    = true
+  ack_deadline_seconds       = 60
+  message_retention_duration = "604800s"
+
+  expiration_policy {
+    ttl = ""
+  }
+}
+
+# --- Tick fan-out. With poller.fanout = K > 1 the scheduled tick (the coordinator) publishes K messages
+# here, each a shard range {"shard_lo": a, "shard_hi": b}; the push subscription below delivers each
+# one to the poller as the request body, so Cloud Run runs the parts in parallel. With K = 1 nothing is
+# published and both stay idle.
+resource "google_pubsub_topic" "tick_parts" {
+  #checkov:skip=CKV_GCP_83:CMEK is opt-in (var.pubsub_kms_key_name); tick parts carry only shard ranges.
+  project      = var.project_id
+  name         = local.names.tick_parts_topic
+  labels       = local.labels
+  kms_key_name = var.pubsub_kms_key_name
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_pubsub_subscription" "tick_parts" {
+  project = var.project_id
+  name    = local.names.tick_parts_sub
+  topic   = google_pubsub_topic.tick_parts.id
+  labels  = local.labels
+
+  # The longest Pub/Sub allows; with fanout > 1 the poller's timeout is at most 600 s (variables.tf), so
+  # a part still running is never pushed to a second instance.
+  ack_deadline_seconds = 600
+  # The shortest retention Pub/Sub allows: a part is worth nothing once later ticks have run.
+  message_retention_duration = "600s"
+
+  push_config {
+    push_endpoint = google_cloudfunctions2_function.function["poller"].service_config[0].uri
+    oidc_token {
+      service_account_email = google_service_account.tick_push.email
+      audience              = google_cloudfunctions2_function.function["poller"].service_config[0].uri
+    }
+    # The message data itself is the POST body (the shard range), as poll_jobs reads it.
+    no_wrapper {
+      write_metadata = false
+    }
+  }
+
+  retry_policy {
+    minimum_backoff = "10s"
+    maximum_backoff = "60s"
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letter.id
+    max_delivery_attempts = 5
+  }
+
+  expiration_policy {
+    ttl = ""
+  }
+
+  depends_on = [
+    google_cloud_run_v2_service_iam_member.tick_push_invokes_poller,
+    google_pubsub_topic_iam_member.dead_letter_publisher,
+  ]
 }

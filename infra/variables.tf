@@ -1,12 +1,16 @@
 # Input variables, in alphabetical order. Objects carry optional() defaults: set only what differs.
 
 variable "alerts" {
-  description = "Alert policies: a stale heartbeat (no poll tick for N minutes) and a dead-letter backlog."
+  description = "Monitoring: alert policies (when enabled) on a stale heartbeat (no poll tick for heartbeat_stale_minutes), a dead-letter backlog above dead_letter_threshold, a sustained status-fetch error rate (more than poll_error_threshold failures per 5 minutes, for poll_error_minutes) and stalled jobs (stalled_jobs); and the operations dashboard (dashboard)."
   type = object({
+    dashboard               = optional(bool, true)
     dead_letter_threshold   = optional(number, 0)
     enabled                 = optional(bool, true)
     heartbeat_stale_minutes = optional(number, 10)
     notification_channels   = optional(list(string), [])
+    poll_error_minutes      = optional(number, 15)
+    poll_error_threshold    = optional(number, 20)
+    stalled_jobs            = optional(bool, true)
   })
   default  = {}
   nullable = false
@@ -17,6 +21,10 @@ variable "alerts" {
   validation {
     condition     = var.alerts.dead_letter_threshold >= 0
     error_message = "alerts.dead_letter_threshold must not be negative."
+  }
+  validation {
+    condition     = var.alerts.poll_error_threshold >= 0 && var.alerts.poll_error_minutes >= 5 && var.alerts.poll_error_minutes <= 1380
+    error_message = "alerts.poll_error_threshold must not be negative; alerts.poll_error_minutes must be between 5 and 1380."
   }
 }
 
@@ -32,9 +40,13 @@ variable "allowed_buckets" {
 }
 
 variable "build_service_account" {
-  description = "Service account Cloud Build uses to build the functions, as projects/PROJECT/serviceAccounts/EMAIL. Null keeps the project's default build account."
+  description = "Service account Cloud Build uses to build the functions, as projects/PROJECT/serviceAccounts/EMAIL. Null: a build account is created (PREFIX-build). Either way the build account gets roles/logging.logWriter, writer on the functions' Artifact Registry repository and object viewer on the source bucket."
   type        = string
   default     = null
+  validation {
+    condition     = var.build_service_account == null || can(regex("^projects/[^/]+/serviceAccounts/[^/@]+@[^/]+$", var.build_service_account))
+    error_message = "build_service_account must look like projects/PROJECT/serviceAccounts/EMAIL."
+  }
 }
 
 variable "bundle_path" {
@@ -100,7 +112,7 @@ variable "firestore" {
 }
 
 variable "gemini_api_key_secret" {
-  description = "Secret Manager secret holding the Gemini API key (its id, never the value), exposed to both functions as RELAY_GEMINI_API_KEY. Null for Vertex AI only."
+  description = "Secret Manager secret holding the Gemini API key (its id, never the value), exposed to every function as RELAY_GEMINI_API_KEY. Null for Vertex AI only (then neither the gemini watch scope nor webhooks can be used)."
   type = object({
     project_id = optional(string)
     secret_id  = string
@@ -114,7 +126,7 @@ variable "gemini_api_key_secret" {
 }
 
 variable "ingress_settings" {
-  description = "Ingress of both functions. ALLOW_INTERNAL_ONLY still admits Cloud Scheduler and Pub/Sub push from the same project."
+  description = "Ingress of the poller and the reactor. ALLOW_INTERNAL_ONLY still admits Cloud Scheduler and Pub/Sub push from the same project. (The webhook function, when enabled, is always ALLOW_ALL.)"
   type        = string
   default     = "ALLOW_INTERNAL_ONLY"
   validation {
@@ -131,20 +143,24 @@ variable "labels" {
 }
 
 variable "poller" {
-  description = "The poll_jobs function and its schedule: memory, timeout (the tick deadline is set 30 s below it), status-request concurrency and retry settings, the per-job publish lease (against overlapping ticks), and extra projects whose Vertex AI jobs it may read."
+  description = "The poll_jobs function and its schedule: memory, timeout (the tick deadline is set 30 s below it), status-request concurrency and retry settings, the per-job publish lease (against overlapping ticks), extra projects whose Vertex AI jobs it may read; the Scheduler interval in seconds (tick_interval_s, must match schedule), the longest a job goes unpolled (max_poll_interval_s), after how long without change a job is reported stalled (stall_after_s, 0 = never) and how many parallel parts a tick is split into (fanout, 1-64)."
   type = object({
-    concurrency       = optional(number, 32)
-    lost_after_s      = optional(number, 86400)
-    max_attempts      = optional(number, 5)
-    max_instances     = optional(number, 3)
-    memory            = optional(string, "512Mi")
-    publish_lease_s   = optional(number, 60)
-    request_timeout_s = optional(number, 20)
-    schedule          = optional(string, "* * * * *")
-    time_zone         = optional(string, "Etc/UTC")
-    timeout_s         = optional(number, 300)
-    vertex_projects   = optional(list(string), [])
-    vertex_region_qpm = optional(number, 600)
+    concurrency         = optional(number, 32)
+    fanout              = optional(number, 1)
+    lost_after_s        = optional(number, 86400)
+    max_attempts        = optional(number, 5)
+    max_instances       = optional(number, 3)
+    max_poll_interval_s = optional(number, 300)
+    memory              = optional(string, "512Mi")
+    publish_lease_s     = optional(number, 60)
+    request_timeout_s   = optional(number, 20)
+    schedule            = optional(string, "* * * * *")
+    stall_after_s       = optional(number, 21600)
+    tick_interval_s     = optional(number, 60)
+    time_zone           = optional(string, "Etc/UTC")
+    timeout_s           = optional(number, 300)
+    vertex_projects     = optional(list(string), [])
+    vertex_region_qpm   = optional(number, 600)
   })
   default  = {}
   nullable = false
@@ -171,6 +187,36 @@ variable "poller" {
   validation {
     condition     = can(regex("^[0-9]+(Mi|Gi)$", var.poller.memory))
     error_message = "poller.memory must look like 512Mi or 1Gi."
+  }
+  validation {
+    condition     = var.poller.fanout >= 1 && var.poller.fanout <= 64 && floor(var.poller.fanout) == var.poller.fanout
+    error_message = "poller.fanout must be a whole number between 1 and 64."
+  }
+  validation {
+    condition     = var.poller.fanout == 1 || var.poller.timeout_s <= 600
+    error_message = "With poller.fanout > 1, poller.timeout_s must be at most 600 (the tick-parts subscription's longest ack deadline)."
+  }
+  validation {
+    condition     = var.poller.stall_after_s >= 0 && var.poller.stall_after_s <= 31536000
+    error_message = "poller.stall_after_s must be between 0 (never report stalls) and 31536000 (a year)."
+  }
+  validation {
+    condition     = var.poller.max_poll_interval_s >= 0 && var.poller.max_poll_interval_s <= 86400
+    error_message = "poller.max_poll_interval_s must be between 0 and 86400."
+  }
+  validation {
+    condition     = var.poller.tick_interval_s >= 60 && var.poller.tick_interval_s <= 86400 && var.poller.tick_interval_s % 60 == 0
+    error_message = "poller.tick_interval_s must be a whole number of minutes, in seconds, between 60 and 86400 (Cloud Scheduler runs at most once a minute)."
+  }
+  # For the "* * * * *" and "*/N * * * *" forms the interval is known: tick_interval_s must match it.
+  # (For other cron expressions set tick_interval_s to the typical gap between two runs.)
+  validation {
+    condition = (
+      can(regex("^\\*(/[0-9]+)? \\* \\* \\* \\*$", var.poller.schedule))
+      ? var.poller.tick_interval_s == 60 * (var.poller.schedule == "* * * * *" ? 1 : tonumber(regex("^\\*/([0-9]+) ", var.poller.schedule)[0]))
+      : true
+    )
+    error_message = "poller.tick_interval_s does not match poller.schedule (\"* * * * *\" is 60, \"*/5 * * * *\" is 300)."
   }
 }
 
@@ -238,5 +284,57 @@ variable "source_buckets" {
   validation {
     condition     = alltrue([for b in var.source_buckets : can(regex("^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$", b))])
     error_message = "source_buckets must hold bucket names (no gs:// prefix)."
+  }
+}
+
+variable "watch" {
+  description = "Scopes the poller lists jobs in, so their jobs are tracked without `batch-relay track` (RELAY_WATCH): \"gemini\" (every batch the Gemini API key lists; needs gemini_api_key_secret) and \"vertex:projects/PROJECT_ID/locations/LOCATION\" (every Vertex AI batch prediction job there; the poller gets roles/aiplatform.viewer in PROJECT_ID). filter: a Vertex AI list filter for those lists (RELAY_WATCH_FILTER), e.g. labels.team=\"ml\"."
+  type = object({
+    filter = optional(string)
+    scopes = optional(list(string), [])
+  })
+  default  = {}
+  nullable = false
+  validation {
+    condition     = alltrue([for s in var.watch.scopes : can(regex("^(gemini|vertex:projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/locations/[a-z][a-z0-9-]{0,62})$", s))])
+    error_message = "watch.scopes entries must be \"gemini\" or \"vertex:projects/PROJECT_ID/locations/LOCATION\" (a project id, not a number)."
+  }
+  validation {
+    condition     = var.watch.filter == null ? true : (length(var.watch.filter) <= 2000 && !can(regex("[\\x00-\\x1f]", var.watch.filter)))
+    error_message = "watch.filter must be one line of at most 2000 characters."
+  }
+}
+
+variable "webhooks" {
+  description = "Gemini API batch webhooks: when enabled, a third function (on_gemini_webhook, public: the Gemini API sends no Google identity token) receives deliveries and records the batch at once instead of waiting for the next poll. signing_secrets: Secret Manager secret (its id, never the value) whose value is a comma list of whsec_... signing secrets (RELAY_GEMINI_WEBHOOK_SECRETS); jwks_url: JWKS endpoint for signed-token deliveries (RELAY_GEMINI_JWKS_URL). At least one of the two is needed."
+  type = object({
+    enabled       = optional(bool, false)
+    jwks_url      = optional(string)
+    max_instances = optional(number, 10)
+    memory        = optional(string, "512Mi")
+    signing_secrets = optional(object({
+      project_id = optional(string)
+      secret_id  = string
+      version    = optional(string, "latest")
+    }))
+    timeout_s = optional(number, 60)
+  })
+  default  = {}
+  nullable = false
+  validation {
+    condition     = var.webhooks.signing_secrets == null ? true : can(regex("^[A-Za-z0-9_-]{1,255}$", var.webhooks.signing_secrets.secret_id))
+    error_message = "webhooks.signing_secrets.secret_id must be a secret id (not a path, not a secret value)."
+  }
+  validation {
+    condition     = var.webhooks.jwks_url == null ? true : can(regex("^https://", var.webhooks.jwks_url))
+    error_message = "webhooks.jwks_url must be an https:// URL."
+  }
+  validation {
+    condition     = var.webhooks.timeout_s >= 10 && var.webhooks.timeout_s <= 540 && var.webhooks.max_instances >= 1
+    error_message = "webhooks.timeout_s must be between 10 and 540; webhooks.max_instances at least 1."
+  }
+  validation {
+    condition     = can(regex("^[0-9]+(Mi|Gi)$", var.webhooks.memory))
+    error_message = "webhooks.memory must look like 512Mi or 1Gi."
   }
 }
