@@ -715,6 +715,7 @@ class Simulator:
         self.files.clear()
         self.list_faults: dict[str, collections.deque] = {GEMINI: collections.deque(), VERTEX: collections.deque()}
         self._listings: dict[tuple[str, str, str], list[Job]] = {}  # (parent, filter, page token) -> jobs
+        self.registered: dict[str, tuple[dict, Webhooks]] = {}  # static webhooks: id -> (resource, sender)
         self.apply_config(dict(self.base_config), replace=True)
         self.reset_stats()
 
@@ -792,9 +793,15 @@ class Simulator:
                 "webhooks": self.webhooks.view() if self.webhooks is not None else None}
 
     def on_transition(self, job: Job, old: str) -> None:
-        """A Gemini batch that just ended gets its webhook delivery (when webhooks are configured)."""
-        if self.webhooks is not None and job.api == GEMINI and job.state in TERMINAL and old not in TERMINAL:
+        """A Gemini batch that just ended gets its webhook deliveries: the configured sender's, and one per
+        registered webhook subscribed to its event."""
+        if job.api != GEMINI or job.state not in TERMINAL or old in TERMINAL:
+            return
+        if self.webhooks is not None:
             self.webhooks.batch_ended(job)
+        for resource, sender in self.registered.values():
+            if WEBHOOK_TYPES.get(job.state) in resource["subscribed_events"]:
+                sender.batch_ended(job)
 
     def _render_name(self, job: Job) -> None:
         """Vertex renders names with the project number when one is configured (as the real API does)."""
@@ -951,10 +958,10 @@ class Simulator:
     # --- API --------------------------------------------------------------------------------------------
 
     def handle_api(self, method: str, path: str, query: str, headers: dict[str, str],
-                   keep_alive: bool) -> Reply:
+                   keep_alive: bool, body: bytes = b"") -> Reply:
         """Answer one API request (counted in stats; latency is added to ``delay``)."""
         self.requests += 1
-        code, reply = self._api(method, path, query, headers, keep_alive)
+        code, reply = self._api(method, path, query, headers, keep_alive, body)
         if code:
             self.by_code[code] += 1
         reply.delay += self.latency
@@ -968,7 +975,7 @@ class Simulator:
         return 200, Reply(0.0, self.payload(200, body, keep_alive))
 
     def _api(self, method: str, path: str, query: str, headers: dict[str, str],
-             keep_alive: bool) -> tuple[int, Reply]:
+             keep_alive: bool, body: bytes = b"") -> tuple[int, Reply]:
         if "%" in path:
             path = unquote(path)
         parts = path.split("/")
@@ -976,6 +983,9 @@ class Simulator:
         project = headers.get("x-goog-user-project")
         if project is not None:
             self.user_projects[project] = None
+        if root == "v1beta" and len(parts) > 2 and parts[2] == "webhooks":
+            denied = self._gemini_auth(headers, query, keep_alive)
+            return denied or self._webhooks_api(method, parts, query, body, keep_alive)
         if root == "v1beta" or (root == "download" and len(parts) == 5 and parts[2] == "v1beta"):
             return self._gemini(method, parts, query, headers, keep_alive)
         if root == "v1" and len(parts) in (7, 8) and parts[2] == "projects" and parts[4] == "locations" \
@@ -1190,6 +1200,47 @@ class Simulator:
                 return self._job_not_found(GEMINI, name, keep_alive)
             return self._ok(b"{}", keep_alive)
         return self._not_found_path(method, path, keep_alive)
+
+    # Gemini API: static webhooks (the project's registrations get real deliveries)
+
+    def _webhooks_api(self, method: str, parts: list[str], query: str, body: bytes,
+                      keep_alive: bool) -> tuple[int, Reply]:
+        if len(parts) == 3 and method == "POST":
+            try:
+                data = json.loads(body or b"{}")
+            except ValueError:
+                return self._err(400, "Invalid JSON payload received.", keep_alive)
+            uri, events = data.get("uri") if isinstance(data, dict) else None, (data or {}).get("subscribed_events")
+            if not isinstance(uri, str) or not uri.startswith(("https://", "http://")):
+                return self._err(400, "uri must be an http(s) URL.", keep_alive)
+            if not isinstance(events, list) or not events or any(e not in WEBHOOK_EVENTS for e in events):
+                return self._err(400, f"subscribed_events must be a non-empty list of {sorted(WEBHOOK_EVENTS)}.",
+                                 keep_alive)
+            ident = f"wh{self.rng.getrandbits(48):012x}"
+            secret = "whsec_" + base64.b64encode(self.rng.randbytes(24)).decode()
+            stamp = _stamp(time.monotonic(), 6)
+            resource = {"id": ident, "name": data.get("name") or ident, "uri": uri, "subscribed_events": events,
+                        "state": "enabled", "create_time": stamp, "update_time": stamp,
+                        "signing_secrets": [{"truncated_secret": secret[:10] + "…", "expire_time": None}]}
+            self.registered[ident] = (resource, Webhooks(uri, secret, False, 0.0, 0.0, 0, 0.0, "name", 5, None))
+            return self._ok(json.dumps({**resource, "new_signing_secret": secret}).encode(), keep_alive)
+        if len(parts) == 3 and method == "GET":
+            q = parse_qs(query) if query else {}
+            try:
+                size = max(1, min(int(q.get("page_size", ["50"])[0]), 1000))
+                start = int(q.get("page_token", ["0"])[0] or 0)
+            except ValueError:
+                return self._err(400, "Invalid page_size or page_token.", keep_alive)
+            items = [r for r, _ in self.registered.values()]
+            page: dict[str, Any] = {"webhooks": items[start:start + size]}
+            if start + size < len(items):
+                page["next_page_token"] = str(start + size)
+            return self._ok(json.dumps(page).encode(), keep_alive)
+        if len(parts) == 4 and method == "DELETE":
+            if self.registered.pop(parts[3], None) is None:
+                return self._err(404, f"Webhook {parts[3]} not found.", keep_alive)
+            return self._ok(b"{}", keep_alive)
+        return self._not_found_path(method, "/".join(parts), keep_alive)
 
     def _download(self, file_id: str, query: str, keep_alive: bool) -> tuple[int, Reply]:
         if self.random_faults is not None:
@@ -1447,6 +1498,8 @@ def _restriction(field: str, op: str, value: str):
 
 WEBHOOK_TYPES = {"SUCCEEDED": "batch.succeeded", "FAILED": "batch.failed", "CANCELLED": "batch.cancelled",
                  "EXPIRED": "batch.expired"}
+WEBHOOK_EVENTS = frozenset({*WEBHOOK_TYPES.values(), "interaction.requires_action", "interaction.completed",
+                            "interaction.failed", "video.generated"})
 
 
 class Webhooks:
@@ -1717,7 +1770,7 @@ class HttpProtocol(asyncio.Protocol):
         if sim.in_flight > sim.max_in_flight:
             sim.max_in_flight = sim.in_flight
         try:
-            reply = sim.handle_api(method, path, query, headers, keep_alive)
+            reply = sim.handle_api(method, path, query, headers, keep_alive, body)
         except Exception as exc:  # noqa: BLE001 - a simulator bug must not look like a dead server
             traceback.print_exc()
             body = json.dumps(google_error(500, f"simulator bug: {exc!r}")).encode()
@@ -1816,7 +1869,7 @@ async def _advance_ended_batches(sim: Simulator, step_s: float = 0.05) -> None:
     when someone next looks, so their deliveries go out when they end."""
     while True:
         await asyncio.sleep(step_s)
-        if sim.webhooks is None:
+        if sim.webhooks is None and not sim.registered:
             continue
         now = time.monotonic()
         for job in list(sim.jobs.values()):

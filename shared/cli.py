@@ -54,6 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p = sub.add_parser("recopy", help="re-run a failed or stuck copy as a new attempt")
     p.add_argument("name")
+    p = sub.add_parser("webhook", help="the project's static Gemini API webhooks for batch events")
+    hooks = p.add_subparsers(dest="webhook_command", required=True, parser_class=_Parser)
+    p = hooks.add_parser("register", help="register URL (the on_gemini_webhook function) for the batch events")
+    p.add_argument("url")
+    p.add_argument("--name", help="a name for it (the API's own id is printed)")
+    p.add_argument("--secret-id", default="batch-relay-webhook-secrets", metavar="SECRET",
+                   help="the Secret Manager secret the printed command stores the signing secret in")
+    p.add_argument("--json", action="store_true")
+    p = hooks.add_parser("unregister", help="remove a webhook by its id")
+    p.add_argument("id")
+    p = hooks.add_parser("list", help="list the project's webhooks")
+    p.add_argument("--json", action="store_true")
     return parser
 
 
@@ -68,6 +80,13 @@ def main(argv: Sequence[str] | None = None, *, env: dict[str, str] | None = None
             from .record.store import check_track_options
 
             check_track_options(args.destination, dict(args.label))
+        if args.command == "webhook":
+            from .webhooks import admin
+
+            if args.webhook_command == "register":
+                admin.check_url(args.url)
+            elif args.webhook_command == "unregister":
+                args.id = admin.check_id(args.id)
         settings = Settings.from_env(env)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -92,6 +111,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from .record.store import JobStore
 
     configure(stream="stderr")
+    if args.command == "webhook":  # the Gemini API only: no Firestore needed
+        return _webhook(args, settings)
     db = wiring.make_firestore(settings)
     _probe(db, settings)
     store = JobStore(db, settings)
@@ -148,6 +169,56 @@ def _republish(name: str, settings: Settings, store) -> int:
     sent, left = result or (0, 0)
     print(json.dumps({"job": name, "published": sent, "unpublished": left}))
     return 0 if left == 0 else 1
+
+
+def _webhook(args: argparse.Namespace, settings: Settings) -> int:
+    import httpx
+
+    from .errors import NotFoundError, PermanentError
+    from .webhooks.admin import BATCH_EVENTS, WebhookAdmin
+
+    if not settings.gemini_api_key:
+        raise UsageError("RELAY_GEMINI_API_KEY is not set: webhooks are managed with the Gemini API key")
+
+    async def run(call):
+        async with httpx.AsyncClient(timeout=settings.request_timeout_s) as http:
+            return await call(WebhookAdmin(http, settings))
+
+    command = args.webhook_command
+    try:
+        if command == "register":
+            created = asyncio.run(run(lambda admin: admin.register(args.url, name=args.name)))
+            secret = created["new_signing_secret"]
+            if args.json:
+                print(json.dumps(created, indent=2))
+                return 0
+            print(f"registered webhook {created.get('id') or created.get('name')} -> {args.url}")
+            print(f"  for {', '.join(created.get('subscribed_events') or BATCH_EVENTS)}")
+            print("\nsigning secret, shown this once: store it now")
+            print(f"  {secret}")
+            print("\nstore it where on_gemini_webhook reads RELAY_GEMINI_WEBHOOK_SECRETS "
+                  "(Terraform: webhooks.signing_secrets):")
+            print(f"  printf '%s' '{secret}' | gcloud secrets versions add {args.secret_id} --data-file=-")
+            print("  (to keep an older secret valid while deliveries move over, store both: 'NEW,OLD')")
+        elif command == "unregister":
+            asyncio.run(run(lambda admin: admin.unregister(args.id)))
+            print(f"unregistered webhook {args.id}")
+        else:
+            hooks = asyncio.run(run(lambda admin: admin.list()))
+            if args.json:
+                print(json.dumps(hooks, indent=2))
+            else:
+                for hook in hooks:
+                    print(f"{hook.get('id') or hook.get('name')}  {hook.get('state', '-'):10}  {hook.get('uri')}  "
+                          f"{','.join(hook.get('subscribed_events') or [])}")
+                print(f"{len(hooks)} webhook(s)")
+    except NotFoundError:
+        raise UsageError(f"no webhook {getattr(args, 'id', '')!r}") from None
+    except PermanentError as exc:
+        if exc.kind == "bad_request":
+            raise UsageError(f"the Gemini API refused it: {exc}") from None
+        raise
+    return 0
 
 
 def _show(record: JobRecord) -> dict[str, Any]:

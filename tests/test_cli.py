@@ -30,6 +30,11 @@ def run(args, capsys):
     (["show", "projects/p/locations/l/customJobs/1"], "not a job name"),
     (["frobnicate"], "invalid choice"),
     ([], "required"),
+    (["webhook", "register", "http://example.com/hook"], "https://"),
+    (["webhook", "register", "ftp://x"], "https://"),
+    (["webhook", "register", "https://user:pw@example.com/"], "credentials"),
+    (["webhook", "unregister", "../../x"], "not a webhook id"),
+    (["webhook"], "required"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(args, needle, relay, function_env, capsys):
     code, out, err = run(args, capsys)
@@ -126,3 +131,28 @@ def test_console_script_is_installed():
     result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "batch-relay"), "--help"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "track" in result.stdout
+
+
+def test_webhook_register_list_unregister(simulator, function_env, capsys):
+    code, out, err = run(["webhook", "register", "https://relay.example/hook", "--secret-id", "my-secrets"], capsys)
+    assert code == 0, err
+    hook_id = out.split()[2]
+    secret = next(line.strip() for line in out.splitlines() if line.strip().startswith("whsec_"))
+    assert "batch.succeeded, batch.failed, batch.expired" in out
+    assert f"printf '%s' '{secret}' | gcloud secrets versions add my-secrets --data-file=-" in out
+    code, out, _ = run(["webhook", "list"], capsys)
+    assert code == 0 and hook_id in out and "https://relay.example/hook" in out and secret not in out
+    code, out, _ = run(["webhook", "list", "--json"], capsys)
+    [listed] = json.loads(out)
+    assert listed["id"] == hook_id and listed["subscribed_events"] == ["batch.succeeded", "batch.failed",
+                                                                        "batch.expired"]
+    assert run(["webhook", "unregister", hook_id], capsys)[0] == 0
+    code, _, err = run(["webhook", "unregister", hook_id], capsys)
+    assert code == 2 and "no webhook" in err and err.count("\n") == 1
+    assert json.loads(run(["webhook", "list", "--json"], capsys)[1]) == []
+
+
+def test_webhook_commands_need_the_api_key(function_env, monkeypatch, capsys):
+    monkeypatch.delenv("RELAY_GEMINI_API_KEY")
+    code, _, err = run(["webhook", "list"], capsys)
+    assert code == 2 and "RELAY_GEMINI_API_KEY" in err and err.count("\n") == 1
