@@ -40,6 +40,7 @@ bundle: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m devtools.bench_poller
 	$(PY) -m devtools.bench_watch
+	$(PY) -m devtools.bench_webhook
 
 bench-reactor: $(STAMP)
 	$(PY) -m devtools.bench_reactor
