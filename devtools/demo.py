@@ -521,7 +521,27 @@ def verify(jobs: list[DemoJob], store, gcs: FakeGcs, events: list, sim_stats: di
     faults = {code: sim_stats.get("by_code", {}).get(code, 0) for code in ("429", "500", "503")}
     check("the flaky job's 429/500/503 answers were absorbed",
           [] if all(faults.values()) else [f"simulator answered {faults}"])
+    via = webhook_endings(jobs, store, sim_stats)
+    check("Gemini batch endings reached on_gemini_webhook, signed, and some were published before any tick",
+          [] if via["delivered"] and via["via_webhook"] else [f"webhooks: {via}"])
     return checks, details
+
+
+def webhook_endings(jobs: list[DemoJob], store, sim_stats: dict[str, Any]) -> dict[str, Any]:
+    """How the Gemini batches' last transitions were seen: by the webhook (and how soon after the batch
+    ended, by the simulator's clock) or by a tick."""
+    ended = {e["job"]: e["ended_at"] for e in (sim_stats.get("webhooks") or {}).get("log", [])}
+    via_webhook, lags = 0, []
+    endings = [job for job in jobs if job.api == "gemini"]
+    for job in endings:
+        transitions = store.transitions(job.name)
+        if transitions and transitions[-1].get("via") == "webhook":
+            via_webhook += 1
+            if job.name in ended:
+                lags.append(transitions[-1]["observed_at"].timestamp() - ended[job.name])
+    hooks = sim_stats.get("webhooks") or {}
+    return {"gemini_endings": len(endings), "via_webhook": via_webhook, "delivered": hooks.get("delivered", 0),
+            "lag_s": sorted(round(x, 3) for x in lags)}
 
 
 def _check_manifest(job: DemoJob, record: dict[str, Any], gcs: FakeGcs) -> list[str]:
@@ -729,6 +749,9 @@ def _watch(view: View, jobs, store, stack: LocalStack, consumer, events: list, l
 
 def _result(jobs, records, events, consumer, stack: LocalStack, checks, details, sim_stats, timed_out, started,
             mirrored, workdir: Path) -> dict[str, Any]:
+    from shared import wiring
+    from shared.record.store import JobStore
+
     by_type: dict[str, int] = {}
     for event in events:
         by_type[event.short_type] = by_type.get(event.short_type, 0) + 1
@@ -755,6 +778,8 @@ def _result(jobs, records, events, consumer, stack: LocalStack, checks, details,
                     if (r.get("copy") or {}).get("status") == "done"],
         "local_copy": str(workdir / "outputs" / OUTPUT_BUCKET) if mirrored else None,
         "logs": str(workdir / "logs"),
+        "webhooks": webhook_endings(jobs, JobStore(wiring.make_firestore(stack.settings()), stack.settings()),
+                                    sim_stats),
     }
 
 
@@ -775,6 +800,13 @@ def _summary(view: View, result: dict[str, Any], jobs, records, stack: LocalStac
     ticks = result["ticks"]
     view.say(f"  ticks:       {ticks.get('ticks', 0)} (polled {ticks.get('polled', 0)} statuses, "
              f"{ticks.get('errors', 0)} poll errors, longest {ticks.get('max_duration_s', 0)}s)")
+    hooks = result.get("webhooks") or {}
+    lags = hooks.get("lag_s") or []
+    view.say(f"  webhooks:    {hooks.get('delivered', 0)} signed deliveries; {hooks.get('via_webhook', 0)} of "
+             f"{hooks.get('gemini_endings', 0)} Gemini batch endings applied by on_gemini_webhook before any tick"
+             + (f", {lags[len(lags) // 2]:.2f}s after the batch ended (median)" if lags else ""))
+    watched = [r for r in records.values() if r.get("tracked_by") == "watch"]
+    view.say(f"  watched:     {len(watched)} job(s) nobody tracked, found by listing {WATCH_SCOPE}")
     answers = result["api_answers"]
     faults = ", ".join(f"{answers[c]}x {c}" for c in ("429", "500", "503") if answers.get(c))
     view.say(f"  API faults:  {faults or 'none'} answered by the simulator, retried (backoff, Retry-After)")
