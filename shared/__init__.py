@@ -1,7 +1,7 @@
 """batch-relay: Gemini API batches and Vertex AI batch prediction jobs as events on Pub/Sub.
 
-``from shared import track`` starts tracking a job from code that submits it. Importing this package
-creates no client and reads no setting.
+``from shared import track`` starts tracking a job from code that submits it, ``from shared import wait``
+blocks until one is done. Importing this package creates no client and reads no setting.
 
 Layout: ``batchapi/`` (names, states, wire parsing, the REST client, quota), ``record/`` (the typed
 record, its state machine, the Firestore adapter), ``events/`` (CloudEvents, publisher, outbox),
@@ -10,5 +10,6 @@ settings, errors, logs, the retry loop, credentials, the one wiring place, the e
 """
 
 from .tracking import track, untrack
+from .waiting import wait
 
-__all__ = ["track", "untrack"]
+__all__ = ["track", "untrack", "wait"]

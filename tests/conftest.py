@@ -73,6 +73,16 @@ def simulator(simulator_service):
 
 
 @pytest.fixture
+def gcs(gcs_emulator):
+    """fake-gcs-server through the helper tests arrange buckets and objects with."""
+    from devtools.fakegcs import FakeGcs
+
+    g = FakeGcs(gcs_emulator.url)
+    yield g
+    g.http.close()
+
+
+@pytest.fixture
 def unique():
     return uuid.uuid4().hex[:10]
 

@@ -214,3 +214,24 @@ def test_changes_from_lists_only_changed_fields():
     r = fresh()
     after = r.replace(state="JOB_STATE_RUNNING", copy=dataclasses.replace(r.copy, announced=True))
     assert set(after.changes_from(r)) == {"state", "copy"}
+
+
+def test_stall_due_once_per_version_and_ordered_with_the_jobs_events():
+    s = dataclasses.replace(S, stall_after_s=600)
+    _, one = machine.apply_status(fresh(), status(), at(0), "me", s)
+    r = machine.mark_published(one.record, [("00000001", one.events[0])], "me").record
+    assert not machine.stall_due(r, at(599), s) and machine.stall_due(r, at(600), s)
+    assert not machine.stall_due(r, at(10_000), dataclasses.replace(s, stall_after_s=0))
+    change = machine.stall(r, at(700), "me", s)
+    [event] = change.events
+    assert event.id == "tid-1-stalled" and change.record.stalled_at == at(700) and change.lease
+    data = json.loads(event.data)
+    assert data["stalled_for_s"] == 700 and data["since"] == "2026-12-01T12:00:00.000000Z"
+    assert not machine.stall_due(change.record, at(5000), s)  # at most one per version
+    # unpublished stall of version 1, then transition 2: the stall goes out first
+    _, two = machine.apply_status(change.record, status("JOB_STATE_PAUSED", updated=800), at(800), "me", s)
+    keys = [*(t.id for t in two.transitions if t.create), *two.record.outbox]
+    assert sorted(keys, key=machine.pending_order) == ["stalled-00000001", "00000002"]
+    assert sorted(["copy", "lost", "00000003", "stalled-00000002", "00000002"], key=machine.pending_order) == [
+        "00000002", "stalled-00000002", "00000003", "lost", "copy"]
+    assert two.record.stalled_at is None

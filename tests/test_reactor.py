@@ -15,19 +15,11 @@ import pytest
 from functions_framework import create_app
 
 from devtools.crc32c import crc32c_of
-from devtools.fakegcs import FakeGcs
 from devtools.simulator import gemini_spec, vertex_spec
 from shared.reactor import plans as copy_plans
 from tests.conftest import cloud_event_headers, deliver, pubsub_envelope, validate_event
 
 MAIN = "functions/main.py"
-
-
-@pytest.fixture
-def gcs(gcs_emulator):
-    g = FakeGcs(gcs_emulator.url)
-    yield g
-    g.http.close()
 
 
 @pytest.fixture

@@ -53,6 +53,7 @@ class TickSummary:
     listed: int = 0  # jobs the watched scopes' lists showed
     list_pages: int = 0
     discovered: int = 0  # jobs found in a watched scope and tracked
+    stalled: int = 0  # stalled events committed
     migrated: int = 0  # records written before this version, given their new fields
 
     def as_dict(self) -> dict[str, Any]:
@@ -268,8 +269,11 @@ class Poller:
         and the record after (None after a conflict). ``route``: the observation came from that scope's
         list, which observes the job from now on."""
         if route is None and not machine.needs_write(snap.record, status):
-            # the common case: one read, no write, no thread hop
-            return (PollResult.STALE if machine.is_stale(snap.record, status) else PollResult.UNCHANGED), snap.record
+            # the common case: one read, no write, no thread hop (unless the job has stalled)
+            if machine.is_stale(snap.record, status):
+                return PollResult.STALE, snap.record
+            await self.check_stall(snap, summary)
+            return PollResult.UNCHANGED, snap.record
         try:
             result, change = await asyncio.to_thread(self._store.apply_status, snap, status, self._now(),
                                                      self.owner, route, via)
@@ -289,6 +293,28 @@ class Poller:
             return result, None
         await self.after_commit(name, change, summary)
         return result, (change.record if change is not None else snap.record)
+
+    async def check_stall(self, snap: Snapshot, summary: TickSummary) -> bool:
+        """Commit and publish a ``stalled`` event for a job looked at and found unchanged, if it is due.
+        Returns whether the record now has one for its version."""
+        now = self._now()
+        if not machine.stall_due(snap.record, now, self.settings):
+            return snap.record.stalled_at is not None
+        try:
+            change = await asyncio.to_thread(self._store.stall, snap, now, self.owner)
+        except Exception as exc:  # noqa: BLE001 - the next tick looks again
+            summary.errors += 1
+            log(_log, logging.ERROR, "could not record a stall", job=snap.name,
+                error=f"{type(exc).__name__}: {exc}"[:300])
+            return False
+        if change is None:
+            return False
+        record = change.record
+        summary.stalled += 1
+        log(_log, logging.WARNING, "job stalled", job=record.name, api=record.api, state=record.state,
+            version=record.version, stalled_for_s=int((now - (record.changed_at or now)).total_seconds()))
+        await self.after_commit(record.name, change, summary)
+        return True
 
     async def _error(self, snap: Snapshot, kind: str, message: str, summary: TickSummary) -> None:
         summary.errors += 1

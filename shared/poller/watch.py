@@ -171,13 +171,19 @@ class ScopeRun:
         settled_before = set(settled)
         known: list[tuple[str, ListedJob, Entry]] = []
         unknown: list[tuple[str, ListedJob]] = []
+        stalls: list[tuple[str, Entry]] = []
+        stall_after = self._poller.settings.stall_after_s
         for key, item in self.items.items():
             if key in self.handed:
                 continue
             entry = dig.get(key)
             if entry is not None:
                 if entry.fingerprint != digests.UNKNOWN and entry.fingerprint == item.fingerprint:
-                    continue  # unchanged: nothing read, nothing written
+                    # unchanged: nothing read, nothing written — unless its stall is due
+                    if (stall_after > 0 and entry.changed_at is not None and entry.stalled_version != entry.version
+                            and now.timestamp() - entry.changed_at >= stall_after):
+                        stalls.append((key, entry))
+                    continue
                 known.append((key, item, entry))
             elif key not in settled:
                 unknown.append((key, item))
@@ -195,6 +201,8 @@ class ScopeRun:
                     await self._observe(dig, settled, key, item, snap, summary)
         if unknown:
             await self._settle_unknown(dig, settled, unknown, now, summary)
+        if stalls:
+            await self._stalls(dig, stalls, summary)
         await self._unlisted(dig, summary)
         if not self._meta:  # a scope watched for the first time: no record is watched under it yet
             for part in dig.parts.values():
@@ -210,9 +218,10 @@ class ScopeRun:
     def _record_name(self, key: str, entry: Entry) -> str:
         return entry.name or self.scope.job_name(key)
 
-    def _entry(self, key: str, item: ListedJob | None, record: JobRecord, previous: Entry | None) -> Entry:
+    def _entry(self, key: str, item: ListedJob | None, record: JobRecord, previous: Entry | None = None) -> Entry:
+        """What the digest keeps of a record just checked (against ``item``, when it was listed)."""
         fp = item.fingerprint if item is not None else digests.UNKNOWN
-        stalled = previous.stalled_version if previous is not None and previous.version == record.version else -1
+        stalled = record.version if record.stalled_at is not None else -1
         name = "" if record.name == self.scope.job_name(key) else record.name
         return Entry(fp, record.version, digests.epoch(record.changed_at), stalled, name)
 
@@ -292,6 +301,21 @@ class ScopeRun:
         await poller.after_commit(record.name, change, summary)
         if not record.terminal:
             dig.put(key, self._entry(key, item, record, None))
+
+    async def _stalls(self, dig: Digest, stalls: list[tuple[str, Entry]], summary: TickSummary) -> None:
+        """Unchanged watched jobs whose stall the digest says is due: read, checked, committed."""
+        names = {key: self._record_name(key, entry) for key, entry in stalls}
+        snaps = await asyncio.to_thread(self._store.snapshots, list(set(names.values())))
+        for key, entry in stalls:
+            snap = snaps.get(names[key])
+            if snap is None or snap.record.terminal:
+                dig.drop(key)
+                continue
+            if await self._poller.check_stall(snap, summary) or snap.record.stalled_at is not None:
+                dig.put(key, Entry(entry.fingerprint, snap.record.version, digests.epoch(snap.record.changed_at),
+                                   snap.record.version, entry.name))
+            else:  # the record says otherwise (it changed meanwhile): learn it, and read it when next listed
+                dig.put(key, self._entry(key, None, snap.record))
 
     async def _unlisted(self, dig: Digest, summary: TickSummary) -> None:
         """Watched jobs this listing does not show: back to the GET path (complete listing), or fetched

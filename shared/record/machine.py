@@ -211,6 +211,35 @@ def record_poll_error(record: JobRecord, kind: str, message: str, now: dt.dateti
     return PollResult.LOST, Change(after, _expire_transitions(record.version, expire_at), (event,), take)
 
 
+# -- stalls -------------------------------------------------------------------------------------------------
+
+def stall_due(record: JobRecord, now: dt.datetime, settings: Settings) -> bool:
+    """A non-terminal job whose state and counts have not changed for ``RELAY_STALL_AFTER_S``, and whose
+    current version has no ``stalled`` event yet (at most one per version; 0 turns stalls off)."""
+    if settings.stall_after_s <= 0 or record.terminal or record.version == 0 or record.stalled_at is not None:
+        return False
+    since = record.changed_at
+    return since is not None and (now - since).total_seconds() >= settings.stall_after_s
+
+
+def stall(record: JobRecord, now: dt.datetime, owner: str, settings: Settings) -> Change | None:
+    """The ``stalled`` event of the current version, through the record's outbox (``stalled_at`` set)."""
+    if not stall_due(record, now, settings):
+        return None
+    take = record.publish_lease is None or not record.publish_lease.active(now)
+    after = record.replace(stalled_at=now, has_unpublished=True,
+                           publish_lease=_publish_lease(owner, now, settings) if take else record.publish_lease)
+    event = events.stalled(after, settings.event_source, now)
+    after = after.replace(outbox={**after.outbox, stalled_key(record.version): event.to_doc()})
+    return Change(after, events=(event,), lease=take)
+
+
+def stalled_key(version: int) -> str:
+    """The outbox key of a version's ``stalled`` event (one per version: a newer one never replaces an
+    older one still unpublished)."""
+    return f"stalled-{transition_id(version)}"
+
+
 # -- the publish lease and the outbox ------------------------------------------------------------------------
 
 def take_publish_lease(record: JobRecord, owner: str, now: dt.datetime, settings: Settings, *,
@@ -234,12 +263,19 @@ def unpublished_versions(record: JobRecord) -> range:
     return range(record.published_version + 1, record.version + 1)
 
 
-OUTBOX_ORDER = ("lost", "stalled", "copy")
+def pending_order(key: str) -> tuple[float, int]:
+    """Where an outbox entry goes among a job's events: a transition at its version, a version's
+    ``stalled`` right after that version's transition, then ``lost``, then the copy's announcement."""
+    if key.isdigit():
+        return int(key), 0
+    if key.startswith("stalled-"):
+        return int(key.removeprefix("stalled-")), 1
+    return float("inf"), {"lost": 0, "copy": 1}.get(key, 2)
 
 
 def outbox_events(record: JobRecord) -> list[tuple[str, events.Event]]:
-    """The record's own outbox (after its transitions): lost, stalled, copy — each with its key."""
-    return [(key, events.Event.from_doc(record.outbox[key])) for key in OUTBOX_ORDER if record.outbox.get(key)]
+    """The record's own outbox entries (``lost``, ``stalled-{version}``, ``copy``), each with its key."""
+    return [(key, events.Event.from_doc(doc)) for key, doc in record.outbox.items() if doc]
 
 
 def mark_published(record: JobRecord, done: list[tuple[str, events.Event]], owner: str) -> Change:

@@ -50,7 +50,8 @@ COMPOSITE_INDEXES = [
 
 # What the tick's query reads of each record: enough to decide whether a poll must write (most don't).
 DUE_FIELDS = ("name", "api", "shard", "version", "state", "completion_stats", "error", "output",
-              "last_poll_error", "update_time", "poll_slot", "watch_scope", "watch_part")
+              "last_poll_error", "update_time", "poll_slot", "watch_scope", "watch_part", "changed_at", "stalled_at",
+              "polled_at")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,6 +322,14 @@ class JobStore:
         return self._poll_write(snap, lambda record: (PollResult.UPDATED, Change(machine.unwatch(record))))[1] \
             is not None
 
+    def stall(self, snap: Snapshot, now: dt.datetime, owner: str) -> Change | None:
+        """Commit the current version's ``stalled`` event if it is due (guarded like a poll's write)."""
+        if not machine.stall_due(snap.record, now, self._settings):
+            return None
+        result, change = self._poll_write(snap, lambda record: (PollResult.UPDATED,
+                                                                machine.stall(record, now, owner, self._settings)))
+        return change
+
     def record_error(self, snap: Snapshot, kind: str, message: str, now: dt.datetime,
                      owner: str) -> tuple[PollResult, Change | None]:
         """Note why the status fetch failed (and give the job up as lost after long enough 404s)."""
@@ -358,7 +367,7 @@ class JobStore:
                 if not t.get("published"):
                     out.append((transition_id(t["version"]), Event.from_doc(t["event"])))
         out.extend(machine.outbox_events(record))
-        return out
+        return sorted(out, key=lambda item: machine.pending_order(item[0]))
 
     def mark_published(self, name: str, done: list[tuple[str, Event]], owner: str) -> None:
         """Record what was published (in one transaction) and give back the publish lease if it is ours."""

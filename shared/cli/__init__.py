@@ -1,4 +1,5 @@
-"""``batch-relay`` command line (contract A7).
+"""``batch-relay`` command line (contract A7). ``views`` formats records; ``live`` holds the commands that
+follow Firestore listeners (``wait``, ``list --follow``).
 
 Exit codes: 0 done; 1 could not run (e.g. Firestore unreachable); 2 bad usage or input, one clear
 line on stderr and nothing written. ``--json`` prints one JSON document.
@@ -14,17 +15,27 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .batchapi import states
-from .batchapi.names import JobName
-from .errors import UsageError
-from .record.model import JobRecord, to_json_value
-from .settings import Settings
+from ..batchapi import states
+from ..batchapi.names import JobName
+from ..errors import UsageError
+from ..record.model import JobRecord, to_json_value
+from ..settings import Settings
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one clear line, exit 2
         message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         raise UsageError(f"{self.prog}: {message}")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 366 * 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: the timeout must be positive (seconds)")
+    return value
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -47,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list tracked jobs")
     p.add_argument("--state", help="SUCCEEDED, JOB_STATE_SUCCEEDED or BATCH_STATE_SUCCEEDED")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--follow", action="store_true", help="a live view, redrawn as the records change (Ctrl-C ends)")
+    p = sub.add_parser("wait", help="return once a job is done (a Firestore listener: no batch-API call)")
+    p.add_argument("name")
+    p.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="give up after this long (exit 4)")
+    p.add_argument("--outputs", action="store_true", help="also wait for its outputs' copy")
+    p.add_argument("--json", action="store_true", help="print the final record as one JSON document")
     p = sub.add_parser("show", help="show one job's record")
     p.add_argument("name")
     p.add_argument("--json", action="store_true")
@@ -77,11 +94,11 @@ def main(argv: Sequence[str] | None = None, *, env: dict[str, str] | None = None
         if getattr(args, "state", None):
             args.state = states.parse_user_state(args.state)
         if args.command == "track":  # refuse bad options before anything is contacted
-            from .record.store import check_track_options
+            from ..record.store import check_track_options
 
             check_track_options(args.destination, dict(args.label))
         if args.command == "webhook":
-            from .webhooks import admin
+            from ..webhooks import admin
 
             if args.webhook_command == "register":
                 admin.check_url(args.url)
@@ -106,9 +123,9 @@ def main(argv: Sequence[str] | None = None, *, env: dict[str, str] | None = None
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from . import wiring
-    from .log import configure
-    from .record.store import JobStore
+    from .. import wiring
+    from ..log import configure
+    from ..record.store import JobStore
 
     configure(stream="stderr")
     if args.command == "webhook":  # the Gemini API only: no Firestore needed
@@ -125,6 +142,18 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"untracked {args.name}" if existed else f"{args.name} was not tracked")
     elif command == "poll":
         print(json.dumps(wiring.poll_once(settings, db, wiring.make_publisher(settings))))
+    elif command == "list" and args.follow:
+        from .live import follow_command
+
+        return follow_command(db, settings, state=args.state)
+    elif command == "wait":
+        from .live import wait_command
+
+        try:
+            return wait_command(db, settings, args.name, timeout=args.timeout, outputs=args.outputs,
+                                as_json=args.json)
+        except LookupError as exc:
+            raise UsageError(str(exc)) from None
     elif command == "list":
         rows = sorted((r.public() for r in store.list(args.state)), key=lambda r: r["name"])
         if args.json:
@@ -159,8 +188,8 @@ def _probe(db, settings: Settings, deadline_s: float = 10.0) -> None:
 
 
 def _republish(name: str, settings: Settings, store) -> int:
-    from . import wiring
-    from .events.outbox import Outbox
+    from .. import wiring
+    from ..events.outbox import Outbox
 
     if store.load(name) is None:
         raise UsageError(f"{name} is not tracked")
@@ -174,8 +203,8 @@ def _republish(name: str, settings: Settings, store) -> int:
 def _webhook(args: argparse.Namespace, settings: Settings) -> int:
     import httpx
 
-    from .errors import NotFoundError, PermanentError
-    from .webhooks.admin import BATCH_EVENTS, WebhookAdmin
+    from ..errors import NotFoundError, PermanentError
+    from ..webhooks.admin import BATCH_EVENTS, WebhookAdmin
 
     if not settings.gemini_api_key:
         raise UsageError("RELAY_GEMINI_API_KEY is not set: webhooks are managed with the Gemini API key")
@@ -245,18 +274,8 @@ def _format_show(view: dict[str, Any]) -> str:
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
-    header = ("NAME", "API", "STATE", "VER", "DONE/FAILED/LEFT", "COPY")
-    table = [header]
-    for r in rows:
-        c = r.get("completion_stats") or {}
-        counts = "-" if not c else f"{c.get('successful')}/{c.get('failed')}/{c.get('incomplete')}"
-        table.append((r["name"], r["api"], r["state"].removeprefix("JOB_STATE_"), str(r["version"]), counts,
-                      (r.get("copy") or {}).get("status") or "-"))
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    from .views import plain_table
+
+    for line in plain_table(rows):
+        print(line)
     print(f"{len(rows)} job(s)")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,151 @@
+"""The live commands: ``wait`` (one record) and ``list --follow`` (every record), both on Firestore
+listeners. On a terminal with ``rich`` installed they draw (a progress bar; a live table); otherwise
+they print one plain line per change."""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+from ..record.model import JobRecord
+from ..settings import Settings
+from ..waiting import succeeded, watch_record
+from . import views
+
+
+def drawing(out: TextIO) -> bool:
+    return views.have_rich() and out.isatty()
+
+
+# -- wait -------------------------------------------------------------------------------------------------------
+
+class _WaitView:
+    """What ``wait`` shows as the record changes: a progress bar of the counts with the state, the
+    elapsed time and the rate (drawing), or one plain line per change."""
+
+    def __init__(self, name: str, out: TextIO) -> None:
+        self._out = out
+        self._started = time.monotonic()
+        self._last = ""
+        self._first: tuple[float, int] | None = None  # (time, processed) of the first counts seen
+        self._progress = self._task = None
+        if drawing(out):
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(TextColumn(f"{name}  [bold]{{task.fields[state]}}[/] v{{task.fields[version]}}"),
+                                      BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                                      TimeElapsedColumn(), TextColumn("[dim]{task.fields[note]}"),
+                                      console=Console(file=out), transient=False)
+            self._task = self._progress.add_task("wait", total=None, state="…", version=0, rate="", note="")
+            self._progress.start()
+
+    def change(self, record: JobRecord) -> None:
+        public = record.public()
+        progress = views.counts(public)
+        rate = ""
+        if progress is not None:
+            now = time.monotonic()
+            if self._first is None:
+                self._first = (now, progress[0])
+            elif now > self._first[0] and progress[0] > self._first[1]:
+                rate = f"{(progress[0] - self._first[1]) / (now - self._first[0]):.1f}/s"
+        if self._progress is not None:
+            total = progress[1] if progress else None
+            self._progress.update(self._task, total=total, completed=progress[0] if progress else 0,
+                                  state=views.short_state(public), version=record.version, rate=rate,
+                                  note=views.note_cell(public)[:60])
+            return
+        text = views.line(public)
+        if text != self._last:
+            self._last = text
+            elapsed = time.monotonic() - self._started
+            print(f"{elapsed:7.1f}s  {text}" + (f"  {rate}" if rate else ""), file=self._out, flush=True)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def wait_command(db: Any, settings: Settings, name: str, *, timeout: float | None, outputs: bool, as_json: bool,
+                 out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """0: SUCCEEDED / PARTIALLY_SUCCEEDED (copied, with ``outputs``); 3: ended otherwise; 4: timeout;
+    2: not tracked (raised as ``LookupError`` for the caller)."""
+    import json
+
+    view = _WaitView(name, err if as_json else out)
+    try:
+        record = watch_record(db, settings, name, timeout=timeout, outputs=outputs, on_change=view.change)
+    except TimeoutError as exc:
+        view.close()
+        print(f"timeout: {exc}", file=err)
+        return 4
+    except BaseException:
+        view.close()
+        raise
+    view.close()
+    if as_json:
+        print(json.dumps(record.public(), indent=2), file=out)
+    return 0 if succeeded(record, outputs) else 3
+
+
+# -- list --follow ----------------------------------------------------------------------------------------------
+
+def follow_command(db: Any, settings: Settings, *, state: str | None = None, out: TextIO = sys.stdout,
+                   stop: threading.Event | None = None) -> int:
+    """A live view of the tracked jobs until Ctrl-C (or ``stop``): a redrawn table, or one line per change."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    query = db.collection(settings.collection)
+    if state:
+        query = query.where(filter=FieldFilter("state", "==", state))
+    changes: queue.Queue = queue.Queue()
+
+    def callback(_docs, doc_changes, _read_time) -> None:
+        changes.put([(c.type.name, JobRecord.from_doc(c.document.to_dict() or {}).public()) for c in doc_changes])
+
+    records: dict[str, dict[str, Any]] = {}
+    stop = stop or threading.Event()
+    watch = query.on_snapshot(callback)
+    live = None
+    try:
+        if drawing(out):
+            from rich.console import Console
+            from rich.live import Live
+
+            console = Console(file=out)
+            live = Live(views.rich_table([], title="batch-relay: no jobs yet"), console=console,
+                        refresh_per_second=4, transient=False)
+            live.start()
+        while not stop.is_set():
+            try:
+                batch = changes.get(timeout=1.0)
+            except queue.Empty:
+                if not watch.is_active:
+                    watch = query.on_snapshot(callback)
+                continue
+            for kind, record in batch:
+                if kind == "REMOVED":
+                    records.pop(record["name"], None)
+                else:
+                    records[record["name"]] = record
+                if live is None:
+                    stamp = dt.datetime.now(dt.UTC).strftime("%H:%M:%S")
+                    print(f"{stamp}  {'untracked' if kind == 'REMOVED' else kind.lower():8}  {views.line(record)}",
+                          file=out, flush=True)
+            if live is not None:
+                rows = sorted(records.values(), key=lambda r: r["name"])
+                done = sum(1 for r in rows if r.get("terminal"))
+                live.update(views.rich_table(rows, title=f"batch-relay: {len(rows)} job(s), {done} finished "
+                                                         "(Ctrl-C to stop)"))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if live is not None:
+            live.stop()
+        watch.unsubscribe()
+    return 0

@@ -1,0 +1,131 @@
+"""How a job record looks on a terminal: the cells of ``list``, ``list --follow``, ``wait`` and the
+demo's live view, as plain text, and — when the optional ``rich`` library is installed
+(``pip install 'batch-relay[cli]'``) — as a table with progress bars. Without ``rich``, every view
+falls back to plain lines. Records are public records (``JobRecord.public()``: JSON values).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Iterable
+from typing import Any
+
+SUCCESS = ("JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED")
+STATE_STYLES = {"SUCCEEDED": "green", "PARTIALLY_SUCCEEDED": "yellow", "FAILED": "red", "CANCELLED": "magenta",
+                "CANCELLING": "magenta", "EXPIRED": "red", "RUNNING": "cyan", "PAUSED": "yellow"}
+
+
+def have_rich() -> bool:
+    return importlib.util.find_spec("rich") is not None
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+def short_state(record: dict[str, Any]) -> str:
+    return (record.get("state") or "JOB_STATE_UNSPECIFIED").removeprefix("JOB_STATE_")
+
+
+def counts(record: dict[str, Any]) -> tuple[int, int | None] | None:
+    """(processed, total) of the job's requests, total None when unknown; None without counts."""
+    stats = record.get("completion_stats")
+    if not stats:
+        return None
+    done = int(stats.get("successful") or 0) + int(stats.get("failed") or 0)
+    left = stats.get("incomplete")
+    return done, (None if left is None else done + int(left))
+
+
+def counts_cell(record: dict[str, Any]) -> str:
+    stats = record.get("completion_stats")
+    if not stats:
+        return "-"
+    left = stats.get("incomplete")
+    return f"{stats.get('successful')}/{stats.get('failed')}/{'?' if left is None else left}"
+
+
+def copy_cell(record: dict[str, Any]) -> str:
+    copy = record.get("copy") or {}
+    status = copy.get("status") or "-"
+    if record.get("terminal") and record.get("state") not in SUCCESS:
+        return "- (no outputs)"
+    if status == "done":
+        return f"done {copy.get('objects')} obj {human_bytes(int(copy.get('bytes') or 0))}"
+    if status == "not_applicable":
+        return "n/a (BigQuery)"
+    if status == "failed":
+        return f"FAILED {(copy.get('error') or {}).get('kind')}"
+    return status
+
+
+def note_cell(record: dict[str, Any]) -> str:
+    if error := record.get("last_poll_error"):
+        return f"poll error ({error.get('kind')}), next tick retries: {error.get('message')}"
+    if error := record.get("error"):
+        return f"job error {error.get('code')}: {error.get('message')}"
+    if record.get("stalled_at") and not record.get("terminal"):
+        return f"stalled since {record.get('changed_at')}"
+    copy = record.get("copy") or {}
+    if copy.get("status") == "done":
+        return f"-> {copy.get('uri')}/"
+    output = record.get("output") or {}
+    if "bigquery_uri" in output:
+        return f"output {output['bigquery_uri']}"
+    return ""
+
+
+def line(record: dict[str, Any], label: Callable[[str], str] = str) -> str:
+    """One plain line: what ``list --follow`` and ``wait`` print per change when not drawing."""
+    note = note_cell(record)
+    return (f"{label(record.get('name', '?'))}  {short_state(record)}  v{record.get('version', 0)}  "
+            f"{counts_cell(record)}  copy {copy_cell(record)}" + (f"  {note}" if note else ""))
+
+
+COLUMNS = ("JOB", "API", "STATE", "VER", "OK/FAIL/LEFT", "COPY", "NOTE")
+
+
+def rows(records: Iterable[dict[str, Any]], label: Callable[[str], str] = str) -> list[tuple[str, ...]]:
+    return [(label(r.get("name", "?")), r.get("api") or "-", short_state(r), str(r.get("version", 0)),
+             counts_cell(r), copy_cell(r), note_cell(r)) for r in records]
+
+
+def plain_table(records: Iterable[dict[str, Any]], label: Callable[[str], str] = str) -> list[str]:
+    table = [COLUMNS, *rows(records, label)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS) - 1)]
+    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]]).rstrip()
+            for row in table]
+
+
+def rich_table(records: Iterable[dict[str, Any]], *, label: Callable[[str], str] = str, title: str | None = None,
+               bar_width: int = 16):
+    """The job table with the counts as progress bars (``rich`` must be installed)."""
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title, title_justify="left", expand=False, pad_edge=False, box=None, header_style="bold")
+    for name in ("JOB", "API", "STATE", "VER"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("PROGRESS", no_wrap=True)
+    table.add_column("OK/FAIL/LEFT", no_wrap=True)
+    table.add_column("COPY", no_wrap=True)
+    table.add_column("NOTE", overflow="ellipsis", no_wrap=True)
+    for record in records:
+        state = short_state(record)
+        progress = counts(record)
+        if progress is None:
+            bar: Any = Text("-", style="dim")
+        elif progress[1] is None or progress[1] == 0:
+            bar = ProgressBar(total=None, width=bar_width, pulse=not record.get("terminal"))
+        else:
+            bar = ProgressBar(total=progress[1], completed=progress[0], width=bar_width)
+        table.add_row(label(record.get("name", "?")), record.get("api") or "-",
+                      Text(state, style=STATE_STYLES.get(state, "")), str(record.get("version", 0)), bar,
+                      counts_cell(record), copy_cell(record), Text(note_cell(record), style="dim"))
+    return table
