@@ -26,7 +26,9 @@ import importlib.util
 import io
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -38,6 +40,8 @@ import httpx
 
 from devtools.fakegcs import FakeGcs
 from devtools.stack import ROOT, LocalStack, alive_pids
+from shared.cli import views
+from shared.cli.views import human_bytes
 
 PROJECT = "batch-relay-demo"
 VERTEX_PROJECT = "demo-project"
@@ -79,6 +83,7 @@ class DemoJob:
     destination: str | None = None
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
     via: str = "python"  # tracked with "cli" or "python"; "watch": nobody tracks it, its scope is watched
+    stalls: bool = False  # unchanged for RELAY_STALL_AFTER_S at some point: a stalled event is expected
     sources: dict[str, bytes] = dataclasses.field(default_factory=dict)  # objects under SOURCE_BUCKET
 
     @property
@@ -161,10 +166,11 @@ def scenario(seconds: float = 60.0) -> list[DemoJob]:
                 {"name": "batches/demo-ab-test", "display_name": "ab-test",
                  "timeline": steps(("PENDING", 0), ("RUNNING", 8, stats(10, 0, 490)), ("CANCELLED", 14))},
                 destination=f"gs://{OUTPUT_BUCKET}/gemini/ab-test", via="cli"),
-        DemoJob("batches/demo-backfill", "expires in the queue (48 h, compressed)", "JOB_STATE_EXPIRED", None,
+        DemoJob("batches/demo-backfill", "stalls in the queue (a stalled event), then expires (48 h, compressed)",
+                "JOB_STATE_EXPIRED", None,
                 {"name": "batches/demo-backfill", "display_name": "backfill",
                  "timeline": steps(("PENDING", 0), ("EXPIRED", 30))},
-                destination=f"gs://{OUTPUT_BUCKET}/gemini/backfill", via="cli"),
+                destination=f"gs://{OUTPUT_BUCKET}/gemini/backfill", via="cli", stalls=True),
         DemoJob("batches/demo-flaky-quota", "API answers 429 (with/without Retry-After), 500, 503 first",
                 "JOB_STATE_SUCCEEDED", "done",
                 {"name": "batches/demo-flaky-quota", "display_name": "flaky-quota",
@@ -251,55 +257,6 @@ def split_gs(uri: str) -> tuple[str, str]:
 
 
 # -- the live view ----------------------------------------------------------------------------------------------
-STATE_COLORS = {"SUCCEEDED": "32", "PARTIALLY_SUCCEEDED": "33", "FAILED": "31", "CANCELLED": "90",
-                "CANCELLING": "90", "EXPIRED": "90", "RUNNING": "36", "PAUSED": "35"}
-
-
-def human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
-
-
-def copy_cell(record: dict[str, Any]) -> str:
-    copy = record.get("copy") or {}
-    status = copy.get("status") or "-"
-    if record.get("terminal") and record.get("state") not in SUCCESS:
-        return "- (no outputs)"
-    if status == "done":
-        return f"done {copy.get('objects')} obj {human_bytes(int(copy.get('bytes') or 0))}"
-    if status == "not_applicable":
-        return "n/a (BigQuery)"
-    if status == "failed":
-        return f"FAILED {(copy.get('error') or {}).get('kind')}"
-    return status
-
-
-def note_cell(record: dict[str, Any]) -> str:
-    if error := record.get("last_poll_error"):
-        return f"poll error ({error.get('kind')}), next tick retries: {error.get('message')}"
-    if error := record.get("error"):
-        return f"job error {error.get('code')}: {error.get('message')}"
-    copy = record.get("copy") or {}
-    if copy.get("status") == "done":
-        return f"-> {copy.get('uri')}/"
-    output = record.get("output") or {}
-    if "bigquery_uri" in output:
-        return f"output {output['bigquery_uri']}"
-    return ""
-
-
-def progress_cell(record: dict[str, Any]) -> str:
-    stats = record.get("completion_stats")
-    if not stats:
-        return "-"
-    left = stats.get("incomplete")
-    return f"{stats.get('successful')}/{stats.get('failed')}/{'?' if left is None else left}"
-
-
 def event_line(event, t0: float) -> str:
     data = event.data
     kind = event.short_type
@@ -311,79 +268,73 @@ def event_line(event, t0: float) -> str:
                 f"{data.get('objects')} obj, {human_bytes(int(data.get('bytes') or 0))} -> {data.get('destination')}/")
     elif kind == "outputsFailed":
         what = f"{(data.get('error') or {}).get('kind')}: {(data.get('error') or {}).get('message')}"
+    elif kind == "stalled":
+        what = f"no change for {data.get('stalled_for_s')}s in {str(data.get('state')).removeprefix('JOB_STATE_')}"
     else:
         what = kind
     return f"{max(event.publish_time - t0, 0):6.1f}s  {kind:13} {label(event.job):28} {what}"
 
 
 class View:
-    """The terminal: an in-place ANSI redraw when interactive, plain lines otherwise."""
+    """The terminal. Interactive (a terminal, with ``rich``): the live table of ``batch-relay list --follow``
+    (``shared.cli.views``) with the event stream under it, redrawn in place. Otherwise plain lines."""
 
     def __init__(self, out: TextIO, interactive: bool, color: bool) -> None:
         self.out = out
-        self.interactive = interactive
+        self.interactive = interactive and views.have_rich()
         self.color = color
-        self._drawn = 0
+        self._live = None
 
     def paint(self, text: str, code: str) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if self.color and code else text
 
     def say(self, line: str = "") -> None:
+        if self._live is not None:
+            self._live.console.print(line, markup=False, highlight=False)
+            return
         self.out.write(line + "\n")
         self.out.flush()
 
-    def frame(self, lines: list[str]) -> None:
-        size = shutil.get_terminal_size((120, 40))
-        lines = lines[: max(size.lines - 1, 5)]
-        buf = [f"\x1b[{self._drawn}F" if self._drawn else "\r"]
-        for line in lines:
-            buf.append(line + "\x1b[K\n")
-        buf.append("\x1b[J")
-        self.out.write("".join(buf))
-        self.out.flush()
-        self._drawn = len(lines)
+    def frame(self, renderable) -> None:
+        if self._live is None:
+            from rich.console import Console
+            from rich.live import Live
 
-    def hide_cursor(self, hide: bool) -> None:
-        if self.interactive:
-            self.out.write("\x1b[?25l" if hide else "\x1b[?25h")
-            self.out.flush()
+            self._live = Live(renderable, console=Console(file=self.out), refresh_per_second=4, transient=False)
+            self._live.start()
+        else:
+            self._live.update(renderable)
+
+    def end_frame(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
 
-def render(view: View, jobs: list[DemoJob], records: dict[str, dict[str, Any]], events: list, t0: float,
-           elapsed: float, seconds: float, stack: LocalStack, consumer) -> list[str]:
-    size = shutil.get_terminal_size((120, 40))
-    width = max(size.columns - 1, 20)  # never fill the last column: the line would wrap and break the redraw
-
-    def fit(text: str, code: str = "") -> str:
-        return view.paint(text[:width], code)
+def render(jobs: list[DemoJob], records: dict[str, dict[str, Any]], events: list, t0: float, elapsed: float,
+           seconds: float, stack: LocalStack, consumer):
+    """One frame of the live view: the job table of ``list --follow``, then the last events."""
+    from rich.console import Group
+    from rich.text import Text
 
     ticks = stack.scheduler.totals() if stack.scheduler else {}
     terminal = sum(1 for r in records.values() if r.get("terminal"))
-    lines = [fit(f"batch-relay demo  t={elapsed:5.1f}s (scenario ~{seconds * 0.75:.0f}s)   "
-                 f"ticks {ticks.get('ticks', 0)} every {stack.tick_s:g}s   {terminal}/{len(jobs)} terminal", "1"),
-             "",
-             fit(f"{'JOB':28} {'API':6} {'STATE':19} {'VER':>3}  {'OK/FAIL/LEFT':12} {'COPY':20} NOTE", "4")]
-    for job in jobs:
-        r = records.get(job.name) or {}
-        state = (r.get("state") or "(not tracked yet)").removeprefix("JOB_STATE_")
-        head = f"{label(job.name):28} {job.api:6} "
-        line = (f"{head}{state:19} {r.get('version', 0):>3}  {progress_cell(r):12} {copy_cell(r):20} "
-                f"{note_cell(r)}")[:width]
-        cut = len(head) + 19
-        lines.append(line[:len(head)] + view.paint(line[len(head):cut], STATE_COLORS.get(state, "")) + line[cut:])
-    lines.append(fit("... = projects/demo-project/locations/{location}/batchPredictionJobs/{id}", "2"))
-    lines.append("")
-    lines.append(fit(f"Events as a subscriber sees them ({stack.viewer_subscription.rsplit('/', 1)[-1]}, "
-                     f"ordered per job, deduplicated on ce-id): {len(events)} received, "
-                     f"{consumer.duplicates} duplicates dropped", "1"))
-    room = max(size.lines - len(lines) - 3, 3)
-    for event in events[-room:]:
-        lines.append(fit(event_line(event, t0)))
-    lines.append("")
-    lines.append(fit(f"ticks: polled {ticks.get('polled', 0)}, changed {ticks.get('changed', 0)}, published "
-                     f"{ticks.get('published', 0)}, poll errors {ticks.get('errors', 0)}   "
-                     "(Ctrl-C stops everything)", "2"))
-    return lines
+    rows = [records.get(job.name) or {"name": job.name, "api": job.api} for job in jobs]
+    size = shutil.get_terminal_size((120, 40))
+    room = max(size.lines - len(rows) - 10, 3)
+    parts = [
+        Text(f"batch-relay demo  t={elapsed:5.1f}s (scenario ~{seconds * 0.75:.0f}s)   ticks {ticks.get('ticks', 0)} "
+             f"every {stack.tick_s:g}s   {terminal}/{len(jobs)} terminal", style="bold"),
+        views.rich_table(rows, label=label),
+        Text("... = projects/demo-project/locations/{location}/batchPredictionJobs/{id}", style="dim"),
+        Text(f"\nEvents as a subscriber sees them ({stack.viewer_subscription.rsplit('/', 1)[-1]}, ordered per job, "
+             f"deduplicated on ce-id): {len(events)} received, {consumer.duplicates} duplicates dropped", style="bold"),
+        *(Text(event_line(event, t0), no_wrap=True, overflow="ellipsis") for event in events[-room:]),
+        Text(f"\nticks: polled {ticks.get('polled', 0)}, changed {ticks.get('changed', 0)}, published "
+             f"{ticks.get('published', 0)}, poll errors {ticks.get('errors', 0)}   (Ctrl-C stops everything)",
+             style="dim"),
+    ]
+    return Group(*parts)
 
 
 # -- the run ------------------------------------------------------------------------------------------------------
@@ -395,6 +346,12 @@ def expected_event_ids(record: dict[str, Any]) -> list[str]:
     if copy.get("announced"):
         ids.append(f"{tid}-copy{copy.get('attempt')}-{'failed' if copy.get('status') == 'failed' else 'ready'}")
     return ids
+
+
+def stall_after_s(seconds: float) -> float:
+    """The demo's RELAY_STALL_AFTER_S: short enough for the backfill job, which waits in the queue for
+    most of the scenario, to stall (other jobs may stall too: a stalled event is allowed for any job)."""
+    return round(seconds * 0.3, 1)
 
 
 def settled(jobs: list[DemoJob], records: dict[str, dict[str, Any]], received: set[str]) -> bool:
@@ -496,12 +453,18 @@ def verify(jobs: list[DemoJob], store, gcs: FakeGcs, events: list, sim_stats: di
                 delivered.append(f"{job.name}: event {e.id} says {e.attributes.get('previous_state')}->{e.state}")
         expected_ids = expected_event_ids(record)
         expected_all.update(expected_ids)
-        if sorted(e.id for e in got) != sorted(expected_ids):
+        stalls = [e.id for e in got if e.type.endswith("stalled")]
+        expected_all.update(stalls)  # any job may stall (once per version); the backfill job must
+        if sorted(e.id for e in got if not e.type.endswith("stalled")) != sorted(expected_ids):
             delivered.append(f"{job.name}: events {sorted(e.id for e in got)} != expected {sorted(expected_ids)}")
+        if job.stalls and not stalls:
+            delivered.append(f"{job.name}: no stalled event while it waited in the queue")
+        if any(not re.fullmatch(rf"{record['tracking_id']}-\d+-stalled", s) for s in stalls):
+            delivered.append(f"{job.name}: stalled event ids {stalls}")
         # copies
         copy = record.get("copy") or {}
         if job.copy is None:
-            if copy.get("status") != "pending" or any(not e.type.endswith("stateChanged") for e in got):
+            if copy.get("status") != "pending" or any(e.type.endswith(("outputsReady", "outputsFailed")) for e in got):
                 copies.append(f"{job.name}: no outputs to copy, but copy is {copy.get('status')}")
             continue
         if copy.get("status") != job.copy or not copy.get("announced"):
@@ -620,7 +583,8 @@ def run_demo(*, ci: bool = False, keep: bool = False, seconds: float = 60.0, tic
                                                 '--pull--> a subscriber: the event stream on this screen
 """)
     view.say(view.paint("Starting the local stand-ins (127.0.0.1, free ports; all stopped when the demo ends):", "1"))
-    stack = LocalStack(project=PROJECT, tick_s=tick_s, extra_env=STACK_ENV, log_dir=workdir / "logs",
+    env = {**STACK_ENV, "RELAY_STALL_AFTER_S": str(stall_after_s(seconds))}
+    stack = LocalStack(project=PROJECT, tick_s=tick_s, extra_env=env, log_dir=workdir / "logs",
                        on_progress=lambda message: view.say(f"  {message}"))
     try:
         with stack, stack.environ(), contextlib.ExitStack() as cleanup:  # cleanup runs before the stack stops
@@ -667,6 +631,8 @@ def run_demo(*, ci: bool = False, keep: bool = False, seconds: float = 60.0, tic
                                 "(and one nobody tracks)", "1"))
             for job in jobs:
                 _track(job, stack, settings, db, view)
+            waiter = _start_wait(stack, workdir, view)
+            cleanup.callback(waiter.stop)
             view.say("")
             # -- watch until everything is settled
             timed_out = _watch(view, jobs, store, stack, consumer, events, lock, t0, seconds, timeout_s)
@@ -675,6 +641,9 @@ def run_demo(*, ci: bool = False, keep: bool = False, seconds: float = 60.0, tic
             records = {r.name: r.to_doc() for r in store.list()}
             sim_stats = simulator.stats()
             checks, details = verify(jobs, store, gcs, seen, sim_stats, records)
+            waited = waiter.result(timeout_s=30)
+            checks.append({"check": f"`batch-relay wait {WAITED} --outputs` returned 0 once the outputs were copied",
+                           "ok": waited["code"] == 0, "problems": [] if waited["code"] == 0 else [str(waited)]})
             if timed_out:
                 checks.insert(0, {"check": f"settled within {timeout_s:.0f}s", "ok": False,
                                   "problems": ["timed out: see the checks below and the logs in "
@@ -682,6 +651,7 @@ def run_demo(*, ci: bool = False, keep: bool = False, seconds: float = 60.0, tic
             mirrored = _mirror_outputs(gcs, workdir / "outputs")
             result.update(_result(jobs, records, seen, consumer, stack, checks, details, sim_stats, timed_out,
                                   started, mirrored, workdir))
+            result["wait"] = waited
             _summary(view, result, jobs, records, stack)
             if inspect is not None:
                 inspect(stack, result)
@@ -690,7 +660,7 @@ def run_demo(*, ci: bool = False, keep: bool = False, seconds: float = 60.0, tic
     except KeyboardInterrupt:
         result["interrupted"] = True
     finally:
-        view.hide_cursor(False)
+        view.end_frame()
     if result.get("interrupted"):
         view.say("\ninterrupted: every process the demo started was stopped")
     result["left_running"] = alive_pids(stack.pids)
@@ -704,7 +674,6 @@ def run_demo(*, ci: bool = False, keep: bool = False, seconds: float = 60.0, tic
 def _watch(view: View, jobs, store, stack: LocalStack, consumer, events: list, lock: threading.Lock, t0: float,
            seconds: float, timeout_s: float) -> bool:
     """Live view (or plain progress lines) until settled; returns whether it timed out."""
-    view.hide_cursor(True)
     if view.interactive:
         view.say(view.paint("Live (records read from Firestore, events from the subscription):", "1"))
     else:
@@ -714,13 +683,15 @@ def _watch(view: View, jobs, store, stack: LocalStack, consumer, events: list, l
     last_progress = 0.0
     while True:
         elapsed = time.time() - t0
-        records = {r.name: r.to_doc() for r in store.list()}
+        typed = list(store.list())
+        records = {r.name: r.to_doc() for r in typed}
         with lock:
             snapshot = list(events)
         received = {e.id for e in snapshot}
         done = settled(jobs, records, received)
         if view.interactive:
-            view.frame(render(view, jobs, records, snapshot, t0, elapsed, seconds, stack, consumer))
+            view.frame(render(jobs, {r.name: r.public() for r in typed}, snapshot, t0, elapsed, seconds, stack,
+                              consumer))
         else:
             for event in snapshot[printed:]:
                 view.say(event_line(event, t0))
@@ -740,11 +711,54 @@ def _watch(view: View, jobs, store, stack: LocalStack, consumer, events: list, l
                 ticks = stack.scheduler.totals() if stack.scheduler else {}
                 view.say(f"{elapsed:6.1f}s  progress      {terminal}/{len(jobs)} jobs terminal, "
                          f"{len(snapshot)} events, {ticks.get('ticks', 0)} ticks")
-        if done:
-            return False
-        if elapsed > timeout_s:
-            return True
+        if done or elapsed > timeout_s:
+            view.end_frame()
+            return not done
         time.sleep(0.5 if view.interactive else 0.25)
+
+
+WAITED = "batches/demo-nightly-eval"
+
+
+class _Waiter:
+    """``batch-relay wait WAITED --outputs`` in a process of its own, as a script that simply waits would
+    run it: a Firestore listener, no batch-API call. Stopped by its PID if still running at the end."""
+
+    def __init__(self, proc: subprocess.Popen, log: Path) -> None:
+        self.proc, self.log, self.started = proc, log, time.monotonic()
+        self.ended: float | None = None
+        threading.Thread(target=self._reap, daemon=True).start()
+
+    def _reap(self) -> None:
+        self.proc.wait()
+        self.ended = time.monotonic()
+
+    def result(self, timeout_s: float) -> dict[str, Any]:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout_s)
+        lines = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+        return {"code": self.proc.poll(), "took_s": round((self.ended or time.monotonic()) - self.started, 1),
+                "last_line": lines[-1].strip() if lines else "", "lines": len(lines)}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+
+def _start_wait(stack: LocalStack, workdir: Path, view: View) -> _Waiter:
+    log = workdir / "wait.log"
+    argv = [sys.executable, "-m", "shared.cli", "wait", WAITED, "--outputs"]
+    env = {**stack.child_env(), "PATH": os.environ.get("PATH", "")}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    stack.pids.append(proc.pid)
+    view.say(f"  $ batch-relay wait {WAITED} --outputs &   (a script that waits: output in {log})")
+    return _Waiter(proc, log)
 
 
 def _result(jobs, records, events, consumer, stack: LocalStack, checks, details, sim_stats, timed_out, started,
@@ -807,6 +821,12 @@ def _summary(view: View, result: dict[str, Any], jobs, records, stack: LocalStac
              + (f", {lags[len(lags) // 2]:.2f}s after the batch ended (median)" if lags else ""))
     watched = [r for r in records.values() if r.get("tracked_by") == "watch"]
     view.say(f"  watched:     {len(watched)} job(s) nobody tracked, found by listing {WATCH_SCOPE}")
+    stalled = result["events_by_type"].get("stalled", 0)
+    view.say(f"  stalls:      {stalled} stalled event(s): no change for RELAY_STALL_AFTER_S "
+             f"({stack.env.get('RELAY_STALL_AFTER_S')}s here, 6 h by default)")
+    waited = result.get("wait") or {}
+    view.say(f"  wait:        `batch-relay wait {WAITED} --outputs` exited {waited.get('code')} after "
+             f"{waited.get('took_s')}s: {waited.get('last_line', '')[:90]}")
     answers = result["api_answers"]
     faults = ", ".join(f"{answers[c]}x {c}" for c in ("429", "500", "503") if answers.get(c))
     view.say(f"  API faults:  {faults or 'none'} answered by the simulator, retried (backoff, Retry-After)")

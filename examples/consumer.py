@@ -36,6 +36,7 @@ STATE_CHANGED = "batchrelay.job.v1.stateChanged"
 OUTPUTS_READY = "batchrelay.job.v1.outputsReady"
 OUTPUTS_FAILED = "batchrelay.job.v1.outputsFailed"
 LOST = "batchrelay.job.v1.lost"
+STALLED = "batchrelay.job.v1.stalled"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +89,9 @@ def describe(event: Event) -> str:
         return f"copy failed: {error.get('kind')}: {error.get('message')}"
     if event.type == LOST:
         return f"the API no longer knows this job (still {event.state})"
+    if event.type == STALLED:
+        return (f"no change for {data.get('stalled_for_s')}s (since {data.get('since')}): still "
+                f"{event.state.removeprefix('JOB_STATE_')}")
     return f"unknown event type {event.type}"
 
 

@@ -88,7 +88,10 @@ def check_end_state(stack, jobs: list[demo.DemoJob]) -> dict:
             f"{tid}-{v}" for v in range(1, record["version"] + 1)]
         assert [(m["attributes"]["previous_state"], m["attributes"]["state"]) for m in changed] == [
             (t["from_state"], t["to_state"]) for t in transitions]
-        others = [m["attributes"]["ce-id"] for m in got if m["attributes"]["ce-type"] != STATE_CHANGED]
+        stalls = [m["attributes"]["ce-id"] for m in got if m["attributes"]["ce-type"] == "batchrelay.job.v1.stalled"]
+        assert all(re.fullmatch(rf"{tid}-\d+-stalled", s) for s in stalls) and (stalls or not job.stalls), job.name
+        others = [m["attributes"]["ce-id"] for m in got
+                  if m["attributes"]["ce-type"] not in (STATE_CHANGED, "batchrelay.job.v1.stalled")]
         copy = record["copy"]
         if job.copy is None:
             assert others == [] and copy["status"] == "pending", (job.name, others, copy)
@@ -160,7 +163,8 @@ def test_demo_ci_ends_with_every_job_terminal_every_event_delivered_and_outputs_
     # the local copy of the outputs
     assert (Path(result["local_copy"]) / "gemini" / "nightly-eval" / "_manifest.json").exists()
     # no process left behind
-    assert len(result["pids"]) == 7
+    assert len(result["pids"]) == 8  # the stack's seven, and the demo's `batch-relay wait`
+    assert result["wait"]["code"] == 0
     assert alive_pids(result["pids"]) == [] and result["left_running"] == []
     assert took < 120, took
 
