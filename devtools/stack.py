@@ -306,6 +306,9 @@ class LocalStack:
             "RELAY_GEMINI_BASE_URL": sim,
             "RELAY_VERTEX_BASE_URL": sim,
             "RELAY_GEMINI_WEBHOOK_SECRETS": self.webhook_secret,
+            # the cadence's clock is the scheduler's; unchanged jobs are polled every tick unless told
+            "RELAY_TICK_INTERVAL_S": str(self.tick_s or 60),
+            "RELAY_MAX_POLL_INTERVAL_S": "0",
             **self.extra_env,
         }
         return env

@@ -96,7 +96,7 @@ class Settings:
             gemini_jwks_url=get.url("RELAY_GEMINI_JWKS_URL"),
             stall_after_s=get.number("RELAY_STALL_AFTER_S", 21600.0, low=0.0, high=365 * 86400.0),
             max_poll_interval_s=get.number("RELAY_MAX_POLL_INTERVAL_S", 300.0, low=0.0, high=86400.0),
-            tick_interval_s=get.number("RELAY_TICK_INTERVAL_S", 60.0, low=1.0, high=86400.0),
+            tick_interval_s=get.number("RELAY_TICK_INTERVAL_S", 60.0, low=0.1, high=86400.0),
             tick_fanout=get.integer("RELAY_TICK_FANOUT", 1, low=1, high=64),
             tick_parts_topic=get.name("RELAY_TICK_PARTS_TOPIC", "batch-relay-tick-parts"),
             firestore_emulator_host=get.text("FIRESTORE_EMULATOR_HOST"),

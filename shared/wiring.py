@@ -73,21 +73,23 @@ def vertex_auth(settings: Settings) -> httpx.Auth:
     return endpoint_auth(settings.vertex_base_url or "https://aiplatform.googleapis.com")
 
 
-def make_poller(settings: Settings, db, publisher_client, http, *, store: JobStore | None = None) -> Poller:
-    """The tick's Poller over real clients (``store`` may be given, e.g. an instrumented one)."""
+def make_poller(settings: Settings, db, publisher_client, http, *, store: JobStore | None = None,
+                now=None) -> Poller:
+    """The tick's Poller over real clients (``store`` may be given, e.g. an instrumented one; ``now``, a
+    clock, for tests of the cadence)."""
     from .poller.tick import Poller
 
     store = store or JobStore(db, settings)
     api = BatchApiClient(http, settings, vertex_auth=vertex_auth(settings))
-    return Poller(settings, store, api, event_publisher(settings, publisher_client))
+    return Poller(settings, store, api, event_publisher(settings, publisher_client), now=now)
 
 
 async def run_tick(settings: Settings, db, publisher_client, *,
                    transport: httpx.AsyncBaseTransport | None = None,
-                   shards: tuple[int, int] | None = None) -> dict[str, Any]:
+                   shards: tuple[int, int] | None = None, now=None) -> dict[str, Any]:
     """One tick with clients that belong to this event loop (built here, closed here)."""
     async with make_http_pool(settings.poll_concurrency, settings.request_timeout_s, transport=transport) as http:
-        poller = make_poller(settings, db, publisher_client, http)
+        poller = make_poller(settings, db, publisher_client, http, now=now)
         lo, hi = shards or (0, SHARDS)
         summary = await poller.tick(shard_lo=lo, shard_hi=hi)
     return summary.as_dict()

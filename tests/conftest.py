@@ -99,6 +99,7 @@ def settings(emulator_env, simulator_service, unique) -> Settings:
         "RELAY_VERTEX_BASE_URL": simulator_service.url,
         "RELAY_TICK_DEADLINE_S": "60",
         "RELAY_REQUEST_TIMEOUT_S": "2",
+        "RELAY_MAX_POLL_INTERVAL_S": "0",  # every tick: tests tick far faster than once a minute
     }
     return Settings.from_env(env)
 
@@ -126,6 +127,7 @@ class Relay:
             "ack_deadline_seconds": 60})
 
     def tick(self, settings: Settings | None = None, **kw) -> dict:
+        """One tick through ``shared.wiring`` (``kw``: ``transport``, ``shards``, ``now``)."""
         import asyncio
 
         from shared import wiring
@@ -175,6 +177,7 @@ def function_env(settings, monkeypatch):
         "RELAY_VERTEX_BASE_URL": settings.vertex_base_url,
         "RELAY_TICK_DEADLINE_S": str(settings.tick_deadline_s),
         "RELAY_REQUEST_TIMEOUT_S": str(settings.request_timeout_s),
+        "RELAY_MAX_POLL_INTERVAL_S": str(settings.max_poll_interval_s),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -10,11 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import secrets
 
+from ..log import get_logger, log
 from ..record.model import JobRecord
 from ..record.store import JobStore
 from .publisher import EventPublisher
+
+
+_log = get_logger("outbox")
+
+
+def _lag(event, published_at: dt.datetime) -> float | None:
+    """Seconds from the event's making (``ce-time``: the observation, or the end of a copy) to its publish."""
+    try:
+        made = dt.datetime.fromisoformat(event.attributes["ce-time"].replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return None
+    return round((published_at - made).total_seconds(), 3)
 
 
 class Outbox:
@@ -31,6 +45,10 @@ class Outbox:
             return 0, 0
         ok = await self._publisher.publish_in_order([event for _, event in pending])
         if ok:
+            published_at = dt.datetime.now(dt.UTC)
+            for _key, event in pending[:ok]:
+                log(_log, logging.INFO, "event published", job=event.job, event_id=event.id,
+                    type=event.type.rsplit(".", 1)[-1], lag_s=_lag(event, published_at))
             await asyncio.to_thread(self._store.mark_published, record.name, pending[:ok], self.owner)
         if ok < len(pending):
             await asyncio.to_thread(self._store.give_back_publish_lease, record.name, self.owner)

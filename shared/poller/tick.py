@@ -26,7 +26,7 @@ from ..errors import BadResponseError, DeadlineExceeded, RelayError, UsageError
 from ..events.outbox import Outbox
 from ..events.publisher import EventPublisher
 from ..log import get_logger, log, redact
-from ..record import machine
+from ..record import cadence, machine
 from ..record.machine import Change, PollResult, Route
 from ..record.model import SHARDS, JobRecord
 from ..record.store import JobStore, Snapshot
@@ -35,7 +35,7 @@ from .watch import ScopeRun
 
 _log = get_logger("poller")
 _DONE = object()
-_migrated: set[tuple[str, str, str]] = set()  # collections (per process) known to hold this version's records
+_migrated: set[tuple] = set()  # collections (per process) known to hold this version's records, on this ladder
 
 
 @dataclasses.dataclass
@@ -79,6 +79,7 @@ class Poller:
         self.owner = self.outbox.owner
         self._runs: list[ScopeRun] = []
         self._deadline = 0.0
+        self.tick_no = cadence.tick_number(self._now(), settings)
 
     @property
     def _settings(self) -> Settings:
@@ -87,13 +88,17 @@ class Poller:
     def now(self) -> dt.datetime:
         return self._now()
 
-    async def tick(self, *, shard_lo: int = 0, shard_hi: int = SHARDS) -> TickSummary:
+    async def tick(self, *, shard_lo: int = 0, shard_hi: int = SHARDS, tick_no: int | None = None) -> TickSummary:
+        """One tick (or one part of a fanned-out tick: a shard range, and the scopes it was given).
+        ``tick_no``: the tick's number on the cadence's clock (default: now's)."""
         started = self.clock()
         deadline = self._deadline = started + self._settings.tick_deadline_s
         summary = TickSummary()
-        where = (self.settings.project, self.settings.database, self.settings.collection)
-        if where not in _migrated and not await asyncio.to_thread(self._store.migrated):
-            summary.migrated = await asyncio.to_thread(self._store.migrate, self._now())
+        self.tick_no = cadence.tick_number(self._now(), self.settings) if tick_no is None else tick_no
+        ladder = cadence.ladder(self.settings)
+        where = (self.settings.project, self.settings.database, self.settings.collection, ladder)
+        if where not in _migrated and not await asyncio.to_thread(self._store.migrated, ladder):
+            summary.migrated = await asyncio.to_thread(self._store.migrate, self._now(), ladder)
             log(_log, logging.INFO, "records of an earlier version given their new fields", records=summary.migrated)
         _migrated.add(where)
         # The due-records query and the listings start first: their first pages take a while, and the
@@ -160,10 +165,15 @@ class Poller:
         start = lo + secrets.randbelow(max(hi - lo, 1))
         workers_n = self._settings.poll_concurrency
 
+        slots = cadence.due_slots(self.tick_no, self.settings)
+
         def produce() -> None:
+            seen: set[str] = set()  # a job stepping up to a slot queried later in this tick is polled once
             try:
-                for snap in self._store.due(start=start, lo=lo, hi=hi):
-                    loop.call_soon_threadsafe(queue.put_nowait, snap)
+                for snap in self._store.due(start=start, lo=lo, hi=hi, slots=slots):
+                    if snap.id not in seen:
+                        seen.add(snap.id)
+                        loop.call_soon_threadsafe(queue.put_nowait, snap)
             finally:
                 for _ in range(workers_n):
                     loop.call_soon_threadsafe(queue.put_nowait, _DONE)
@@ -220,6 +230,9 @@ class Poller:
         if snap.record.terminal:
             return "unchanged"  # finished: nothing a fetch could change
         await self._fetch(snap, job, summary, self._deadline, via="webhook")
+        after = await asyncio.to_thread(self._store.snapshot, job.name)
+        if after is not None and after.record.poll_slot not in ("", cadence.EVERY_TICK):
+            await asyncio.to_thread(self._store.set_slot, after, cadence.EVERY_TICK)  # nudged: due every tick
         if summary.errors or summary.deferred:
             return "fetch_failed"
         return "changed" if summary.changed else "updated" if summary.updated else "unchanged"
@@ -272,7 +285,10 @@ class Poller:
             # the common case: one read, no write, no thread hop (unless the job has stalled)
             if machine.is_stale(snap.record, status):
                 return PollResult.STALE, snap.record
-            await self.check_stall(snap, summary)
+            if not await self.check_stall(snap, summary) and via == "get" and snap.record.poll_slot:
+                slot = cadence.step_up(snap.record.poll_slot, self.tick_no, self.settings)
+                if slot != snap.record.poll_slot:  # unchanged again: polled less often from now on
+                    await asyncio.to_thread(self._store.set_slot, snap, slot)
             return PollResult.UNCHANGED, snap.record
         try:
             result, change = await asyncio.to_thread(self._store.apply_status, snap, status, self._now(),

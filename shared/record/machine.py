@@ -172,6 +172,8 @@ def _apply(record: JobRecord, status: JobStatus, now: dt.datetime, owner: str,
     )
     if moved:
         after = after.replace(changed_at=now)
+        if after.poll_slot:  # the GET path polls a job that just moved every tick again
+            after = after.replace(poll_slot=EVERY_TICK)
     if status.terminal:
         after = _finished(after).replace(expire_at=_expire_at(now, settings))
     if not changed_state:

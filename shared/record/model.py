@@ -19,7 +19,7 @@ from ..batchapi import states
 from ..batchapi.names import JobName
 
 SHARDS = 1024
-EVERY_TICK = "1:0"  # ``poll_slot`` of a job the GET path polls every tick
+EVERY_TICK = "1:0"  # ``poll_slot`` of a job the GET path polls every tick (see cadence.py)
 
 
 class CopyStatus(enum.StrEnum):

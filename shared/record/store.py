@@ -26,7 +26,7 @@ from ..errors import UsageError
 from ..events.event import Event
 from ..log import get_logger, log
 from ..settings import Settings, normalize_destination
-from . import digest, machine
+from . import cadence, digest, machine
 from .digest import Digest
 from .machine import Change, ClaimResult, PollResult
 from .model import EVERY_TICK, SHARDS, CopyStatus, JobRecord, TrackedBy, transition_id
@@ -220,22 +220,25 @@ class JobStore:
             yield JobRecord.from_doc(doc.to_dict())
 
     # -- the tick's queries -------------------------------------------------------------------------------
-    def due(self, *, start: int = 0, lo: int = 0, hi: int = SHARDS, page_size: int = 1000) -> Iterator[Snapshot]:
-        """Records the GET path polls now, with ``lo <= shard < hi``, paged, beginning at shard ``start``
-        and wrapping around (so a tick cut short by its deadline does not always starve the same jobs).
-        Terminal records and watched ones (their list observes them) are not among them."""
+    def due(self, *, start: int = 0, lo: int = 0, hi: int = SHARDS, page_size: int = 1000,
+            slots: list[str] | None = None) -> Iterator[Snapshot]:
+        """Records the GET path polls now — those whose ``poll_slot`` is one of ``slots`` (default: every
+        tick) — with ``lo <= shard < hi``, paged, beginning at shard ``start`` and wrapping around (so a tick
+        cut short by its deadline does not always starve the same jobs). Terminal records and watched
+        ones (their list observes them) are never among them."""
         start = min(max(start, lo), hi)
-        yield from self._due_range(start, hi, page_size)
-        if start > lo:
-            yield from self._due_range(lo, start, page_size)
+        for slot in slots or [EVERY_TICK]:
+            yield from self._due_range(slot, start, hi, page_size)
+            if start > lo:
+                yield from self._due_range(slot, lo, start, page_size)
 
-    def _due_range(self, lo: int, hi: int, page_size: int) -> Iterator[Snapshot]:
+    def _due_range(self, slot: str, lo: int, hi: int, page_size: int) -> Iterator[Snapshot]:
         """Pages grow from 64 to ``page_size`` records: the first records reach the workers quickly,
         later pages amortise the per-query cost."""
         from google.cloud.firestore_v1.base_query import FieldFilter
 
         query = (
-            self._jobs.where(filter=FieldFilter("poll_slot", "==", EVERY_TICK))
+            self._jobs.where(filter=FieldFilter("poll_slot", "==", slot))
             .where(filter=FieldFilter("shard", ">=", lo))
             .where(filter=FieldFilter("shard", "<", hi))
             .order_by("shard")
@@ -321,6 +324,18 @@ class JobStore:
             return True
         return self._poll_write(snap, lambda record: (PollResult.UPDATED, Change(machine.unwatch(record))))[1] \
             is not None
+
+    def set_slot(self, snap: Snapshot, slot: str) -> bool:
+        """Move a record to another ``poll_slot`` (its cadence), guarded by the snapshot (which may be
+        partial: only this field is written)."""
+        from google.api_core import exceptions as gexc
+
+        try:
+            self.ref(snap.name).update({"poll_slot": slot},
+                                       option=self._db.write_option(last_update_time=snap.update_time))
+        except (gexc.FailedPrecondition, gexc.NotFound):
+            return False
+        return True
 
     def stall(self, snap: Snapshot, now: dt.datetime, owner: str) -> Change | None:
         """Commit the current version's ``stalled`` event if it is due (guarded like a poll's write)."""
@@ -503,13 +518,17 @@ class JobStore:
         return moved
 
     # -- records written before this version ------------------------------------------------------------
-    def migrated(self) -> bool:
+    def migrated(self, ladder: tuple[int, ...]) -> bool:
+        """Whether every record is of this version and on this cadence ladder."""
         doc = self._meta.document(SCHEMA).get()
-        return doc.exists and (doc.get("version") or 0) >= SCHEMA_VERSION
+        data = doc.to_dict() if doc.exists else {}
+        return (data.get("version") or 0) >= SCHEMA_VERSION and data.get("ladder") == list(ladder)
 
-    def migrate(self, now: dt.datetime) -> int:
-        """Give records written before ``poll_slot`` existed their fields, so the GET path's query finds
-        them (nothing to do by hand). Idempotent; returns how many records it wrote."""
+    def migrate(self, now: dt.datetime, ladder: tuple[int, ...]) -> int:
+        """Give records written before ``poll_slot`` existed their fields, and move records whose
+        interval is no longer on the cadence ladder (``RELAY_MAX_POLL_INTERVAL_S`` changed) to every
+        tick, so the GET path's queries find them all (nothing to do by hand). Idempotent; returns how
+        many records it wrote."""
         from google.api_core import exceptions as gexc
         from google.cloud.firestore_v1.base_query import FieldFilter
 
@@ -534,7 +553,9 @@ class JobStore:
                 return done
 
         for doc in self._jobs.where(filter=FieldFilter("terminal", "==", False)).stream():
-            if "poll_slot" in (doc.to_dict() or {}):
+            data = doc.to_dict() or {}
+            slot = data.get("poll_slot")
+            if slot == "" or (slot is not None and cadence.interval_of(slot) in ladder):
                 continue
             pending.append(doc)
             if len(pending) == 400:
@@ -542,7 +563,7 @@ class JobStore:
                 pending = []
         if pending:
             written += flush()
-        self._meta.document(SCHEMA).set({"version": SCHEMA_VERSION, "migrated_at": now})
+        self._meta.document(SCHEMA).set({"version": SCHEMA_VERSION, "migrated_at": now, "ladder": list(ladder)})
         return written
 
     # -- heartbeat ----------------------------------------------------------------------------------------
