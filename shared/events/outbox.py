@@ -18,7 +18,6 @@ from ..record.model import JobRecord
 from ..record.store import JobStore
 from .publisher import EventPublisher
 
-
 _log = get_logger("outbox")
 
 
