@@ -155,7 +155,7 @@ class LocalStack:
     def __init__(self, *, project: str = DEFAULT_PROJECT, collection: str = "batch_jobs",
                  topic: str = "batch-job-events", tick_s: float | None = 2.0,
                  gemini_api_key: str = DEFAULT_API_KEY, extra_env: dict[str, str] | None = None,
-                 webhooks: dict[str, Any] | bool = True,
+                 webhooks: dict[str, Any] | bool = True, pollers: int = 1,
                  log_dir: str | os.PathLike | None = None,
                  on_progress: Callable[[str], None] | None = None,
                  on_tick: Callable[[dict[str, Any]], None] | None = None) -> None:
@@ -168,6 +168,9 @@ class LocalStack:
         # the simulator's webhook deliveries to on_gemini_webhook: False for none, a dict for more settings
         self.webhooks = {} if webhooks is True else webhooks
         self.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+        # several poll_jobs instances behind one URL (a balancer, as Cloud Run's front end), for fan-out
+        self.pollers = pollers
+        self.balancer = None
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="batch-relay-stack-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._progress = on_progress or (lambda _message: None)
@@ -180,6 +183,8 @@ class LocalStack:
         self.push_subscription = f"projects/{project}/subscriptions/{topic}-reactor"
         self.viewer_subscription = f"projects/{project}/subscriptions/{topic}-viewer"
         self.console_subscription = f"projects/{project}/subscriptions/{topic}-console"
+        self.parts_topic = f"{topic}-tick-parts"
+        self.parts_topic_path = f"projects/{project}/topics/{self.parts_topic}"
         self.started_s: float | None = None
         self._saved_signals: dict[int, Any] = {}
         self._stopped = False
@@ -206,10 +211,10 @@ class LocalStack:
             self._create_pubsub()
             self._start_webhooks()
             if self.tick_s:
-                self.scheduler = Scheduler(f"{self.services['poll_jobs'].url}/", self.tick_s,
+                self.scheduler = Scheduler(f"{self.url('poll_jobs')}/", self.tick_s,
                                            timeout_s=float(self.env.get("RELAY_TICK_DEADLINE_S", 240)) + 30,
                                            on_tick=self._on_tick).start()
-                self._progress(f"scheduler: POST {self.services['poll_jobs'].url}/ every {self.tick_s:g}s")
+                self._progress(f"scheduler: POST {self.url('poll_jobs')}/ every {self.tick_s:g}s")
         except BaseException:
             # a service interrupted while starting is not in self.services yet: stop it by its PID too
             for service in list(emulators._live):
@@ -233,7 +238,9 @@ class LocalStack:
             if self.scheduler is not None:
                 self.scheduler.stop()
             services = list(self.services.values())
-            functions = [s for s in services if s.name in dict(FUNCTIONS)]
+            if self.balancer is not None:
+                self.balancer.stop()
+            functions = [s for s in services if s.name.split("#")[0] in dict(FUNCTIONS)]
             rest = [s for s in services if s not in functions]
             for group in (functions, rest):
                 with concurrent.futures.ThreadPoolExecutor(max(len(group), 1)) as pool:
@@ -309,6 +316,8 @@ class LocalStack:
             # the cadence's clock is the scheduler's; unchanged jobs are polled every tick unless told
             "RELAY_TICK_INTERVAL_S": str(self.tick_s or 60),
             "RELAY_MAX_POLL_INTERVAL_S": "0",
+            "RELAY_TICK_PARTS_TOPIC": self.parts_topic,
+            **({"RELAY_TICK_FANOUT": str(self.pollers)} if self.pollers > 1 else {}),
             **self.extra_env,
         }
         return env
@@ -322,14 +331,22 @@ class LocalStack:
     def _start_functions(self) -> None:
         env = self.child_env()
         started = []
-        for target, signature in FUNCTIONS:
+        instances = [(f"poll_jobs#{i}" if i else "poll_jobs", "poll_jobs", "http") for i in range(self.pollers)]
+        instances += [(target, target, signature) for target, signature in FUNCTIONS if target != "poll_jobs"]
+        for name, target, signature in instances:
             port = emulators.free_port()
             argv = [sys.executable, "-m", "functions_framework", "--target", target, "--source", str(MAIN),
                     "--signature-type", signature, "--host", "127.0.0.1", "--port", str(port)]
-            started.append(self._adopt(emulators.Service(target, argv, port, env=env, log_dir=str(self.log_dir))))
+            started.append(self._adopt(emulators.Service(name, argv, port, env=env, log_dir=str(self.log_dir))))
         for service in started:  # they import side by side; wait for each
             service.wait_ready(60)
             self._progress(f"functions-framework {service.name:12} {service.url}  pid {service.pid}")
+        if self.pollers > 1:
+            from devtools.balancer import Balancer
+
+            pollers = [s.url for s in started if s.name.startswith("poll_jobs")]
+            self.balancer = Balancer(pollers).start()
+            self._progress(f"{self.pollers} poll_jobs instances behind {self.balancer.url} (as Cloud Run's front end)")
 
     def _create_pubsub(self) -> None:
         with self.environ():
@@ -349,6 +366,12 @@ class LocalStack:
                 subscriber.create_subscription(request={
                     "name": name, "topic": self.topic_path, "enable_message_ordering": True,
                     "ack_deadline_seconds": 60})
+            # fan-out: the coordinator's parts, pushed (the message data as the body) to poll_jobs
+            publisher.create_topic(name=self.parts_topic_path)
+            subscriber.create_subscription(request={
+                "name": f"projects/{self.project}/subscriptions/{self.parts_topic}-push",
+                "topic": self.parts_topic_path, "ack_deadline_seconds": 600,
+                "push_config": {"push_endpoint": f"{self.url('poll_jobs')}/", "no_wrapper": {"write_metadata": False}}})
         finally:
             subscriber.close()
             publisher.stop()
@@ -383,6 +406,8 @@ class LocalStack:
         return Settings.from_env(self.env)
 
     def url(self, name: str) -> str:
+        if name == "poll_jobs" and self.balancer is not None:
+            return self.balancer.url
         return self.services[name].url
 
     def shell_exports(self) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from . import wiring
 from .errors import SettingsError
 from .log import configure, get_logger, log
-from .record.model import SHARDS
+from .poller import fanout
 from .settings import load_settings
 
 _log = get_logger("entrypoints")
@@ -33,31 +33,16 @@ def handle_poll(request) -> tuple[str, int, dict[str, str]]:
         log(_log, logging.CRITICAL, "bad settings", error=str(exc))
         return json.dumps({"error": str(exc)}), 500, headers
     try:
-        shards = _shard_range(request)
+        part = fanout.parse_body(_json_body(request))
     except ValueError as exc:
         return json.dumps({"error": str(exc)}), 400, headers
     try:
         summary = wiring.poll_once(settings, wiring.cached_firestore(settings), wiring.cached_publisher(settings),
-                                   shards=shards)
+                                   part=part)
     except Exception as exc:  # noqa: BLE001 - the tick could not run at all: 500, and say why
         log(_log, logging.ERROR, "tick failed", error=f"{type(exc).__name__}: {exc}"[:500])
         return json.dumps({"error": f"tick failed: {type(exc).__name__}"}), 500, headers
     return json.dumps(summary), 200, headers
-
-
-def _shard_range(request) -> tuple[int, int]:
-    """Optional JSON body ``{"shard_lo": a, "shard_hi": b}``: poll only records with a <= shard < b
-    (how a tick fans out over several invocations). Scheduler's empty body polls every shard."""
-    body = request.get_json(silent=True, force=True) if request.data else None
-    if not body:
-        return 0, SHARDS
-    if not isinstance(body, dict):
-        raise ValueError("body must be a JSON object")
-    lo, hi = body.get("shard_lo", 0), body.get("shard_hi", SHARDS)
-    if not (isinstance(lo, int) and isinstance(hi, int)) or isinstance(lo, bool) or isinstance(hi, bool) \
-            or not 0 <= lo < hi <= SHARDS:
-        raise ValueError(f"shard_lo/shard_hi must be integers with 0 <= shard_lo < shard_hi <= {SHARDS}")
-    return lo, hi
 
 
 def handle_webhook(request) -> tuple[str, int, dict[str, str]]:
@@ -81,6 +66,18 @@ def handle_webhook(request) -> tuple[str, int, dict[str, str]]:
     if reply.status == 405:
         headers["Allow"] = "POST"
     return json.dumps(reply.body), reply.status, headers
+
+
+def _json_body(request) -> Any:
+    """The raw body as JSON, whatever its content type claims (a Pub/Sub push without wrapper may say
+    ``application/x-www-form-urlencoded``, which would otherwise be parsed as a form and lost)."""
+    raw = request.get_data(cache=True, parse_form_data=False)
+    if not raw or not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ValueError("body must be JSON") from None
 
 
 def handle_event(cloud_event: Any) -> None:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -86,17 +87,63 @@ def make_poller(settings: Settings, db, publisher_client, http, *, store: JobSto
 
 async def run_tick(settings: Settings, db, publisher_client, *,
                    transport: httpx.AsyncBaseTransport | None = None,
-                   shards: tuple[int, int] | None = None, now=None) -> dict[str, Any]:
-    """One tick with clients that belong to this event loop (built here, closed here)."""
+                   shards: tuple[int, int] | None = None, now=None, part=None) -> dict[str, Any]:
+    """One tick with clients that belong to this event loop (built here, closed here): the whole tick, one
+    ``part`` of a fan-out, or — when ``RELAY_TICK_FANOUT`` > 1 and no part is given — the coordinator."""
     async with make_http_pool(settings.poll_concurrency, settings.request_timeout_s, transport=transport) as http:
         poller = make_poller(settings, db, publisher_client, http, now=now)
-        lo, hi = shards or (0, SHARDS)
-        summary = await poller.tick(shard_lo=lo, shard_hi=hi)
+        if part is None and shards is None and settings.tick_fanout > 1:
+            return await _coordinate(settings, db, publisher_client, poller)
+        if part is not None:
+            summary = await poller.tick(part=part)
+        else:
+            lo, hi = shards or (0, SHARDS)
+            summary = await poller.tick(shard_lo=lo, shard_hi=hi)
     return summary.as_dict()
 
 
-def poll_once(settings: Settings, db, publisher_client, *, shards: tuple[int, int] | None = None) -> dict[str, Any]:
-    return asyncio.run(run_tick(settings, db, publisher_client, shards=shards))
+async def _coordinate(settings: Settings, db, publisher_client, poller: Poller) -> dict[str, Any]:
+    """The coordinator of a fanned-out tick (``poller.fanout``): publish parts 1..K-1, run part 0, then
+    wait (a little, within the deadline) for the others' heartbeats and add up what they reported."""
+    from .log import get_logger, log
+    from .poller import fanout
+    from .record import cadence
+
+    logger = get_logger("fanout")
+    started = poller.clock()
+    tick = cadence.tick_number(poller.now(), settings)
+    parts = fanout.plan(settings.tick_fanout, tick)
+    topic = f"projects/{settings.project}/topics/{settings.tick_parts_topic}"
+    futures = [publisher_client.publish(topic, p.to_message(), part=str(p.index), tick=str(tick)) for p in parts[1:]]
+    published = 0
+    for part, future in zip(parts[1:], futures, strict=True):
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(future), 60)
+            published += 1
+        except Exception as exc:  # noqa: BLE001 - that part's shards wait for the next tick
+            log(logger, logging.ERROR, "tick part not published", part=part.index,
+                error=f"{type(exc).__name__}: {exc}"[:300])
+    summary = (await poller.tick(part=parts[0])).as_dict()
+    store = JobStore(db, settings)
+    own_s = poller.clock() - started
+    deadline = started + settings.tick_deadline_s
+    until = min(deadline, poller.clock() + max(10.0, 3 * own_s))
+    reported: dict[int, dict[str, Any]] = {}
+    while len(reported) < len(parts) - 1 and poller.clock() < until:
+        reported = await asyncio.to_thread(store.part_heartbeats, tick, range(1, len(parts)))
+        if len(reported) < len(parts) - 1:
+            await asyncio.sleep(0.5)
+    total = fanout.add_up(summary, list(reported.values()))
+    total.update(duration_s=round(poller.clock() - started, 3), parts=len(parts), parts_published=published,
+                 parts_reported=len(reported))
+    total["errors"] += len(parts) - 1 - published
+    await asyncio.to_thread(store.heartbeat, total, dt.datetime.now(dt.UTC), None, tick)
+    return total
+
+
+def poll_once(settings: Settings, db, publisher_client, *, shards: tuple[int, int] | None = None,
+              part=None) -> dict[str, Any]:
+    return asyncio.run(run_tick(settings, db, publisher_client, shards=shards, part=part))
 
 
 # -- the webhook --------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from ..record.machine import Change, PollResult, Route
 from ..record.model import SHARDS, JobRecord
 from ..record.store import JobStore, Snapshot
 from ..settings import Settings
+from .fanout import Part
 from .watch import ScopeRun
 
 _log = get_logger("poller")
@@ -88,12 +89,20 @@ class Poller:
     def now(self) -> dt.datetime:
         return self._now()
 
-    async def tick(self, *, shard_lo: int = 0, shard_hi: int = SHARDS, tick_no: int | None = None) -> TickSummary:
-        """One tick (or one part of a fanned-out tick: a shard range, and the scopes it was given).
-        ``tick_no``: the tick's number on the cadence's clock (default: now's)."""
+    async def tick(self, *, shard_lo: int = 0, shard_hi: int = SHARDS, tick_no: int | None = None,
+                   part: Part | None = None) -> TickSummary:
+        """One tick over a shard range, or one ``part`` of a fanned-out tick (its shard range, its share of
+        the watched scopes; only part 0 does the tick's global work). ``tick_no``: the tick's number on the
+        cadence's clock (default: now's, or the part's)."""
         started = self.clock()
         deadline = self._deadline = started + self._settings.tick_deadline_s
         summary = TickSummary()
+        if part is not None:
+            shard_lo, shard_hi, tick_no = part.shard_lo, part.shard_hi, part.tick if tick_no is None else tick_no
+            if part.count > 1:
+                self._scopes = part.scopes(self.settings)
+        fanned = part is not None and part.count > 1
+        global_work = not fanned or part.coordinator
         self.tick_no = cadence.tick_number(self._now(), self.settings) if tick_no is None else tick_no
         ladder = cadence.ladder(self.settings)
         where = (self.settings.project, self.settings.database, self.settings.collection, ladder)
@@ -107,22 +116,25 @@ class Poller:
         self._runs = [ScopeRun(scope, self, self._store) for scope in self._scopes]
         listings = [asyncio.create_task(run.list(summary, deadline)) for run in self._runs]
         queue, producer = self._start_query(shard_lo, shard_hi)
-        if self._sweep:
+        if self._sweep and global_work:
             try:
                 summary.swept = await asyncio.to_thread(self._store.fail_stuck_copies, self._now())
             except Exception as exc:  # noqa: BLE001 - the sweep is retried next tick; polling goes on
                 summary.errors += 1
                 log(_log, logging.ERROR, "sweep failed", error=f"{type(exc).__name__}: {exc}"[:300])
-        await self._republish(summary, deadline)
+        if global_work:
+            await self._republish(summary, deadline)
         await self._poll(queue, producer, summary, deadline)
         await asyncio.gather(*listings)
         for run in self._runs:
             await run.settle(summary)
-        if self._scopes is self.settings.watch:  # the whole tick (not one part of a fan-out) looks after scopes
+        if global_work:
             await self._retire_scopes(summary)
         summary.duration_s = self.clock() - started
-        await asyncio.to_thread(self._store.heartbeat, summary.as_dict(), self._now())
-        log(_log, logging.INFO, "tick finished", **summary.as_dict())
+        fields = {"part": part.index, "parts": part.count} if fanned else {}
+        await asyncio.to_thread(self._store.heartbeat, summary.as_dict(), self._now(),
+                                part.index if fanned else None, self.tick_no)
+        log(_log, logging.INFO, "tick finished", **summary.as_dict(), **fields)
         return summary
 
     async def _retire_scopes(self, summary: TickSummary) -> None:

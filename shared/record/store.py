@@ -567,8 +567,21 @@ class JobStore:
         return written
 
     # -- heartbeat ----------------------------------------------------------------------------------------
-    def heartbeat(self, summary: dict[str, Any], now: dt.datetime) -> None:
-        self._meta.document(HEARTBEAT).set({"last_tick": now, "summary": summary})
+    def heartbeat(self, summary: dict[str, Any], now: dt.datetime, part: int | None = None,
+                  tick: int | None = None) -> None:
+        """The tick's one write: ``heartbeat``, or ``heartbeat-part-{i}`` for a part of a fan-out."""
+        doc = HEARTBEAT if part is None else f"{HEARTBEAT}-part-{part}"
+        self._meta.document(doc).set({"last_tick": now, "summary": summary, "tick": tick, "part": part})
+
+    def part_heartbeats(self, tick: int, parts: range) -> dict[int, dict[str, Any]]:
+        """The summaries the parts of tick ``tick`` wrote (parts not done yet are missing)."""
+        refs = [self._meta.document(f"{HEARTBEAT}-part-{i}") for i in parts]
+        out = {}
+        for doc in self._db.get_all(refs):
+            data = doc.to_dict() if doc.exists else None
+            if data and data.get("tick") == tick and isinstance(data.get("part"), int):
+                out[data["part"]] = data.get("summary") or {}
+        return out
 
     def read_heartbeat(self) -> dict[str, Any] | None:
         doc = self._meta.document(HEARTBEAT).get()

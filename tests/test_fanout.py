@@ -1,0 +1,104 @@
+"""Fan-out (RELAY_TICK_FANOUT): the part plan as pure functions, and a fanned-out tick on the local stack
+with four poll_jobs instances behind one URL, the parts pushed over Pub/Sub."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+
+import httpx
+import pytest
+
+from devtools.simulator import SimulatorClient, gemini_spec
+from devtools.stack import LocalStack
+from shared.batchapi.scopes import WatchScope
+from shared.poller import fanout
+from shared.record.model import SHARDS
+from shared.settings import Settings
+
+
+def test_the_plan_covers_every_shard_once_and_deals_the_scopes():
+    for count in (1, 2, 3, 4, 7, 64):
+        parts = fanout.plan(count, 99)
+        assert [p.index for p in parts] == list(range(count)) and parts[0].shard_lo == 0
+        assert parts[-1].shard_hi == SHARDS and all(a.shard_hi == b.shard_lo for a, b in zip(parts, parts[1:]))
+    s = Settings(project="p", watch=tuple(WatchScope.parse(x) for x in (
+        "gemini", "vertex:projects/p/locations/a", "vertex:projects/p/locations/b")))
+    dealt = [scope.id for part in fanout.plan(2, 1) for scope in part.scopes(s)]
+    assert sorted(dealt) == sorted(scope.id for scope in s.watch) and len(dealt) == 3
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    (None, None), ({}, None),
+    ({"shard_lo": 0, "shard_hi": 512}, fanout.Part(0, 1, 0, 512, None)),
+    ({"part": 2, "parts": 4, "shard_lo": 512, "shard_hi": 768, "tick": 7}, fanout.Part(2, 4, 512, 768, 7)),
+    ({"message": {"data": "eyJwYXJ0IjogMSwgInBhcnRzIjogMiwgInNoYXJkX2xvIjogNTEyLCAic2hhcmRfaGkiOiAxMDI0fQ=="}},
+     fanout.Part(1, 2, 512, 1024, None)),
+])
+def test_bodies_poll_jobs_takes(body, expected):
+    assert fanout.parse_body(body) == expected
+
+
+@pytest.mark.parametrize("body", [[1], {"shard_lo": 5, "shard_hi": 5}, {"part": 4, "parts": 4},
+                                  {"part": True}, {"shard_hi": 2048}, {"message": {"data": "!!"}}, {"tick": "x"}])
+def test_bad_bodies_are_refused(body):
+    with pytest.raises(ValueError):
+        fanout.parse_body(body)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_fanned_out_tick_polls_every_job_exactly_once_over_four_instances(tmp_path):
+    with LocalStack(project="batch-relay-fanout", tick_s=None, webhooks=False, pollers=4, log_dir=tmp_path,
+                    extra_env={"RELAY_TICK_FANOUT": "4"}) as stack:
+        sim = SimulatorClient(stack.url("simulator"))
+        names = [f"batches/fan-{i:04d}" for i in range(240)]
+        sim.add_jobs([gemini_spec(n, ["RUNNING", "SUCCEEDED"]) for n in names])
+        with stack.environ():
+            from google.cloud import pubsub_v1
+
+            from devtools.pubsub_drain import drain
+            from shared import wiring
+            from shared.record.store import JobStore
+
+            settings = stack.settings()
+            db = wiring.make_firestore(settings)
+            store = JobStore(db, settings)
+            for name in names:
+                store.track(name)
+            reply = httpx.post(stack.url("poll_jobs") + "/", json={}, timeout=120).json()  # what Scheduler sends
+            assert reply["parts"] == 4 and reply["parts_published"] == 3, reply
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not all(store.get(n)["version"] == 1 for n in names):
+                time.sleep(0.5)
+            per_job = sim.stats()["per_job_gets"]
+            assert all(per_job.get(n) == 1 for n in names), {n: per_job.get(n) for n in names if per_job.get(n) != 1}
+            beats = [db.collection(settings.meta_collection).document(f"heartbeat-part-{i}").get().to_dict()
+                     for i in range(1, 4)]
+            assert all(b and b["tick"] == beats[0]["tick"] and b["part"] == i + 1 for i, b in enumerate(beats))
+            own = db.collection(settings.meta_collection).document("heartbeat").get().to_dict()["summary"]
+            assert own["parts"] == 4 and own["polled"] == reply["polled"]
+            if reply["parts_reported"] == 3:  # the coordinator's reply adds up every part's
+                assert reply["polled"] == len(names) == sum(b["summary"]["polled"] for b in beats) + (
+                    reply["polled"] - sum(b["summary"]["polled"] for b in beats))
+            assert sum(1 for served in stack.balancer.served if served) >= 2  # the parts ran on several instances
+            # a part delivered twice at once, while the jobs move on: still one event per version, in order
+            part = fanout.plan(4, None)[2]
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                replies = list(pool.map(lambda _: httpx.post(stack.url("poll_jobs") + "/",
+                                                             content=part.to_message(), timeout=120), range(2)))
+            assert all(r.status_code == 200 for r in replies)
+            subscriber = pubsub_v1.SubscriberClient()
+            messages = drain(subscriber, stack.console_subscription, quiet_s=1.0)
+            subscriber.close()
+            by_job: dict[str, list[int]] = {}
+            for m in messages:
+                if m.attributes["ce-type"] == "batchrelay.job.v1.stateChanged":
+                    by_job.setdefault(m.attributes["job"], []).append(json.loads(m.data)["version"])
+            for name in names:
+                versions = by_job[name]
+                firsts = [v for i, v in enumerate(versions) if v not in versions[:i]]
+                assert firsts == sorted(firsts) and firsts[0] == 1, (name, versions)
+                assert store.get(name)["version"] == len(firsts)
+            db.close()
