@@ -136,6 +136,21 @@ def test_poll_errors_are_noted_once_and_404_long_enough_is_lost():
     assert ok.record.last_poll_error is None
 
 
+def test_the_writer_of_a_change_knows_its_pending_events_unless_an_older_one_is_unpublished():
+    _, first = machine.apply_status(fresh(), status(), at(1), "me", S)
+    assert machine.pending_of_change(first) == [("00000001", first.events[0])]
+    # version 1 still unpublished when version 2 is committed: only the store's transitions know it
+    _, second = machine.apply_status(first.record, status("JOB_STATE_SUCCEEDED", updated=20), at(2), "me", S)
+    assert second.record.version == 2 and machine.pending_of_change(second) is None
+    published = machine.mark_published(first.record, [("00000001", first.events[0])], "me").record
+    _, third = machine.apply_status(published, status("JOB_STATE_SUCCEEDED", updated=20), at(2), "me", S)
+    assert [key for key, _ in machine.pending_of_change(third)] == ["00000002"]
+    # a change that made no transition (counts alone) has nothing the writer could know
+    _, counts = machine.apply_status(published, status(counts={"successful": 1, "failed": 0, "incomplete": 1}),
+                                     at(3), "me", S)
+    assert counts.events == () and machine.pending_of_change(counts) == []
+
+
 def test_publish_lease_take_and_give_back():
     r = fresh()
     mine = machine.take_publish_lease(r, "me", at(0), S)

@@ -13,6 +13,7 @@ from functions_framework import create_app
 
 from devtools.simulator import gemini_spec, vertex_spec
 from shared import wiring
+from shared.record import machine
 from tests.conftest import validate_event
 
 MAIN = "functions/main.py"
@@ -390,3 +391,32 @@ def test_a_transition_left_by_an_earlier_tracking_does_not_block_a_retrack(relay
     transitions = relay.store.transitions("batches/orphan")
     assert [t["to_state"] for t in transitions] == ["JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"]
     assert transitions[0]["event_id"] != "old-1"
+
+
+def test_the_writer_of_a_change_marks_it_published_without_reading_unless_the_record_moved(relay):
+    import datetime as dt
+
+    from shared.batchapi.wire import JobStatus
+
+    now = dt.datetime.now(dt.UTC)
+
+    def commit(name: str, state: str):
+        relay.store.track(name)
+        observed = JobStatus(name=name, api="gemini", state=state, completion_stats=None, update_time=now,
+                             output={}, error=None)
+        _result, change = relay.store.apply_status(relay.store.snapshot(name), observed, now, "writer")
+        assert change.guard is not None and change.lease
+        return change, machine.pending_of_change(change)
+
+    change, pending = commit("batches/guard-a", "JOB_STATE_RUNNING")
+    assert relay.store.mark_published_after(change, pending, "writer")
+    record = relay.store.get("batches/guard-a")
+    assert (record["published_version"], record["has_unpublished"], record["publish_lease"]) == (1, False, None)
+    assert relay.store.transitions("batches/guard-a")[0]["published"] is True
+    # written in between (here: new labels): the guard refuses, nothing is marked, the transaction does it
+    change, pending = commit("batches/guard-b", "JOB_STATE_RUNNING")
+    relay.store.track("batches/guard-b", labels={"team": "x"})
+    assert not relay.store.mark_published_after(change, pending, "writer")
+    assert relay.store.get("batches/guard-b")["has_unpublished"] is True
+    relay.store.mark_published("batches/guard-b", pending, "writer")
+    assert relay.store.get("batches/guard-b")["published_version"] == 1

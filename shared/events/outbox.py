@@ -14,6 +14,8 @@ import logging
 import secrets
 
 from ..log import get_logger, log
+from ..record import machine
+from ..record.machine import Change
 from ..record.model import JobRecord
 from ..record.store import JobStore
 from .publisher import EventPublisher
@@ -36,9 +38,13 @@ class Outbox:
         self._publisher = publisher
         self.owner = owner or secrets.token_hex(6)
 
-    async def flush(self, record: JobRecord) -> tuple[int, int]:
-        """Publish one record's pending events. Returns (published, still pending)."""
-        pending = await asyncio.to_thread(self._store.pending_events, record)
+    async def flush(self, record: JobRecord, change: Change | None = None) -> tuple[int, int]:
+        """Publish one record's pending events. Returns (published, still pending). ``change``: the
+        committed change that left the record so; its writer knows the events and the record's update
+        time, so neither is read again unless the record was written since (then the transaction)."""
+        pending = machine.pending_of_change(change) if change is not None else None
+        if pending is None:
+            pending = await asyncio.to_thread(self._store.pending_events, record)
         if not pending:
             await asyncio.to_thread(self._store.give_back_publish_lease, record.name, self.owner)
             return 0, 0
@@ -48,7 +54,10 @@ class Outbox:
             for _key, event in pending[:ok]:
                 log(_log, logging.INFO, "event published", job=event.job, event_id=event.id,
                     type=event.type.rsplit(".", 1)[-1], lag_s=_lag(event, published_at))
-            await asyncio.to_thread(self._store.mark_published, record.name, pending[:ok], self.owner)
+            done = pending[:ok]
+            if change is None or not await asyncio.to_thread(self._store.mark_published_after, change, done,
+                                                              self.owner):
+                await asyncio.to_thread(self._store.mark_published, record.name, done, self.owner)
         if ok < len(pending):
             await asyncio.to_thread(self._store.give_back_publish_lease, record.name, self.owner)
         return ok, len(pending) - ok

@@ -263,7 +263,8 @@ class Poller:
 
         route = Route(scope.id, digest.part_of(job.job_id))
         _result, change = machine.discover(job, status, self._now(), self.owner, self.settings, route, via="webhook")
-        if not await asyncio.to_thread(self._store.discover, change):
+        change = await asyncio.to_thread(self._store.discover, change)
+        if change is None:
             return "unchanged"  # tracked meanwhile
         log(_log, logging.INFO, "job discovered", job=job.name, api=job.api, scope=scope.id,
             state=change.record.state, version=change.record.version, via="webhook")
@@ -365,7 +366,7 @@ class Poller:
         if change is None or not (change.events and change.lease):
             return
         try:
-            sent, _left = await self.outbox.flush(change.record)
+            sent, _left = await self.outbox.flush(change.record, change)
             summary.published += sent
         except Exception as exc:  # noqa: BLE001 - unpublished events stay in the outbox for the next tick
             summary.errors += 1

@@ -290,7 +290,8 @@ class ScopeRun:
         job = JobName.parse(self.scope.job_name(key))
         route = Route(self.route_id, digests.part_of(key))
         _result, change = machine.discover(job, status, now, poller.owner, poller.settings, route)
-        if not await asyncio.to_thread(self._store.discover, change):
+        change = await asyncio.to_thread(self._store.discover, change)
+        if change is None:
             return  # tracked meanwhile: the next tick sees the record
         summary.discovered += 1
         record = change.record

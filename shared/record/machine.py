@@ -76,6 +76,7 @@ class Change:
     transitions: tuple[TransitionWrite, ...] = ()
     events: tuple[events.Event, ...] = ()
     lease: bool = False
+    guard: Any = None  # set by the store once committed: the record's update time as this change left it
 
 
 # -- observations -------------------------------------------------------------------------------------------
@@ -278,6 +279,18 @@ def pending_order(key: str) -> tuple[float, int]:
 def outbox_events(record: JobRecord) -> list[tuple[str, events.Event]]:
     """The record's own outbox entries (``lost``, ``stalled-{version}``, ``copy``), each with its key."""
     return [(key, events.Event.from_doc(doc)) for key, doc in record.outbox.items() if doc]
+
+
+def pending_of_change(change: Change) -> list[tuple[str, events.Event]] | None:
+    """What ``JobStore.pending_events`` would read back right after ``change`` was committed, from the
+    change itself — or None when an older transition may still be unpublished (only the store knows)."""
+    made = {write.version: write.fields for write in change.transitions if write.create and "event" in write.fields}
+    versions = unpublished_versions(change.record)
+    if any(version not in made for version in versions):
+        return None
+    out = [(transition_id(v), events.Event.from_doc(made[v]["event"])) for v in versions]
+    out.extend(outbox_events(change.record))
+    return sorted(out, key=lambda item: pending_order(item[0]))
 
 
 def mark_published(record: JobRecord, done: list[tuple[str, events.Event]], owner: str) -> Change:

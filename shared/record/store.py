@@ -49,28 +49,21 @@ COMPOSITE_INDEXES = [
 ]
 
 # What the tick's query reads of each record: enough to decide whether a poll must write (most don't).
-DUE_FIELDS = ("name", "api", "shard", "version", "state", "completion_stats", "error", "output",
-              "last_poll_error", "update_time", "poll_slot", "watch_scope", "watch_part", "changed_at", "stalled_at",
-              "polled_at")
-
-
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
-    """A record as read, with the update time that guards writes based on it. ``partial`` when only
-    ``DUE_FIELDS`` were read: such a record is never written back."""
+    """A record as read, with the update time that guards writes based on it."""
 
     id: str
     record: JobRecord
     update_time: Any
-    partial: bool = False
 
     @property
     def name(self) -> str:
         return self.record.name or self.id
 
 
-def _snap(doc, partial: bool = False) -> Snapshot:
-    return Snapshot(doc.id, JobRecord.from_doc(doc.to_dict() or {}), doc.update_time, partial)
+def _snap(doc) -> Snapshot:
+    return Snapshot(doc.id, JobRecord.from_doc(doc.to_dict() or {}), doc.update_time)
 
 
 class JobStore:
@@ -107,18 +100,26 @@ class JobStore:
             else:
                 writer.update(tref, write.fields)
 
-    def _commit_guarded(self, snap: Snapshot, change: Change) -> bool:
-        """Commit a Change based on ``snap`` atomically, only if the record is unchanged since it was read."""
+    def _commit_guarded(self, snap: Snapshot, change: Change) -> Change | None:
+        """Commit a Change based on ``snap`` atomically, only if the record is unchanged since it was read.
+        Returns the change with its ``guard`` (None if the record had changed)."""
         from google.api_core import exceptions as gexc
 
         batch = self._db.batch()
         self._write(batch, snap.name, snap.record, change,
                     option=self._db.write_option(last_update_time=snap.update_time))
         try:
-            batch.commit()
+            results = batch.commit()
         except (gexc.FailedPrecondition, gexc.NotFound):
-            return False
-        return True
+            return None
+        return self._guarded(change, results, wrote_record=bool(change.record.changes_from(snap.record)))
+
+    @staticmethod
+    def _guarded(change: Change, results, wrote_record: bool) -> Change:
+        """The change with the update time of its record write (the first write of its batch), if any."""
+        if not wrote_record or not results:
+            return change
+        return dataclasses.replace(change, guard=results[0].update_time)
 
     def _transact(self, name: str, step: Callable[[JobRecord | None], tuple[T, Change | None]]) -> T:
         """Run ``step`` on the current record inside a transaction and commit the Change it returns."""
@@ -242,7 +243,6 @@ class JobStore:
             .where(filter=FieldFilter("shard", ">=", lo))
             .where(filter=FieldFilter("shard", "<", hi))
             .order_by("shard")
-            .select(DUE_FIELDS)
         )
         last, size = None, min(64, page_size)
         while True:
@@ -251,7 +251,7 @@ class JobStore:
             for doc in (page.start_after(last) if last is not None else page).stream():
                 count += 1
                 last = doc
-                yield _snap(doc, partial=True)
+                yield _snap(doc)
             if count < size:
                 return
             size = min(size * 4, page_size)
@@ -269,54 +269,46 @@ class JobStore:
             yield _snap(doc)
 
     # -- what a poll writes -------------------------------------------------------------------------------
-    def _complete(self, snap: Snapshot) -> Snapshot | None:
-        """The whole record behind a partial snapshot, or None if its state moved on since the query read
-        it (another tick saw a newer state: ours may be stale). Writes of other fields in between (a
-        publish lease, the copy) don't matter: the commit is then guarded by the fresh update time."""
-        if not snap.partial:
-            return snap
-        doc = self._jobs.document(snap.id).get()
-        if not doc.exists:
-            return None
-        fresh = _snap(doc)
-        if (fresh.record.version, fresh.record.state) != (snap.record.version, snap.record.state):
-            return None
-        return fresh
-
     def _poll_write(self, snap: Snapshot, decide: Callable[[JobRecord], tuple[PollResult, Change | None]]
                     ) -> tuple[PollResult, Change | None]:
-        full = self._complete(snap)
-        if full is None:
-            return PollResult.CONFLICT, None
-        result, change = decide(full.record)
+        """Commit what ``decide`` makes of the record, guarded by ``snap``. If the record was written since
+        the query read it (this tick's outbox phase, a lease, the copy: not its state), decide again on a
+        fresh read — the only read a poll adds, and only then. CONFLICT when its version or state moved on
+        (another tick saw a newer state: ours may be stale; the next tick looks again)."""
+        result, change = decide(snap.record)
         if change is None:
             return result, None
-        if not self._commit_guarded(full, change):
+        committed = self._commit_guarded(snap, change)
+        if committed is not None:
+            return result, committed
+        fresh = self.snapshot(snap.name)
+        if fresh is None or (fresh.record.version, fresh.record.state) != (snap.record.version, snap.record.state):
             return PollResult.CONFLICT, None
-        return result, change
+        result, change = decide(fresh.record)
+        if change is None:
+            return result, None
+        committed = self._commit_guarded(fresh, change)
+        return (result, committed) if committed is not None else (PollResult.CONFLICT, None)
 
     def apply_status(self, snap: Snapshot, status: JobStatus, now: dt.datetime, owner: str,
                      route: machine.Route | None = None, via: str = "get") -> tuple[PollResult, Change | None]:
         """Write what an observation changed (nothing if nothing did, or if it is stale); with ``route``
         the record is watched under that scope from now on."""
-        result, change = machine.apply_status(snap.record, status, now, owner, self._settings, route, via)
-        if change is None:
-            return result, None
         return self._poll_write(snap, lambda record: machine.apply_status(record, status, now, owner,
                                                                           self._settings, route, via))
 
-    def discover(self, change: Change) -> bool:
-        """Create a record found in a watched scope (with its first status applied). False if a record
-        appeared meanwhile (another tick, or ``track``): the next tick sees it."""
+    def discover(self, change: Change) -> Change | None:
+        """Create a record found in a watched scope (with its first status applied); returns the committed
+        change. None if a record appeared meanwhile (another tick, or ``track``): the next tick sees it."""
         from google.api_core import exceptions as gexc
 
         batch = self._db.batch()
         self._write(batch, change.record.name, None, change)
         try:
-            batch.commit()
+            results = batch.commit()
         except (gexc.AlreadyExists, gexc.Conflict):
-            return False
-        return True
+            return None
+        return self._guarded(change, results, wrote_record=True)
 
     def unwatch(self, snap: Snapshot) -> bool:
         """Hand a watched record back to the GET path (guarded)."""
@@ -326,8 +318,8 @@ class JobStore:
             is not None
 
     def set_slot(self, snap: Snapshot, slot: str) -> bool:
-        """Move a record to another ``poll_slot`` (its cadence), guarded by the snapshot (which may be
-        partial: only this field is written)."""
+        """Move a record to another ``poll_slot`` (its cadence), guarded by the snapshot (only this field
+        is written)."""
         from google.api_core import exceptions as gexc
 
         try:
@@ -341,16 +333,12 @@ class JobStore:
         """Commit the current version's ``stalled`` event if it is due (guarded like a poll's write)."""
         if not machine.stall_due(snap.record, now, self._settings):
             return None
-        result, change = self._poll_write(snap, lambda record: (PollResult.UPDATED,
-                                                                machine.stall(record, now, owner, self._settings)))
-        return change
+        return self._poll_write(snap, lambda record: (PollResult.UPDATED,
+                                                      machine.stall(record, now, owner, self._settings)))[1]
 
     def record_error(self, snap: Snapshot, kind: str, message: str, now: dt.datetime,
                      owner: str) -> tuple[PollResult, Change | None]:
         """Note why the status fetch failed (and give the job up as lost after long enough 404s)."""
-        result, change = machine.record_poll_error(snap.record, kind, message, now, owner, self._settings)
-        if change is None:
-            return result, None
         return self._poll_write(snap, lambda record: machine.record_poll_error(record, kind, message, now, owner,
                                                                                self._settings))
 
@@ -358,7 +346,7 @@ class JobStore:
     def take_publish_lease(self, snap: Snapshot, owner: str, now: dt.datetime, *, force: bool = False) -> bool:
         """Take the record's publish lease, unless another holds a live one (guarded by ``snap``)."""
         after = machine.take_publish_lease(snap.record, owner, now, self._settings, force=force)
-        return after is not None and self._commit_guarded(snap, Change(after))
+        return after is not None and self._commit_guarded(snap, Change(after)) is not None
 
     def give_back_publish_lease(self, name: str, owner: str) -> None:
         """Drop our publish lease without publishing (after a publish failure), so the next tick retries."""
@@ -391,6 +379,14 @@ class JobStore:
             return None, (machine.mark_published(record, done, owner) if record else None)
 
         self._transact(name, step)
+
+    def mark_published_after(self, change: Change, done: list[tuple[str, Event]], owner: str) -> bool:
+        """``mark_published`` for the writer of ``change``, without reading the record again: guarded by
+        the change's update time. False when the record was written since (then use ``mark_published``)."""
+        if change.guard is None:
+            return False
+        snap = Snapshot(doc_id(change.record.name), change.record, change.guard)
+        return self._commit_guarded(snap, machine.mark_published(change.record, done, owner)) is not None
 
     # -- the copy -----------------------------------------------------------------------------------------
     def claim_copy(self, name: str, now: dt.datetime) -> tuple[ClaimResult, JobRecord | None]:
@@ -512,7 +508,7 @@ class JobStore:
         """A scope no longer watched: its records go back to the GET path. Returns how many."""
         moved = 0
         for snap in self.watched(scope_id):
-            if self._commit_guarded(snap, Change(machine.unwatch(snap.record))):
+            if self._commit_guarded(snap, Change(machine.unwatch(snap.record))) is not None:
                 moved += 1
         self._meta.document(_scope_doc(scope_id)).set({"retired": True}, merge=True)
         return moved
