@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 CHECKOV_VENV ?= .venv-checkov
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv lint bundle bench bench-reactor clean checkov
+.PHONY: demo test venv lint bundle bench bench-reactor cost clean checkov
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,9 +41,13 @@ bench: $(STAMP)
 	$(PY) -m devtools.bench_poller
 	$(PY) -m devtools.bench_watch
 	$(PY) -m devtools.bench_webhook
+	$(PY) -m devtools.bench_fanout
 
 bench-reactor: $(STAMP)
 	$(PY) -m devtools.bench_reactor
+
+cost: $(STAMP)
+	$(PY) -m devtools.cost $(COST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) dist .pytest_cache

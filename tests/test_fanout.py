@@ -80,8 +80,8 @@ def test_a_fanned_out_tick_polls_every_job_exactly_once_over_four_instances(tmp_
             own = db.collection(settings.meta_collection).document("heartbeat").get().to_dict()["summary"]
             assert own["parts"] == 4 and own["polled"] == reply["polled"]
             if reply["parts_reported"] == 3:  # the coordinator's reply adds up every part's
-                assert reply["polled"] == len(names) == sum(b["summary"]["polled"] for b in beats) + (
-                    reply["polled"] - sum(b["summary"]["polled"] for b in beats))
+                others = sum(b["summary"]["polled"] for b in beats)
+                assert reply["polled"] == len(names) and 0 < others < len(names)
             assert sum(1 for served in stack.balancer.served if served) >= 2  # the parts ran on several instances
             # a part delivered twice at once, while the jobs move on: still one event per version, in order
             part = fanout.plan(4, None)[2]

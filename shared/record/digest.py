@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 PARTS = 16
-RECONCILE_S = 3600.0
+RECONCILE_S = 6 * 3600.0  # membership of each part checked against the records at least this often
 UNKNOWN = 0  # a fingerprint that matches no observation: the next listing reads the record
 
 
