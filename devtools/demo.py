@@ -575,8 +575,8 @@ def run_demo(*, ci: bool = False, keep: bool = False, seconds: float = 60.0, tic
 
     view.say(view.paint("batch-relay demo: the whole pipeline on this machine, in compressed time", "1"))
     view.say(f"""
-  scheduler loop --POST every {tick_s:g}s--> poll_jobs --GET status--> batch-API simulator (Gemini API, Vertex AI)
-                                         |
+  scheduler loop --POST every {tick_s:g}s--> poll_jobs x2 (fan-out) --GET, list--> simulator (Gemini API, Vertex AI)
+                                         |       (and the simulator --signed webhooks--> on_gemini_webhook)
                                          |--> Firestore: a record per job, a transition per state change
                                          '--> Pub/Sub topic batch-job-events (CloudEvents, ordered per job)
                                                 |--push--> on_job_event --> Cloud Storage: outputs + _manifest.json
@@ -586,7 +586,8 @@ def run_demo(*, ci: bool = False, keep: bool = False, seconds: float = 60.0, tic
     # an unchanged job is polled less and less often, up to every 4th tick (the Vertex jobs show it)
     env = {**STACK_ENV, "RELAY_STALL_AFTER_S": str(stall_after_s(seconds)),
            "RELAY_MAX_POLL_INTERVAL_S": str(round(4 * tick_s, 2))}
-    stack = LocalStack(project=PROJECT, tick_s=tick_s, extra_env=env, log_dir=workdir / "logs",
+    # two poll_jobs instances: every tick fans out (RELAY_TICK_FANOUT=2), one part pushed to the other
+    stack = LocalStack(project=PROJECT, tick_s=tick_s, extra_env=env, log_dir=workdir / "logs", pollers=2,
                        on_progress=lambda message: view.say(f"  {message}"))
     try:
         with stack, stack.environ(), contextlib.ExitStack() as cleanup:  # cleanup runs before the stack stops
@@ -816,6 +817,11 @@ def _summary(view: View, result: dict[str, Any], jobs, records, stack: LocalStac
     ticks = result["ticks"]
     view.say(f"  ticks:       {ticks.get('ticks', 0)} (polled {ticks.get('polled', 0)} statuses, "
              f"{ticks.get('errors', 0)} poll errors, longest {ticks.get('max_duration_s', 0)}s)")
+    view.say(f"  cadence:     an unchanged job is fetched less and less often, up to every 4th tick "
+             f"(RELAY_MAX_POLL_INTERVAL_S={stack.env.get('RELAY_MAX_POLL_INTERVAL_S')}s here, 300 s by default)")
+    view.say(f"  fan-out:     each tick split into {stack.pollers} parts over {stack.pollers} poll_jobs instances "
+             f"(RELAY_TICK_FANOUT): {ticks.get('parts_reported', 0) + ticks.get('ok', 0)} of "
+             f"{ticks.get('parts', 0)} parts reported back in time")
     hooks = result.get("webhooks") or {}
     lags = hooks.get("lag_s") or []
     view.say(f"  webhooks:    {hooks.get('delivered', 0)} signed deliveries; {hooks.get('via_webhook', 0)} of "

@@ -133,7 +133,7 @@ class Scheduler:
         ok = [h for h in history if h["status"] == 200 and isinstance(h["summary"], dict)]
         out: dict[str, Any] = {"ticks": len(history), "ok": len(ok), "failed": len(history) - len(ok),
                                "skipped": self.skipped}
-        for key in ("polled", "changed", "published", "errors"):
+        for key in ("polled", "changed", "published", "errors", "parts", "parts_reported"):
             out[key] = sum(int(h["summary"].get(key) or 0) for h in ok)
         durations = [float(h["summary"].get("duration_s") or 0.0) for h in ok]
         out["max_duration_s"] = round(max(durations), 3) if durations else 0.0

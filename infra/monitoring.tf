@@ -99,7 +99,7 @@ locals {
     webhook_deliveries = {
       buckets     = null
       description = "Gemini webhook deliveries received"
-      filter      = "${local.log_filter.webhook} AND jsonPayload.message=\"webhook delivery\""
+      filter      = "${local.log_filter.webhook} AND jsonPayload.message=~\"^webhook delivery\""
       labels      = { result = "result", type = "type" }
       name        = "webhook_deliveries"
       unit        = "1"
