@@ -116,7 +116,8 @@ def run_case(n: int, latency_ms: float, page_max: int, concurrency: int, service
             "PUBSUB_EMULATOR_HOST": pubsub.host, "RELAY_EVENTS_TOPIC": "bench-events",
             "RELAY_VERTEX_BASE_URL": simulator.url, "RELAY_GEMINI_BASE_URL": simulator.url,
             "RELAY_POLL_CONCURRENCY": str(concurrency), "RELAY_TICK_DEADLINE_S": "600",
-            "RELAY_VERTEX_REGION_QPM": "1000000"}
+            "RELAY_VERTEX_REGION_QPM": "1000000",
+            "RELAY_MAX_POLL_INTERVAL_S": "0"}  # the GET tick compared: every job due, as at every tick
     os.environ.update({k: v for k, v in base.items() if k.endswith("_HOST")})
     scope = WatchScope.parse(f"vertex:projects/{VERTEX_PROJECT}/locations/{LOCATION}")
     watch_settings = Settings.from_env({**base, "RELAY_COLLECTION": f"watch_{n}_{stamp}",
