@@ -1,9 +1,9 @@
 """One poll tick: publish what earlier ticks left unpublished, then observe every due job — by GET, or
 by the list of its watched scope — and commit (and publish) only what changed.
 
-The GET path's record query runs in a worker thread and feeds a queue; ``concurrency`` workers take jobs
-from it, so fetching starts with the first page and the number of tasks stays small whatever N is. The
-watched scopes are listed at the same time (``watch.py``); a record a list shows is observed by the list
+The GET path's due records are read in chunks, each in a worker thread, and ``concurrency`` workers poll
+a chunk before the next is read: memory and the number of tasks stay small whatever N is. The watched
+scopes are listed at the same time (``watch.py``); a record a list shows is observed by the list
 instead of a GET, and what the lists show is settled once the GET phase is over.
 """
 
@@ -35,7 +35,7 @@ from .fanout import Part
 from .watch import ScopeRun
 
 _log = get_logger("poller")
-_DONE = object()
+_CHUNK = 2000  # due records read, then polled, at a time (memory stays bounded whatever N is)
 _migrated: set[tuple] = set()  # collections (per process) known to hold this version's records, on this ladder
 
 
@@ -115,7 +115,8 @@ class Poller:
         # published after every older unpublished event of its job).
         self._runs = [ScopeRun(scope, self, self._store) for scope in self._scopes]
         listings = [asyncio.create_task(run.list(summary, deadline)) for run in self._runs]
-        queue, producer = self._start_query(shard_lo, shard_hi)
+        take = self._due_reader(shard_lo, shard_hi)
+        first = asyncio.create_task(asyncio.to_thread(take))
         if self._sweep and global_work:
             try:
                 summary.swept = await asyncio.to_thread(self._store.fail_stuck_copies, self._now())
@@ -124,7 +125,7 @@ class Poller:
                 log(_log, logging.ERROR, "sweep failed", error=f"{type(exc).__name__}: {exc}"[:300])
         if global_work:
             await self._republish(summary, deadline)
-        await self._poll(queue, producer, summary, deadline)
+        await self._poll(first, take, summary, deadline)
         await asyncio.gather(*listings)
         for run in self._runs:
             await run.settle(summary)
@@ -170,39 +171,43 @@ class Poller:
             summary.published += sent
 
     # -- phase 2: poll the due jobs ------------------------------------------------------------------------
-    def _start_query(self, lo: int, hi: int) -> tuple[asyncio.Queue, asyncio.Task]:
-        """Stream due records from a worker thread into a queue, ending with one _DONE per worker."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
+    def _due_reader(self, lo: int, hi: int) -> Callable[[], list[Snapshot]]:
+        """Reads the due records ``_CHUNK`` at a time (each call: the next chunk, short or empty at the end).
+        A chunk is read in a worker thread while the polls wait, not beside them: a thread decoding
+        documents while the event loop polls makes both slower than the two one after the other (the
+        threads take turns with the interpreter lock; see docs/benchmarks.md)."""
         start = lo + secrets.randbelow(max(hi - lo, 1))
-        workers_n = self._settings.poll_concurrency
+        records = self._store.due(start=start, lo=lo, hi=hi, slots=cadence.due_slots(self.tick_no, self.settings))
+        seen: set[str] = set()  # a job stepping up to a slot queried later in this tick is polled once
 
-        slots = cadence.due_slots(self.tick_no, self.settings)
+        def take() -> list[Snapshot]:
+            chunk: list[Snapshot] = []
+            for snap in records:
+                if snap.id not in seen:
+                    seen.add(snap.id)
+                    chunk.append(snap)
+                    if len(chunk) == _CHUNK:
+                        break
+            return chunk
 
-        def produce() -> None:
-            seen: set[str] = set()  # a job stepping up to a slot queried later in this tick is polled once
-            try:
-                for snap in self._store.due(start=start, lo=lo, hi=hi, slots=slots):
-                    if snap.id not in seen:
-                        seen.add(snap.id)
-                        loop.call_soon_threadsafe(queue.put_nowait, snap)
-            finally:
-                for _ in range(workers_n):
-                    loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+        return take
 
-        return queue, asyncio.create_task(asyncio.to_thread(produce))
-
-    async def _poll(self, queue: asyncio.Queue, producer: asyncio.Task, summary: TickSummary,
+    async def _poll(self, first: asyncio.Task, take: Callable[[], list[Snapshot]], summary: TickSummary,
                     deadline: float) -> None:
-        async def worker() -> None:
-            while (snap := await queue.get()) is not _DONE:
+        """Poll the due records chunk by chunk, ``concurrency`` at a time; past the deadline the rest are
+        counted as ``deferred``."""
+        async def worker(jobs) -> None:
+            for snap in jobs:
                 if self.clock() >= deadline:
                     summary.deferred += 1
                     continue
                 await self._poll_one(snap, summary, deadline)
 
-        await asyncio.gather(*(worker() for _ in range(self._settings.poll_concurrency)))
-        await producer
+        chunk = await first
+        while chunk:
+            jobs = iter(chunk)  # shared by the workers: each record polled once
+            await asyncio.gather(*(worker(jobs) for _ in range(min(self._settings.poll_concurrency, len(chunk)))))
+            chunk = await asyncio.to_thread(take) if len(chunk) == _CHUNK else []
 
     async def _poll_one(self, snap: Snapshot, summary: TickSummary, deadline: float) -> None:
         try:
