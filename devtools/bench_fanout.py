@@ -22,6 +22,7 @@ import time
 
 import httpx
 
+from devtools.seeding import write_records
 from devtools.simulator import SimulatorClient, gemini_spec
 from devtools.stack import LocalStack
 
@@ -30,7 +31,6 @@ def seed(stack: LocalStack, n: int) -> list[str]:
     from shared import wiring
     from shared.batchapi.names import JobName
     from shared.record.model import JobRecord
-    from shared.record.store import JobStore
 
     names = [f"batches/fan-{i:06d}" for i in range(n)]
     sim = SimulatorClient(stack.url("simulator"))
@@ -40,20 +40,12 @@ def seed(stack: LocalStack, n: int) -> list[str]:
         sim.add_jobs([gemini_spec(name, [{"state": "RUNNING", "stats": stats}]) for name in names[i:i + 5000]])
     settings = stack.settings()
     db = wiring.make_firestore(settings)
-    store = JobStore(db, settings)
     now = dt.datetime.now(dt.UTC)
-    batch, pending = db.batch(), 0
-    for name in names:
-        record = JobRecord.new(JobName.parse(name), destination=None, labels={}, now=now).replace(
+    write_records(db, settings, (
+        JobRecord.new(JobName.parse(name), destination=None, labels={}, now=now).replace(
             state="JOB_STATE_RUNNING", polled_at=now, changed_at=now,  # version 0: no transition documents
             completion_stats=stats)
-        batch.set(store.ref(name), record.to_doc())
-        pending += 1
-        if pending == 500:
-            batch.commit()
-            batch, pending = db.batch(), 0
-    if pending:
-        batch.commit()
+        for name in names))
     db.close()
     return names
 

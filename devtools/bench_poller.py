@@ -23,12 +23,13 @@ import time
 import httpx
 
 from devtools import emulators
+from devtools.counting import CountingStore
+from devtools.seeding import write_records
 from devtools.simulator import SimulatorClient, gemini_spec
 from shared import wiring
 from shared.batchapi.http import make_http_pool
 from shared.batchapi.names import JobName
 from shared.record.model import JobRecord
-from shared.record.store import JobStore
 from shared.settings import Settings
 
 PROJECT = "bench"
@@ -43,48 +44,19 @@ def seed(db, settings: Settings, sim: SimulatorClient, n: int) -> list[str]:
     for i in range(0, n, 5000):
         sim.add_jobs(specs[i:i + 5000])
     now = dt.datetime.now(dt.UTC)
-    store = JobStore(db, settings)
-    batch, pending = db.batch(), 0
-    for name in names:
-        record = JobRecord.new(JobName.parse(name), destination=None, labels={}, now=now).replace(
+    write_records(db, settings, (
+        JobRecord.new(JobName.parse(name), destination=None, labels={}, now=now).replace(
             state="JOB_STATE_RUNNING", version=1, published_version=1, polled_at=now, changed_at=now,
             completion_stats={"successful": 1, "failed": 0, "incomplete": 9})
-        batch.set(store.ref(name), record.to_doc())
-        pending += 1
-        if pending == 500:
-            batch.commit()
-            batch, pending = db.batch(), 0
-    if pending:
-        batch.commit()
+        for name in names))
     return names
-
-
-class CountingStore(JobStore):
-    """Counts the documents the tick reads (its queries and gets)."""
-
-    reads = 0
-
-    def due(self, **kw):
-        for snap in super().due(**kw):
-            self.reads += 1
-            yield snap
-
-    def unpublished(self):
-        for snap in super().unpublished():
-            self.reads += 1
-            yield snap
-
-    def _copying(self):
-        for snap in super()._copying():
-            self.reads += 1
-            yield snap
 
 
 async def one_tick(settings: Settings, db, publisher) -> tuple[dict, int]:
     async with make_http_pool(settings.poll_concurrency, settings.request_timeout_s) as http:
         store = CountingStore(db, settings)
         summary = await wiring.make_poller(settings, db, publisher, http, store=store).tick()
-    return summary.as_dict(), store.reads
+    return summary.as_dict(), store.record_reads
 
 
 def count_writes(db, settings: Settings, since: dt.datetime) -> int:

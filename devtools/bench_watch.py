@@ -24,6 +24,8 @@ import os
 import time
 
 from devtools import emulators
+from devtools.counting import CountingStore
+from devtools.seeding import write_records
 from devtools.simulator import SimulatorClient, vertex_spec
 from shared import wiring
 from shared.batchapi.http import make_http_pool
@@ -36,43 +38,6 @@ from shared.settings import Settings
 PROJECT = "bench-watch"
 VERTEX_PROJECT = "proj-bench"
 LOCATION = "us-central1"
-
-
-class CountingStore(JobStore):
-    """Counts the job records the tick reads (queries and gets) and the meta documents it reads."""
-
-    def __init__(self, db, settings) -> None:
-        super().__init__(db, settings)
-        self.record_reads = 0
-        self.meta_reads = 0
-
-    def due(self, **kw):
-        for snap in super().due(**kw):
-            self.record_reads += 1
-            yield snap
-
-    def snapshots(self, names):
-        self.record_reads += len(names)
-        return super().snapshots(names)
-
-    def watched(self, scope_id, part=None):
-        for snap in super().watched(scope_id, part):
-            self.record_reads += 1
-            yield snap
-
-    def unpublished(self):
-        for snap in super().unpublished():
-            self.record_reads += 1
-            yield snap
-
-    def load_digest(self, scope_id):
-        digest = super().load_digest(scope_id)
-        self.meta_reads += len(digest.parts)
-        return digest
-
-    def load_scope(self, scope_id):
-        self.meta_reads += 1
-        return super().load_scope(scope_id)
 
 
 async def tick(settings: Settings, db, publisher, store: JobStore | None = None) -> dict:
@@ -127,17 +92,9 @@ def run_case(n: int, latency_ms: float, page_max: int, concurrency: int, service
     out: dict = {"n": n, "latency_ms": latency_ms, "page_max": page_max, "concurrency": concurrency}
 
     # -- the GET tick: records known (first tick), then a steady tick timed ---------------------------------
-    get_store = JobStore(db, get_settings)
-    batch, pending = db.batch(), 0
-    for name in names:  # the records track() would write, in bulk
-        batch.set(get_store.ref(name), JobRecord.new(JobName.parse(name), destination=None, labels={},
-                                                     now=dt.datetime.now(dt.UTC)).to_doc())
-        pending += 1
-        if pending == 500:
-            batch.commit()
-            batch, pending = db.batch(), 0
-    if pending:
-        batch.commit()
+    now = dt.datetime.now(dt.UTC)  # the records track() would write, in bulk
+    write_records(db, get_settings, (JobRecord.new(JobName.parse(name), destination=None, labels={}, now=now)
+                                     for name in names))
     asyncio.run(tick(get_settings, db, publisher))  # version 1 for every job
     sim.reset_stats()
     since = dt.datetime.now(dt.UTC)

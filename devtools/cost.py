@@ -32,108 +32,16 @@ import random
 import time
 
 from devtools import emulators
+from devtools.counting import CountingStore
 from devtools.simulator import SimulatorClient, gemini_spec, vertex_spec
 from shared import wiring
 from shared.batchapi.http import make_http_pool
-from shared.record import machine
-from shared.record.store import JobStore
 from shared.settings import Settings
 
 PROJECT = "cost-report"
 VPROJECT = "proj-cost"
 LOCATION = "us-central1"
 T0 = dt.datetime(2026, 12, 1, 0, 0, tzinfo=dt.UTC)
-
-
-class CountingStore(JobStore):
-    """Counts documents read and written, and the queries that returned nothing (each is billed as one
-    read: a cost of the tick, not of any job)."""
-
-    reads = writes = empty = 0
-
-    @classmethod
-    def reset(cls) -> None:
-        cls.reads = cls.writes = cls.empty = 0
-
-    def _counted(self, docs):
-        n = 0
-        for item in docs:
-            n += 1
-            yield item
-        CountingStore.reads += n
-        CountingStore.empty += n == 0
-
-    def _due_range(self, *args, **kw):  # each query of the tick's due records (one per slot and range)
-        yield from self._counted(super()._due_range(*args, **kw))
-
-    def unpublished(self):
-        yield from self._counted(super().unpublished())
-
-    def _copying(self):
-        yield from self._counted(super()._copying())
-
-    def watched(self, scope_id, part=None):
-        yield from self._counted(super().watched(scope_id, part))
-
-    def snapshots(self, names):
-        CountingStore.reads += len(names)
-        return super().snapshots(names)
-
-    def snapshot(self, name):
-        CountingStore.reads += 1
-        return super().snapshot(name)
-
-    def tombstoned(self, names):
-        CountingStore.reads += len(names)
-        return super().tombstoned(names)
-
-    def load_digest(self, scope_id):
-        digest = super().load_digest(scope_id)
-        CountingStore.reads += len(digest.parts)
-        return digest
-
-    def load_scope(self, scope_id):
-        CountingStore.reads += 1
-        return super().load_scope(scope_id)
-
-    def known_scopes(self):
-        found = super().known_scopes()
-        CountingStore.reads += len(found)
-        CountingStore.empty += not found
-        return found
-
-    def migrated(self, ladder):
-        CountingStore.reads += 1
-        return super().migrated(ladder)
-
-    def pending_events(self, record):
-        CountingStore.reads += len(machine.unpublished_versions(record))  # the transitions, read back
-        return super().pending_events(record)
-
-    def _transact(self, name, step):
-        CountingStore.reads += 1
-        return super()._transact(name, step)
-
-    def _write(self, writer, name, before, change, option=None):
-        CountingStore.writes += 1 + len(change.transitions)
-        return super()._write(writer, name, before, change, option)
-
-    def set_slot(self, snap, slot):
-        CountingStore.writes += 1
-        return super().set_slot(snap, slot)
-
-    def heartbeat(self, summary, now, part=None, tick=None):
-        CountingStore.writes += 1
-        return super().heartbeat(summary, now, part, tick)
-
-    def save_digest(self, dig):
-        written = super().save_digest(dig)
-        CountingStore.writes += written
-        return written
-
-    def save_scope(self, scope_id, fields):
-        CountingStore.writes += 1
-        return super().save_scope(scope_id, fields)
 
 
 def run(kind: str, services, jobs: int, minutes: int, max_interval_s: float, seed: int) -> dict:
@@ -175,7 +83,7 @@ def run(kind: str, services, jobs: int, minutes: int, max_interval_s: float, see
     asyncio.run(tick(0))  # warm-up (not counted): records created or first seen
     asyncio.run(tick(1))
     sim.reset_stats()
-    CountingStore.reset()
+    store.reset()
     events = 0
     for k in range(2, minutes + 2):
         for name, at in change_at.items():
@@ -187,9 +95,9 @@ def run(kind: str, services, jobs: int, minutes: int, max_interval_s: float, see
     seen = sum(1 for name in names if store.get(name)["state"] == "JOB_STATE_RUNNING")
     db.close()
     publisher.stop()
-    return {"kind": kind, "jobs": jobs, "ticks": minutes, "changes_seen": seen, "reads": CountingStore.reads,
-            "empty_queries": CountingStore.empty,
-            "writes": CountingStore.writes, "api": stats["requests"], "events": events}
+    return {"kind": kind, "jobs": jobs, "ticks": minutes, "changes_seen": seen, "reads": store.reads,
+            "empty_queries": store.empty,
+            "writes": store.writes, "api": stats["requests"], "events": events}
 
 
 def per_job_day(m: dict, fixed: dict) -> dict:
