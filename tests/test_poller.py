@@ -420,3 +420,24 @@ def test_the_writer_of_a_change_marks_it_published_without_reading_unless_the_re
     assert relay.store.get("batches/guard-b")["has_unpublished"] is True
     relay.store.mark_published("batches/guard-b", pending, "writer")
     assert relay.store.get("batches/guard-b")["published_version"] == 1
+
+
+def test_due_records_read_in_several_chunks_are_each_polled_once(relay, simulator, monkeypatch):
+    from shared.poller import tick
+
+    monkeypatch.setattr(tick, "_CHUNK", 4)  # 23 due records: five full chunks and a short one
+    names = [f"batches/chunk-{i:02d}" for i in range(23)]
+    for n in names:
+        simulator.add_job(gemini_spec(n, ["RUNNING"]))
+        relay.store.track(n)
+    simulator.reset_stats()
+    summary = relay.tick()
+    assert (summary["polled"], summary["changed"], summary["deferred"]) == (23, 23, 0)
+    assert simulator.stats()["per_job_gets"] == {n: 1 for n in names}
+    assert {relay.store.get(n)["version"] for n in names} == {1}
+    # 24: a chunk that ends exactly at the end reads one more, empty chunk and stops
+    simulator.add_job(gemini_spec("batches/chunk-23", ["RUNNING"]))
+    relay.store.track("batches/chunk-23")
+    simulator.reset_stats()
+    assert relay.tick()["polled"] == 24
+    assert set(simulator.stats()["per_job_gets"].values()) == {1}
