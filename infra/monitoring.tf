@@ -1,6 +1,6 @@
 # Log-based metrics from the functions' JSON logs (one JSON object per line on stdout: Cloud Logging
-# puts it in jsonPayload), the alerts operators expect, and an operations dashboard. README.md
-# ("Operations dashboard") says what each chart means.
+# puts it in jsonPayload), the alerts operators expect, and an operations dashboard.
+# docs/operations.md ("The dashboard") says what each chart means.
 
 locals {
   log_filter = {
