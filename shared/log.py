@@ -39,6 +39,12 @@ def redact(text: str) -> str:
     return text
 
 
+def storable(text: str, limit: int = 500) -> str:
+    """An error message fit for a record and an event: secrets redacted, cut to ``limit`` characters, and
+    valid UTF-8 (an API's reply can carry lone surrogates, which Firestore refuses: they are escaped)."""
+    return redact(text)[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -53,7 +59,8 @@ class JsonFormatter(logging.Formatter):
                 entry.setdefault(key, value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, default=str, ensure_ascii=False))
+        line = redact(json.dumps(entry, default=str, ensure_ascii=False))
+        return line.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates from an API, escaped
 
 
 class _Handler(logging.StreamHandler):

@@ -134,6 +134,9 @@ def _good(name: str) -> dict:
                                                                "displayName": "\ud800"}}, status_code=200, raw=None)
 @example(api="vertex", body={"name": VERTEX_NAME, "state": "JOB_STATE_RUNNING", "displayName": "x" * 1_100_000},
          status_code=200, raw=None)
+@example(api="vertex", body={"name": VERTEX_NAME, "state": "JOB_STATE_RUNNING",
+                             "error": {"code": 0, "message": "\ud800"}},
+         status_code=302, raw=None)  # an error reply whose message Firestore could not store as such
 @example(api="gemini", body=OVERFLOWING_TIME, status_code=200, raw=None)
 def test_any_api_reply_is_recorded_as_that_jobs_error_and_the_tick_goes_on(relay, api, body, status_code, raw):
     tag = uuid.uuid4().hex[:10]

@@ -240,6 +240,18 @@ def test_bearer_tokens_echoed_by_the_api_are_not_stored(relay):
     assert token[5:25] not in stored
 
 
+def test_a_stored_error_message_is_redacted_cut_and_valid_utf8():
+    message = relay_log.storable("HTTP 302: \ud800 Authorization: Bearer ya29.secret-token-value " + "x" * 600)
+    message.encode("utf-8")  # a lone surrogate from a hostile reply, escaped: Firestore can store it
+    assert message.startswith("HTTP 302: \\ud800 ") and "ya29" not in message and "[REDACTED]" in message
+    assert len(message) <= 500 + 5  # cut to 500 characters before the escape (a surrogate grows to 6)
+    record = logging.LogRecord("t", logging.WARNING, __file__, 1, "reply \ud800", None, None)
+    record.fields = {"error": "\udcff"}
+    line = relay_log.JsonFormatter().format(record)
+    line.encode("utf-8")  # a log line stdout can write
+    assert json.loads(line)["error"] == "\udcff"  # as a JSON escape: the value itself survives
+
+
 @pytest.mark.parametrize("line", [
     "Authorization: Bearer ya29.a0AfH6SMBx-secret_token.value",
     "{'authorization': 'Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl'}",

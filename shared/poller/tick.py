@@ -25,7 +25,7 @@ from ..batchapi.wire import JobStatus
 from ..errors import BadResponseError, DeadlineExceeded, RelayError, UsageError
 from ..events.outbox import Outbox
 from ..events.publisher import EventPublisher
-from ..log import get_logger, log, redact
+from ..log import get_logger, log, storable
 from ..record import cadence, machine
 from ..record.machine import Change, PollResult, Route
 from ..record.model import SHARDS, JobRecord
@@ -352,7 +352,7 @@ class Poller:
 
     async def _error(self, snap: Snapshot, kind: str, message: str, summary: TickSummary) -> None:
         summary.errors += 1
-        message = redact(message)[:500]  # stored on the record (and in a lost event): redacted, then cut
+        message = storable(message)  # stored on the record (and in a lost event)
         log(_log, logging.WARNING, "status fetch failed", job=snap.name, api=snap.record.api, kind=kind,
             error=message)
         try:

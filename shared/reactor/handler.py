@@ -23,7 +23,7 @@ from ..batchapi.names import JobName
 from ..errors import PermanentError, TransientError, UsageError
 from ..events import event as events
 from ..events.outbox import Outbox
-from ..log import get_logger, log, redact
+from ..log import get_logger, log, storable
 from ..record.machine import ClaimResult
 from ..record.model import CopyStatus, JobRecord
 from ..record.store import JobStore
@@ -133,7 +133,7 @@ class Reactor:
         try:
             result = await self._copier.copy(record, now)
         except PermanentError as exc:
-            error = {"kind": exc.kind, "message": redact(str(exc))[:500]}
+            error = {"kind": exc.kind, "message": storable(str(exc))}
             log(_log, logging.ERROR, "copy failed", error=error, **fields)
             await asyncio.to_thread(self._store.finish_copy, name, attempt, now, status=CopyStatus.FAILED,
                                     error=error)
