@@ -41,7 +41,8 @@ class Service:
         self.port = port
         self.host = f"127.0.0.1:{port}"
         self.url = f"http://{self.host}"
-        log_dir = log_dir or tempfile.mkdtemp(prefix="batch-relay-")
+        self._own_dir = None if log_dir else tempfile.mkdtemp(prefix="batch-relay-")  # removed by stop()
+        log_dir = log_dir or self._own_dir
         self.log_path = Path(log_dir) / f"{name}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -63,8 +64,9 @@ class Service:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        tail = self.tail()
         self.stop()
-        raise RuntimeError(f"{self.name} not ready on {self.url} after {timeout}s: {self.tail()}")
+        raise RuntimeError(f"{self.name} not ready on {self.url} after {timeout}s: {tail}")
 
     def tail(self, n: int = 2000) -> str:
         try:
@@ -91,6 +93,8 @@ class Service:
         else:
             self.kill(signal.SIGKILL)  # stray children of an exited leader
         self._log.close()
+        if self._own_dir:  # a log nobody asked to keep (callers that want logs pass log_dir)
+            shutil.rmtree(self._own_dir, ignore_errors=True)
         if self in _live:
             _live.remove(self)
 
