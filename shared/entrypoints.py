@@ -50,6 +50,8 @@ def handle_webhook(request) -> tuple[str, int, dict[str, str]]:
     from .webhooks import handler
 
     configure()
+    if request.method != "POST":  # 405 first, as poll_jobs does, whatever the settings
+        return json.dumps(handler.NOT_POST.body), handler.NOT_POST.status, {**_JSON, "Allow": "POST"}
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -62,10 +64,7 @@ def handle_webhook(request) -> tuple[str, int, dict[str, str]]:
     reply = handler.handle(request.method, dict(request.headers), lambda: handler.read_body(request),
                            secrets=settings.gemini_webhook_secrets, nudge=nudge,
                            jwks=wiring.jwks_keys(settings.gemini_jwks_url) if settings.gemini_jwks_url else None)
-    headers = dict(_JSON)
-    if reply.status == 405:
-        headers["Allow"] = "POST"
-    return json.dumps(reply.body), reply.status, headers
+    return json.dumps(reply.body), reply.status, dict(_JSON)
 
 
 def _json_body(request) -> Any:

@@ -130,6 +130,21 @@ def test_v1a_ed25519_against_a_jwks_with_rotation():
     assert len(fetches) == 2
 
 
+
+def test_a_body_that_is_not_utf8_verifies_by_v1a_only():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key, body, stamp = Ed25519PrivateKey.generate(), b'{"type": "batch.succeeded", "x": "\xff"}', str(int(time.time()))
+    headers = {"webhook-id": "m1", "webhook-timestamp": stamp,
+               "webhook-signature": "v1a," + base64.b64encode(key.sign(f"m1.{stamp}.".encode() + body)).decode()}
+    # v1a signs the bytes: verified (the handler then answers 400, not a JSON object it can read)
+    assert verify(headers, body, secrets=[SECRET], ed25519_keys=lambda: [key.public_key()]).scheme == "v1a"
+    # v1 over the same bytes cannot be checked by the reference library, which verifies text
+    mac = hmac.new(base64.b64decode(SECRET.removeprefix("whsec_")), f"m1.{stamp}.".encode() + body,
+                   hashlib.sha256).digest()
+    with pytest.raises(Refused):
+        verify({**headers, "webhook-signature": "v1," + base64.b64encode(mac).decode()}, body, secrets=[SECRET])
+
 # -- on_gemini_webhook, served --------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -238,6 +253,15 @@ def test_the_other_replies(relay, hook):
     assert post(hook, b'{"type": "batch.succeeded", "data": {"id": "../../etc"}}').status_code == 202
     assert list(relay.store.list()) == []
 
+
+
+def test_bad_settings_answer_500_to_a_delivery_and_405_still_comes_first(webhook_env, monkeypatch):
+    monkeypatch.setenv("RELAY_POLL_CONCURRENCY", "lots")
+    load_settings.cache_clear()
+    hook = create_app(target="on_gemini_webhook", source=MAIN, signature_type="http").test_client()
+    assert hook.get("/").status_code == 405 and hook.get("/").headers["Allow"] == "POST"
+    body = delivery("batch.succeeded", "b1")
+    assert post(hook, body).status_code == 500
 
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
                      lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,

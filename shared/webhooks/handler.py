@@ -35,6 +35,9 @@ class Reply:
     body: dict[str, Any]
 
 
+NOT_POST = Reply(405, {"error": "method not allowed: use POST"})
+
+
 def read_body(request: Any) -> bytes | None:
     """The raw body, or None when it is over ``MAX_BODY`` (read no further than that)."""
     length = request.content_length
@@ -59,7 +62,7 @@ def handle(method: str, headers: dict[str, str], read: Callable[[], bytes | None
            nudge: Callable[[str], str], jwks: Any = None, now: Callable[[], float] = time.time) -> Reply:
     """Answer one delivery. ``nudge(name)`` fetches and applies a batch, returning what happened."""
     if method != "POST":
-        return Reply(405, {"error": "method not allowed: use POST"})
+        return NOT_POST
     body = read()
     if body is None:
         log(_log, logging.WARNING, "webhook delivery refused", result="too_large")
