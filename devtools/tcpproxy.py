@@ -46,8 +46,14 @@ class TcpProxy:
                 continue
             upstream.settimeout(None)
             with self._lock:
-                self._open |= {client, upstream}
-                self.connections += 1
+                refused = self._refusing  # refused (and cut) while this one was being connected
+                if not refused:
+                    self._open |= {client, upstream}
+                    self.connections += 1
+            if refused:
+                client.close()
+                upstream.close()
+                continue
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
@@ -78,7 +84,9 @@ class TcpProxy:
         return len(sockets) // 2
 
     def refuse(self, on: bool) -> None:
-        self._refusing = on
+        """Refuse new connections (``on``) or take them again; refuse, then ``cut``, to leave none open."""
+        with self._lock:
+            self._refusing = on
 
     def stop(self) -> None:
         self._stopped.set()

@@ -131,8 +131,8 @@ def test_the_listener_survives_a_dropped_connection(relay, simulator, function_e
         while proxy.connections == 0 and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(1.0)
+        proxy.refuse(True)  # first: no reconnection can slip in between the cut and the refusal
         assert proxy.cut() >= 1  # every connection of the waiting process dropped
-        proxy.refuse(True)
         relay.tick()  # the job ends while the waiter cannot reach Firestore
         assert relay.store.get("batches/w-drop")["state"] == "JOB_STATE_SUCCEEDED"
         time.sleep(2.0)
