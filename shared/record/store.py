@@ -48,7 +48,7 @@ COMPOSITE_INDEXES = [
     {"collection": "{collection}", "fields": [("poll_slot", "ASCENDING"), ("shard", "ASCENDING")]},
 ]
 
-# What the tick's query reads of each record: enough to decide whether a poll must write (most don't).
+
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
     """A record as read, with the update time that guards writes based on it."""
