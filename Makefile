@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(PY) -m devtools.demo $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check shared functions devtools tests
+	$(VENV)/bin/ruff check shared functions devtools tests examples
 
 test: $(STAMP) $(CHECKOV_VENV)/.installed lint
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest $(PYTEST_ARGS)

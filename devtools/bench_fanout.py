@@ -28,9 +28,9 @@ from devtools.stack import LocalStack
 
 
 def seed(stack: LocalStack, n: int) -> list[str]:
-    from shared import wiring
-    from shared.batchapi.names import JobName
-    from shared.record.model import JobRecord
+    from batch_relay import wiring
+    from batch_relay.batchapi.names import JobName
+    from batch_relay.record.model import JobRecord
 
     names = [f"batches/fan-{i:06d}" for i in range(n)]
     sim = SimulatorClient(stack.url("simulator"))

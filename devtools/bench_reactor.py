@@ -33,14 +33,14 @@ PROJECT = "bench-reactor"
 
 def child(argv: list[str]) -> int:
     """Run one copy (the record named in argv) in this process and print its figures as JSON."""
-    from shared import wiring
-    from shared.events.outbox import Outbox
-    from shared.reactor.handler import Reactor
-    from shared.reactor.plans import Copier
-    from shared.reactor.storage import StorageClient, storage_base_url
-    from shared.record.store import JobStore
-    from shared.retry import RetryPolicy
-    from shared.settings import Settings
+    from batch_relay import wiring
+    from batch_relay.events.outbox import Outbox
+    from batch_relay.reactor.handler import Reactor
+    from batch_relay.reactor.plans import Copier
+    from batch_relay.reactor.storage import StorageClient, storage_base_url
+    from batch_relay.record.store import JobStore
+    from batch_relay.retry import RetryPolicy
+    from batch_relay.settings import Settings
 
     name = argv[0]
     settings = Settings.from_env()
@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
                "RELAY_GEMINI_API_KEY": "bench-key", "RELAY_GEMINI_BASE_URL": sim_service.url,
                "RELAY_VERTEX_BASE_URL": sim_service.url}
         os.environ.update(env)
-        from shared import wiring
-        from shared.record.store import JobStore
-        from shared.settings import Settings
+        from batch_relay import wiring
+        from batch_relay.record.store import JobStore
+        from batch_relay.settings import Settings
 
         settings = Settings.from_env(env)
         db, publisher = wiring.make_firestore(settings), wiring.make_publisher(settings)

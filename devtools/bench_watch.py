@@ -23,17 +23,17 @@ import datetime as dt
 import os
 import time
 
+from batch_relay import wiring
+from batch_relay.batchapi.http import make_http_pool
+from batch_relay.batchapi.names import JobName
+from batch_relay.batchapi.scopes import WatchScope
+from batch_relay.record.model import JobRecord
+from batch_relay.record.store import JobStore
+from batch_relay.settings import Settings
 from devtools import emulators
 from devtools.counting import CountingStore
 from devtools.seeding import write_records
 from devtools.simulator import SimulatorClient, vertex_spec
-from shared import wiring
-from shared.batchapi.http import make_http_pool
-from shared.batchapi.names import JobName
-from shared.batchapi.scopes import WatchScope
-from shared.record.model import JobRecord
-from shared.record.store import JobStore
-from shared.settings import Settings
 
 PROJECT = "bench-watch"
 VERTEX_PROJECT = "proj-bench"

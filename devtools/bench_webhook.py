@@ -28,10 +28,10 @@ import threading
 import time
 from pathlib import Path
 
+from batch_relay import wiring
+from batch_relay.settings import Settings
 from devtools import emulators
 from devtools.simulator import SimulatorClient, gemini_spec
-from shared import wiring
-from shared.settings import Settings
 
 SETUP_S = 15.0
 PROJECT = "bench-webhook"
@@ -79,7 +79,7 @@ def run(batches: int, latency_ms: float, interval_s: float, spread_s: float) -> 
         sim.add_jobs([gemini_spec(name, ["RUNNING", {"state": "SUCCEEDED",
                                                      "after_s": SETUP_S + spread_s * i / batches}])
                       for i, name in enumerate(names)])
-        from shared.record.store import JobStore
+        from batch_relay.record.store import JobStore
 
         store = JobStore(db, settings)
         for name in names:

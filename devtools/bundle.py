@@ -3,7 +3,8 @@
 The bundle is ``<out>/function-source.zip`` holding exactly
 
 - ``main.py`` (a copy of ``functions/main.py``),
-- ``shared/**`` (the package, without ``__pycache__``/``*.pyc`` or hidden files),
+- ``batch_relay/**`` (the package: the repository's ``shared/`` folder, without ``__pycache__``,
+  ``*.pyc`` or hidden files),
 - ``requirements.txt``: the runtime dependencies of ``pyproject.toml`` and their whole transitive closure,
   each pinned ``==`` to the version installed in the running interpreter's environment.
 
@@ -33,6 +34,7 @@ from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE_NAME = "function-source.zip"
+PACKAGE = "batch_relay"  # the import name of the repository's shared/ folder
 # Zip timestamps before 1980 are not representable; any fixed date keeps the archive reproducible.
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 _EXCLUDED_DIRS = {"__pycache__"}
@@ -139,12 +141,12 @@ def bundle_entries(repo: Path = REPO) -> dict[str, bytes]:
     main = repo / "functions" / "main.py"
     if not main.is_file():
         raise BundleError(f"{main} does not exist: nothing to deploy")
-    shared = repo / "shared"
-    if not (shared / "__init__.py").is_file():
-        raise BundleError(f"{shared} is not a package")
+    source = repo / "shared"  # the package's source folder; its import name is batch_relay
+    if not (source / "__init__.py").is_file():
+        raise BundleError(f"{source} is not a package")
     entries = {"main.py": main.read_bytes()}
-    for path in _package_files(shared):
-        entries["shared/" + path.relative_to(shared).as_posix()] = path.read_bytes()
+    for path in _package_files(source):
+        entries[f"{PACKAGE}/" + path.relative_to(source).as_posix()] = path.read_bytes()
     pins = resolve_pins(runtime_requirements(repo / "pyproject.toml"))
     entries["requirements.txt"] = requirements_txt(pins).encode()
     return entries

@@ -31,12 +31,12 @@ import json
 import random
 import time
 
+from batch_relay import wiring
+from batch_relay.batchapi.http import make_http_pool
+from batch_relay.settings import Settings
 from devtools import emulators
 from devtools.counting import CountingStore
 from devtools.simulator import SimulatorClient, gemini_spec, vertex_spec
-from shared import wiring
-from shared.batchapi.http import make_http_pool
-from shared.settings import Settings
 
 PROJECT = "cost-report"
 VPROJECT = "proj-cost"

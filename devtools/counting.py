@@ -13,8 +13,8 @@ report's meter (one class, so that they all count the same way).
 
 from __future__ import annotations
 
-from shared.record import machine
-from shared.record.store import JobStore
+from batch_relay.record import machine
+from batch_relay.record.store import JobStore
 
 
 class CountingStore(JobStore):

@@ -5,7 +5,7 @@
 It starts the local stack (``devtools/stack.py``: Firestore and Pub/Sub emulators, fake-gcs-server, the
 batch-API simulator, both functions under functions-framework, a push subscription to the reactor and a
 scheduler loop), arranges a dozen simulated jobs across both APIs whose states change over the next
-minute, tracks them (with the CLI and with ``from shared import track``) but one, which a watched scope
+minute, tracks them (with the CLI and with ``from batch_relay import track``) but one, which a watched scope
 finds by itself, and shows a live view: the job
 table as the records in Firestore change, and the event stream as a Pub/Sub subscriber receives it. It
 ends with a summary and checks of the end state.
@@ -38,10 +38,10 @@ from typing import Any, TextIO
 
 import httpx
 
+from batch_relay.cli import views
+from batch_relay.cli.views import human_bytes
 from devtools.fakegcs import FakeGcs
 from devtools.stack import ROOT, LocalStack, alive_pids
-from shared.cli import views
-from shared.cli.views import human_bytes
 
 PROJECT = "batch-relay-demo"
 VERTEX_PROJECT = "demo-project"
@@ -277,7 +277,7 @@ def event_line(event, t0: float) -> str:
 
 class View:
     """The terminal. Interactive (a terminal, with ``rich``): the live table of ``batch-relay list --follow``
-    (``shared.cli.views``) with the event stream under it, redrawn in place. Otherwise plain lines."""
+    (``batch_relay.cli.views``) with the event stream under it, redrawn in place. Otherwise plain lines."""
 
     def __init__(self, out: TextIO, interactive: bool, color: bool) -> None:
         self.out = out
@@ -373,7 +373,7 @@ def _track(job: DemoJob, stack: LocalStack, settings, db, view: View) -> None:
         view.say(view.paint(f"  (not tracked: {label(job.name)} is in the watched scope {WATCH_SCOPE})", "2"))
         return
     if job.via == "cli":
-        from shared import cli
+        from batch_relay import cli
 
         argv = ["track", job.name]
         if job.destination:
@@ -388,7 +388,7 @@ def _track(job: DemoJob, stack: LocalStack, settings, db, view: View) -> None:
         view.say(f"  $ batch-relay {' '.join(argv)}")
         view.say(view.paint(f"    {buf.getvalue().strip()}", "2"))
     else:
-        from shared import track
+        from batch_relay import track
 
         track(job.name, destination=job.destination, labels=job.labels or None, settings=settings, db=db)
         args = [repr(job.name)] + ([f"destination={job.destination!r}"] if job.destination else []) + \
@@ -593,8 +593,8 @@ def run_demo(*, ci: bool = False, keep: bool = False, seconds: float = 60.0, tic
         with stack, stack.environ(), contextlib.ExitStack() as cleanup:  # cleanup runs before the stack stops
             result["pids"] = list(stack.pids)
             result["env"] = dict(stack.env)
-            from shared import wiring
-            from shared.record.store import JobStore
+            from batch_relay import wiring
+            from batch_relay.record.store import JobStore
 
             settings = stack.settings()
             db = wiring.make_firestore(settings)
@@ -754,7 +754,7 @@ class _Waiter:
 
 def _start_wait(stack: LocalStack, workdir: Path, view: View) -> _Waiter:
     log = workdir / "wait.log"
-    argv = [sys.executable, "-m", "shared.cli", "wait", WAITED, "--outputs"]
+    argv = [sys.executable, "-m", "batch_relay.cli", "wait", WAITED, "--outputs"]
     env = {**stack.child_env(), "PATH": os.environ.get("PATH", "")}
     with open(log, "w") as out:
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -766,8 +766,8 @@ def _start_wait(stack: LocalStack, workdir: Path, view: View) -> _Waiter:
 
 def _result(jobs, records, events, consumer, stack: LocalStack, checks, details, sim_stats, timed_out, started,
             mirrored, workdir: Path) -> dict[str, Any]:
-    from shared import wiring
-    from shared.record.store import JobStore
+    from batch_relay import wiring
+    from batch_relay.record.store import JobStore
 
     by_type: dict[str, int] = {}
     for event in events:

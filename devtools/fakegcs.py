@@ -1,5 +1,5 @@
 """Plain HTTP helpers on fake-gcs-server (the JSON API), for arranging sources and checking copies in
-tests, the demo and the soak. Not the project's storage client: that is ``shared.storage``."""
+tests, the demo and the soak. Not the project's storage client: that is ``batch_relay.storage``."""
 
 from __future__ import annotations
 

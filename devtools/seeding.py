@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
-from shared.record import cadence
-from shared.record.model import JobRecord
-from shared.record.store import JobStore
-from shared.settings import Settings
+from batch_relay.record import cadence
+from batch_relay.record.model import JobRecord
+from batch_relay.record.store import JobStore
+from batch_relay.settings import Settings
 
 
 def write_records(db, settings: Settings, records: Iterable[JobRecord]) -> int:

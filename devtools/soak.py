@@ -78,7 +78,7 @@ class Bench:
 
     @property
     def store(self):
-        from shared.record.store import JobStore
+        from batch_relay.record.store import JobStore
 
         return JobStore(self.db, self.settings)
 
@@ -86,7 +86,7 @@ class Bench:
     def create(cls, settings, sim: SimulatorClient, gcs_url: str | None = None) -> Bench:
         from google.cloud import pubsub_v1
 
-        from shared import wiring
+        from batch_relay import wiring
 
         db = wiring.make_firestore(settings)
         publisher = wiring.make_publisher(settings)
@@ -128,7 +128,7 @@ class Bench:
 
     def tick(self) -> dict:
         """One tick in this process (used to set things up, not under test)."""
-        from shared import wiring
+        from batch_relay import wiring
 
         return asyncio.run(wiring.run_tick(self.settings, self.db, self.publisher))
 
@@ -816,7 +816,7 @@ def reactor_crash(bench: Bench, *, vertex_jobs: int = 3, objects: int = 60, gemi
 
 
 def _settings_for(services: dict[str, emulators.Service], tag: str):
-    from shared.settings import Settings
+    from batch_relay.settings import Settings
 
     env = {
         "GOOGLE_CLOUD_PROJECT": PROJECT,

@@ -401,7 +401,7 @@ class LocalStack:
             os.environ.update(saved)
 
     def settings(self):
-        from shared.settings import Settings
+        from batch_relay.settings import Settings
 
         return Settings.from_env(self.env)
 

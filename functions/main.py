@@ -1,8 +1,8 @@
-"""batch-relay's Cloud Functions entry points (contract A1). Thin: decode, call ``shared``, return."""
+"""batch-relay's Cloud Functions entry points (contract A1). Thin: decode, call ``batch_relay``, return."""
 
 import functions_framework
 
-from shared import entrypoints
+from batch_relay import entrypoints
 
 
 @functions_framework.http

@@ -1,6 +1,6 @@
 """batch-relay: Gemini API batches and Vertex AI batch prediction jobs as events on Pub/Sub.
 
-``from shared import track`` starts tracking a job from code that submits it, ``from shared import wait``
+``from batch_relay import track`` starts tracking a job from code that submits it, ``from batch_relay import wait``
 blocks until one is done. Importing this package creates no client and reads no setting.
 
 Layout: ``batchapi/`` (names, states, wire parsing, the REST client, quota), ``record/`` (the typed

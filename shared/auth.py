@@ -2,7 +2,7 @@
 
 Credentials are cached per process (a warm instance reuses its token); the refresh runs in a worker thread
 so it never blocks the event loop, and one lock keeps concurrent requests from refreshing at once.
-``endpoint_auth`` is the one rule for which endpoint gets which credentials (``shared.wiring`` uses it).
+``endpoint_auth`` is the one rule for which endpoint gets which credentials (``batch_relay.wiring`` uses it).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What the Cloud Functions do, behind the thin decorated functions of ``functions/main.py``.
 
 Settings, credentials and sync Google clients are built once per instance, on first use (never at
-import); async clients are built inside each tick (``shared.wiring``).
+import); async clients are built inside each tick (``batch_relay.wiring``).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def handle_poll(request) -> tuple[str, int, dict[str, str]]:
 
 
 def handle_webhook(request) -> tuple[str, int, dict[str, str]]:
-    """HTTP handler of ``on_gemini_webhook`` (A9): verify, then nudge; see ``shared.webhooks.handler``."""
+    """HTTP handler of ``on_gemini_webhook`` (A9): verify, then nudge; see ``batch_relay.webhooks.handler``."""
     from .webhooks import handler
 
     configure()

@@ -1,4 +1,4 @@
-"""``track()`` for code that submits jobs: ``from shared import track`` (and ``untrack``)."""
+"""``track()`` for code that submits jobs: ``from batch_relay import track`` (and ``untrack``)."""
 
 from __future__ import annotations
 

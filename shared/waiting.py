@@ -1,4 +1,4 @@
-"""Waiting for a job without polling (contract A7): ``batch-relay wait`` and ``from shared import wait``.
+"""Waiting for a job without polling (contract A7): ``batch-relay wait`` and ``from batch_relay import wait``.
 
 A Firestore listener on the job's record (``on_snapshot``) delivers every change of it; nothing calls the
 batch APIs and nothing reads the record in a loop. The listener is the client library's: it reconnects
@@ -81,7 +81,7 @@ def watch_record(db: Any, settings: Settings, name: str, *, timeout: float | Non
 
 def wait(name: str, *, timeout: float | None = None, outputs: bool = False, settings: Settings | None = None,
          db: Any = None) -> dict[str, Any]:
-    """``from shared import wait``: returns the public record (A4) once the job is done, as
+    """``from batch_relay import wait``: returns the public record (A4) once the job is done, as
     ``batch-relay wait`` does; raises ``TimeoutError`` when ``timeout`` passes first and ``LookupError``
     when the job is not tracked."""
     from .wiring import cached_firestore

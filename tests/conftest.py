@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
+from batch_relay.settings import Settings
 from devtools import emulators
-from shared.settings import Settings
 
 PROJECT = "batch-relay-test"
 
@@ -111,8 +111,8 @@ class Relay:
     def __init__(self, settings: Settings):
         from google.cloud import pubsub_v1
 
-        from shared import wiring
-        from shared.record.store import JobStore
+        from batch_relay import wiring
+        from batch_relay.record.store import JobStore
 
         self.settings = settings
         self.db = wiring.make_firestore(settings)
@@ -127,10 +127,10 @@ class Relay:
             "ack_deadline_seconds": 60})
 
     def tick(self, settings: Settings | None = None, **kw) -> dict:
-        """One tick through ``shared.wiring`` (``kw``: ``transport``, ``shards``, ``now``)."""
+        """One tick through ``batch_relay.wiring`` (``kw``: ``transport``, ``shards``, ``now``)."""
         import asyncio
 
-        from shared import wiring
+        from batch_relay import wiring
 
         return asyncio.run(wiring.run_tick(settings or self.settings, self.db, self.publisher, **kw))
 
@@ -165,8 +165,8 @@ def relay(settings):
 @pytest.fixture
 def function_env(settings, monkeypatch):
     """Expose one test's settings to code that reads the environment (entry points, the CLI)."""
-    from shared import wiring
-    from shared.settings import load_settings
+    from batch_relay import wiring
+    from batch_relay.settings import load_settings
 
     env = {
         "GOOGLE_CLOUD_PROJECT": settings.project,

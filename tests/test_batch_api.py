@@ -6,11 +6,11 @@ import datetime as dt
 import httpx
 import pytest
 
-from shared.auth import GoogleAuth
-from shared.batchapi.client import BatchApiClient, status_url
-from shared.batchapi.names import JobName
-from shared.batchapi.quota import RegionLimiter
-from shared.errors import (
+from batch_relay.auth import GoogleAuth
+from batch_relay.batchapi.client import BatchApiClient, status_url
+from batch_relay.batchapi.names import JobName
+from batch_relay.batchapi.quota import RegionLimiter
+from batch_relay.errors import (
     BadResponseError,
     DeadlineExceeded,
     ForbiddenError,
@@ -18,7 +18,7 @@ from shared.errors import (
     PermanentError,
     TransientError,
 )
-from shared.settings import Settings
+from batch_relay.settings import Settings
 
 GEMINI = JobName.parse("batches/b1")
 VERTEX = JobName.parse("projects/p/locations/europe-west4/batchPredictionJobs/9")

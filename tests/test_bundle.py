@@ -1,4 +1,5 @@
-"""The deploy bundle (`python -m devtools.bundle`): exactly main.py, shared/ and a pinned requirements.txt,
+"""The deploy bundle (`python -m devtools.bundle`): exactly main.py, batch_relay/ (the
+repository's shared/ folder) and a pinned requirements.txt,
 reproducible, and self-contained: unpacked into an empty folder and served by functions-framework with the
 repo NOT importable, it runs a real tick and a real reaction against the emulators."""
 
@@ -23,13 +24,14 @@ REPO = Path(__file__).resolve().parents[1]
 MAIN_PY = REPO / "functions" / "main.py"
 
 
-def _expected_shared_files() -> set[str]:
+def _expected_package_files() -> set[str]:
     names = set()
-    for path in (REPO / "shared").rglob("*"):
-        rel = path.relative_to(REPO)
+    source = REPO / "shared"
+    for path in source.rglob("*"):
+        rel = path.relative_to(source)
         if path.is_file() and "__pycache__" not in rel.parts and path.suffix not in (".pyc", ".pyo") \
                 and not any(p.startswith(".") for p in rel.parts):
-            names.add(rel.as_posix())
+            names.add("batch_relay/" + rel.as_posix())
     return names
 
 
@@ -46,11 +48,11 @@ def unpacked(built, tmp_path_factory) -> Path:
     return target
 
 
-def test_bundle_holds_exactly_main_shared_and_requirements(built):
+def test_bundle_holds_exactly_main_the_package_and_requirements(built):
     with zipfile.ZipFile(built) as zf:
         names = set(zf.namelist())
         main = zf.read("main.py")
-    assert names == {"main.py", "requirements.txt"} | _expected_shared_files()
+    assert names == {"main.py", "requirements.txt"} | _expected_package_files()
     assert main == MAIN_PY.read_bytes()
     assert not any(n.startswith(("tests/", "devtools/", "functions/", "infra/")) or n.endswith(".pyc")
                    for n in names)
@@ -98,15 +100,17 @@ def _isolated_env(bundle_dir: Path, extra: dict[str, str]) -> dict[str, str]:
 
 
 def test_bundle_imports_nothing_from_the_repo(unpacked):
-    probe = ("import importlib.util, json, shared, main; print(json.dumps({"
-             "'shared': shared.__file__, 'main': main.__file__,"
+    probe = ("import importlib.util, json, batch_relay, main; print(json.dumps({"
+             "'batch_relay': batch_relay.__file__, 'main': main.__file__,"
+             "'shared': importlib.util.find_spec('shared') is not None,"
              "'devtools': importlib.util.find_spec('devtools') is not None,"
              "'tests': importlib.util.find_spec('tests') is not None}))")
     proc = subprocess.run([sys.executable, "-S", "-c", probe], cwd=unpacked, capture_output=True, text=True,
                           timeout=60, env={**os.environ, **_isolated_env(unpacked, {})})
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert Path(found["shared"]).resolve().is_relative_to(unpacked.resolve())
+    assert Path(found["batch_relay"]).resolve().is_relative_to(unpacked.resolve())
+    assert found["shared"] is False, "the bundle holds no package named shared"
     assert Path(found["main"]).resolve().is_relative_to(unpacked.resolve())
     assert found["devtools"] is False, "devtools importable: the repo leaks onto the bundle's path"
     assert found["tests"] is False
@@ -156,7 +160,7 @@ def events_subscription(settings):
 
 def test_served_bundle_runs_a_tick_and_a_reaction(unpacked, settings, emulator_env, simulator, unique,
                                                   events_subscription):
-    from shared.cli import main as cli
+    from batch_relay.cli import main as cli
 
     env = _settings_env(settings, emulator_env)
     name = simulator.add_job(simulator.gemini_spec(f"bundle-{unique}", ["RUNNING"]))

@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
+from batch_relay.record import cadence
+from batch_relay.settings import Settings
 from devtools.simulator import gemini_spec
-from shared.record import cadence
-from shared.settings import Settings
 
 T0 = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -131,7 +131,7 @@ def test_stalls_and_lost_still_work_with_a_cadence(relay, simulator):
 
 
 def test_a_webhook_nudge_makes_a_job_due_every_tick_again(relay, simulator, function_env, monkeypatch):
-    from shared import wiring
+    from batch_relay import wiring
 
     s = dataclasses.replace(relay.settings, tick_interval_s=60, max_poll_interval_s=600)
     simulator.add_job(gemini_spec("cad-5", ["RUNNING"]))

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from batch_relay import cli
 from devtools.simulator import gemini_spec
-from shared import cli
 
 
 def run(args, capsys):
@@ -96,8 +96,8 @@ def test_republish_sends_what_a_failed_publish_left(relay, simulator, function_e
 
 
 def test_python_track_api(relay, function_env):
-    from shared import track
-    from shared.errors import UsageError
+    from batch_relay import track
+    from batch_relay.errors import UsageError
 
     record = track("projects/p1/locations/us-central1/batchPredictionJobs/77", destination="gs://out-bkt/y")
     assert record["api"] == "vertex" and record["version"] == 0 and record["state"] == "JOB_STATE_UNSPECIFIED"
@@ -111,7 +111,7 @@ def test_unreachable_firestore_exits_1_quickly():
 
     env = {**os.environ, "GOOGLE_CLOUD_PROJECT": "p", "FIRESTORE_EMULATOR_HOST": "127.0.0.1:9"}
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "shared.cli", "list"], env=env, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "batch_relay.cli", "list"], env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 1 and "Firestore is unreachable" in result.stderr
     assert result.stderr.count("\n") == 1
@@ -122,7 +122,7 @@ def test_missing_credentials_exit_1(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST")}
     env.update(GOOGLE_CLOUD_PROJECT="p", GOOGLE_APPLICATION_CREDENTIALS=str(tmp_path / "missing.json"),
                NO_GCE_CHECK="true", GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9")
-    result = subprocess.run([sys.executable, "-m", "shared.cli", "list"], env=env, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "batch_relay.cli", "list"], env=env, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 1 and "could not run" in result.stderr
 

@@ -56,8 +56,8 @@ def gcs_names(base: str, bucket: str, prefix: str) -> list[str]:
 
 def check_end_state(stack, jobs: list[demo.DemoJob]) -> dict:
     """What the test sees by itself while the stack is up."""
-    from shared import wiring
-    from shared.record.store import JobStore
+    from batch_relay import wiring
+    from batch_relay.record.store import JobStore
 
     settings = stack.settings()
     store = JobStore(wiring.make_firestore(settings), settings)

@@ -10,12 +10,12 @@ import time
 import httpx
 import pytest
 
+from batch_relay.batchapi.scopes import WatchScope
+from batch_relay.poller import fanout
+from batch_relay.record.model import SHARDS
+from batch_relay.settings import Settings
 from devtools.simulator import SimulatorClient, gemini_spec
 from devtools.stack import LocalStack
-from shared.batchapi.scopes import WatchScope
-from shared.poller import fanout
-from shared.record.model import SHARDS
-from shared.settings import Settings
 
 
 def test_the_plan_covers_every_shard_once_and_deals_the_scopes():
@@ -58,9 +58,9 @@ def test_a_fanned_out_tick_polls_every_job_exactly_once_over_four_instances(tmp_
         with stack.environ():
             from google.cloud import pubsub_v1
 
+            from batch_relay import wiring
+            from batch_relay.record.store import JobStore
             from devtools.pubsub_drain import drain
-            from shared import wiring
-            from shared.record.store import JobStore
 
             settings = stack.settings()
             db = wiring.make_firestore(settings)

@@ -18,11 +18,11 @@ from functions_framework import create_app
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from shared import cli
-from shared.batchapi import states
-from shared.batchapi.wire import JobStatus
-from shared.errors import BadResponseError, SettingsError
-from shared.settings import Settings
+from batch_relay import cli
+from batch_relay.batchapi import states
+from batch_relay.batchapi.wire import JobStatus
+from batch_relay.errors import BadResponseError, SettingsError
+from batch_relay.settings import Settings
 from tests.conftest import cloud_event_headers
 
 MAIN = "functions/main.py"

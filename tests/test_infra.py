@@ -1317,9 +1317,9 @@ def test_iam_least_privilege(tf):
 
 
 def test_every_composite_index_is_declared(tf):
-    from shared.record.store import COMPOSITE_INDEXES
+    from batch_relay.record.store import COMPOSITE_INDEXES
 
-    assert COMPOSITE_INDEXES, "shared.record.store.COMPOSITE_INDEXES is empty"
+    assert COMPOSITE_INDEXES, "batch_relay.record.store.COMPOSITE_INDEXES is empty"
     assert check_indexes(tf, COMPOSITE_INDEXES) == []
 
 

@@ -8,13 +8,13 @@ import json
 
 import pytest
 
-from shared.batchapi.names import JobName
-from shared.batchapi.wire import JobStatus
-from shared.errors import UsageError
-from shared.record import machine
-from shared.record.machine import ClaimResult, PollResult
-from shared.record.model import PUBLIC_FIELDS, CopyState, CopyStatus, JobRecord, Lease, TrackedBy
-from shared.settings import Settings
+from batch_relay.batchapi.names import JobName
+from batch_relay.batchapi.wire import JobStatus
+from batch_relay.errors import UsageError
+from batch_relay.record import machine
+from batch_relay.record.machine import ClaimResult, PollResult
+from batch_relay.record.model import PUBLIC_FIELDS, CopyState, CopyStatus, JobRecord, Lease, TrackedBy
+from batch_relay.settings import Settings
 
 T0 = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 S = Settings(project="p", publish_lease_s=60, copy_lease_s=600, lost_after_s=3600, retention_days=30)

@@ -2,8 +2,8 @@ import datetime as dt
 
 import pytest
 
-from shared.batchapi.wire import JobStatus, parse_timestamp
-from shared.errors import BadResponseError
+from batch_relay.batchapi.wire import JobStatus, parse_timestamp
+from batch_relay.errors import BadResponseError
 
 GEMINI = {
     "name": "batches/abc",

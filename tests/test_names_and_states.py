@@ -1,8 +1,8 @@
 import pytest
 
-from shared.batchapi import states
-from shared.batchapi.names import JobName, doc_id
-from shared.errors import UsageError
+from batch_relay.batchapi import states
+from batch_relay.batchapi.names import JobName, doc_id
+from batch_relay.errors import UsageError
 
 
 def test_gemini_and_vertex_names():

@@ -11,9 +11,9 @@ import time
 import pytest
 from functions_framework import create_app
 
+from batch_relay import wiring
+from batch_relay.record import machine
 from devtools.simulator import gemini_spec, vertex_spec
-from shared import wiring
-from shared.record import machine
 from tests.conftest import validate_event
 
 MAIN = "functions/main.py"
@@ -291,7 +291,7 @@ def test_poll_jobs_accepts_only_post(poll_client):
 
 def test_poll_jobs_reports_bad_settings_as_500(function_env, monkeypatch):
     monkeypatch.setenv("RELAY_POLL_CONCURRENCY", "lots")
-    from shared.settings import load_settings
+    from batch_relay.settings import load_settings
 
     load_settings.cache_clear()
     client = create_app(target="poll_jobs", source=MAIN, signature_type="http").test_client()
@@ -301,7 +301,7 @@ def test_poll_jobs_reports_bad_settings_as_500(function_env, monkeypatch):
 
 
 def test_heartbeat_and_log_lines(relay, simulator, capsys):
-    from shared.log import configure
+    from batch_relay.log import configure
 
     configure()
     simulator.add_job(gemini_spec("hb", ["RUNNING"]))
@@ -326,7 +326,7 @@ def test_tracking_same_job_twice_is_harmless(relay):
 
 
 def test_a_tick_can_cover_a_shard_range(relay, simulator, poll_client):
-    from shared.record.model import SHARDS, shard_of
+    from batch_relay.record.model import SHARDS, shard_of
 
     names = [f"batches/shard-{i}" for i in range(12)]
     for n in names:
@@ -396,7 +396,7 @@ def test_a_transition_left_by_an_earlier_tracking_does_not_block_a_retrack(relay
 def test_the_writer_of_a_change_marks_it_published_without_reading_unless_the_record_moved(relay):
     import datetime as dt
 
-    from shared.batchapi.wire import JobStatus
+    from batch_relay.batchapi.wire import JobStatus
 
     now = dt.datetime.now(dt.UTC)
 
@@ -423,7 +423,7 @@ def test_the_writer_of_a_change_marks_it_published_without_reading_unless_the_re
 
 
 def test_due_records_read_in_several_chunks_are_each_polled_once(relay, simulator, monkeypatch):
-    from shared.poller import tick
+    from batch_relay.poller import tick
 
     monkeypatch.setattr(tick, "_CHUNK", 4)  # 23 due records: five full chunks and a short one
     names = [f"batches/chunk-{i:02d}" for i in range(23)]

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from functions_framework import create_app
 
+from batch_relay.reactor import plans as copy_plans
 from devtools.crc32c import crc32c_of
 from devtools.simulator import gemini_spec, vertex_spec
-from shared.reactor import plans as copy_plans
 from tests.conftest import cloud_event_headers, deliver, pubsub_envelope, validate_event
 
 MAIN = "functions/main.py"
@@ -143,8 +143,8 @@ def test_duplicate_and_concurrent_deliveries_copy_once(relay, simulator, gcs, ev
 
 def test_storage_503_fails_the_delivery_and_the_redelivery_completes(relay, simulator, gcs, event_client, gcs_emulator,
                                                                     monkeypatch):
+    from batch_relay.settings import load_settings
     from devtools.faultproxy import FaultProxy
-    from shared.settings import load_settings
 
     proxy = FaultProxy(gcs_emulator.url).start()
     try:
@@ -180,7 +180,7 @@ def test_permanent_copy_failures_are_recorded_announced_and_acked(case, relay, s
     if case == "missing_bucket":
         gcs.put(src, "run/prediction-p/ok.jsonl", b"1")
         destination = "gs://no-such-bucket-here/p"
-    from shared.settings import load_settings
+    from batch_relay.settings import load_settings
 
     load_settings.cache_clear()
     client = create_app(target="on_job_event", source=MAIN, signature_type="cloudevent").test_client()
@@ -197,7 +197,7 @@ def test_permanent_copy_failures_are_recorded_announced_and_acked(case, relay, s
 
 def test_other_events_and_garbage_are_acked_without_touching_firestore(function_env, monkeypatch):
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", "127.0.0.1:9")  # any Firestore call would fail
-    from shared.settings import load_settings
+    from batch_relay.settings import load_settings
 
     load_settings.cache_clear()
     client = create_app(target="on_job_event", source=MAIN, signature_type="cloudevent").test_client()
@@ -246,7 +246,7 @@ def test_push_subscription_delivers_to_a_served_reactor(relay, simulator, gcs, f
 
 
 def test_recopy_runs_a_new_attempt_and_the_sweep_fails_stuck_copies(relay, simulator, gcs, function_env):
-    from shared import cli
+    from batch_relay import cli
 
     src, dst = gcs.bucket("rsrc"), gcs.bucket("rdst")
     record, message = succeed(relay, simulator, vertex_job("re-1", f"gs://{src}/run/prediction-p"), f"gs://{dst}/r")
@@ -290,8 +290,8 @@ def test_a_dead_lettered_copy_is_failed_and_announced_by_the_sweep(relay, simula
                                                                    monkeypatch):
     """Every delivery hit a transient error and the message went to the dead-letter topic: the copy must
     not stay unannounced. The sweep fails it once its lease is a lease old."""
+    from batch_relay.settings import load_settings
     from devtools.faultproxy import FaultProxy
-    from shared.settings import load_settings
 
     proxy = FaultProxy(gcs_emulator.url).start()
     try:
@@ -322,7 +322,7 @@ def test_a_dead_lettered_copy_is_failed_and_announced_by_the_sweep(relay, simula
 
 def test_an_announcement_that_could_not_be_published_is_sent_by_the_next_tick(relay, simulator, gcs, function_env,
                                                                               monkeypatch):
-    from shared.settings import load_settings
+    from batch_relay.settings import load_settings
 
     src, dst = gcs.bucket("asrc"), gcs.bucket("adst")
     gcs.put(src, "run/prediction-p/a.jsonl", b"a")
@@ -346,9 +346,9 @@ def test_responses_file_redirects_keep_the_key_at_home():
 
     import httpx
 
-    from shared.errors import PermanentError
-    from shared.reactor.plans import Copier
-    from shared.settings import Settings
+    from batch_relay.errors import PermanentError
+    from batch_relay.reactor.plans import Copier
+    from batch_relay.settings import Settings
 
     settings = Settings.from_env({"GOOGLE_CLOUD_PROJECT": "p", "RELAY_GEMINI_API_KEY": "AIzaKEYKEYKEYKEYKEYKEYKEY",
                                   "RELAY_GEMINI_BASE_URL": "https://gemini.example"})

@@ -22,18 +22,18 @@ from functions_framework import create_app
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from batch_relay import log as relay_log
+from batch_relay.auth import GoogleAuth
+from batch_relay.batchapi.client import BatchApiClient
+from batch_relay.batchapi.http import make_http_pool
+from batch_relay.errors import PermanentError
+from batch_relay.events.publisher import EventPublisher
+from batch_relay.poller.tick import Poller
+from batch_relay.reactor.plans import MANIFEST, destination_for, safe_relative
+from batch_relay.record.model import JobRecord
+from batch_relay.settings import Settings
 from devtools import emulators
 from devtools.simulator import gemini_spec, vertex_spec
-from shared import log as relay_log
-from shared.auth import GoogleAuth
-from shared.batchapi.client import BatchApiClient
-from shared.batchapi.http import make_http_pool
-from shared.errors import PermanentError
-from shared.events.publisher import EventPublisher
-from shared.poller.tick import Poller
-from shared.reactor.plans import MANIFEST, destination_for, safe_relative
-from shared.record.model import JobRecord
-from shared.settings import Settings
 from tests.conftest import deliver
 
 MAIN = "functions/main.py"
@@ -130,7 +130,7 @@ def everything_stored(relay) -> str:
 @pytest.mark.parametrize("style", sorted(KEYS))
 def test_gemini_key_never_reaches_logs_events_or_records(style, relay, function_env, echo_api, gcs_emulator,
                                                          monkeypatch, capfd):
-    from shared.settings import load_settings
+    from batch_relay.settings import load_settings
 
     key = KEYS[style]()
     bucket = f"sec-{uuid.uuid4().hex[:8]}"
@@ -393,7 +393,7 @@ def test_traversal_in_a_responses_file_name_is_refused_before_any_request(relay,
 
 def test_default_destination_outside_the_allow_list_is_refused(relay, simulator, gcs_emulator, function_env,
                                                                monkeypatch):
-    from shared.settings import load_settings
+    from batch_relay.settings import load_settings
 
     with _gcs(gcs_emulator) as gcs:
         src, other = _bucket(gcs, "asrc"), _bucket(gcs, "other")

@@ -1,7 +1,7 @@
 import pytest
 
-from shared.errors import SettingsError
-from shared.settings import Settings, normalize_destination
+from batch_relay.errors import SettingsError
+from batch_relay.settings import Settings, normalize_destination
 
 BASE = {"GOOGLE_CLOUD_PROJECT": "p1"}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from batch_relay.batchapi.scopes import WatchScope
 from devtools.simulator import gemini_spec, vertex_spec
-from shared.batchapi.scopes import WatchScope
 from tests.conftest import validate_event
 
 

@@ -1,4 +1,4 @@
-"""shared.storage against fake-gcs-server over real HTTP; retry and error classification (where the HTTP
+"""batch_relay.reactor.storage against fake-gcs-server over real HTTP; retry and error classification (where the HTTP
 peer itself is the subject) against ``httpx.MockTransport``."""
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
+from batch_relay.auth import StaticToken
+from batch_relay.errors import BadResponseError, ForbiddenError, NotFoundError, TransientError
+from batch_relay.reactor.storage import ObjectInfo, StorageClient, storage_base_url
+from batch_relay.retry import RetryPolicy
 from devtools.crc32c import crc32c_of
-from shared.auth import StaticToken
-from shared.errors import BadResponseError, ForbiddenError, NotFoundError, TransientError
-from shared.reactor.storage import ObjectInfo, StorageClient, storage_base_url
-from shared.retry import RetryPolicy
 
 FAST = RetryPolicy(max_attempts=3, initial_s=0.001, cap_s=0.01)
 KIB = 1024

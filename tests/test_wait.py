@@ -1,4 +1,4 @@
-"""Waiting without polling (A7 ``wait``, ``from shared import wait``, ``list --follow``) on the real
+"""Waiting without polling (A7 ``wait``, ``from batch_relay import wait``, ``list --follow``) on the real
 emulators: ticks move simulated jobs while a Firestore listener waits."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from functions_framework import create_app
 
+from batch_relay import wait
 from devtools.simulator import gemini_spec, vertex_spec
 from devtools.tcpproxy import TcpProxy
-from shared import wait
 from tests.conftest import deliver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ def start_wait(function_env, *args, firestore_host: str | None = None) -> subpro
     env = {**os.environ, **function_env}
     if firestore_host:
         env["FIRESTORE_EMULATOR_HOST"] = firestore_host
-    return subprocess.Popen([sys.executable, "-m", "shared.cli", "wait", *args], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "batch_relay.cli", "wait", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -189,7 +189,7 @@ def test_list_follow_draws_under_a_pseudo_terminal_and_ends_cleanly(relay, simul
     relay.store.track("batches/f-1")
     master, slave = pty.openpty()
     env = {**os.environ, **function_env, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "40"}
-    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "list", "--follow"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "batch_relay.cli", "list", "--follow"], cwd=ROOT, env=env,
                             stdin=slave, stdout=slave, stderr=slave, close_fds=True, start_new_session=True)
     os.close(slave)
     try:
@@ -213,7 +213,7 @@ def test_list_follow_draws_under_a_pseudo_terminal_and_ends_cleanly(relay, simul
 def test_list_follow_prints_plain_lines_when_not_a_terminal(relay, simulator, function_env):
     simulator.add_job(gemini_spec("f-2", ["RUNNING", "FAILED"]))
     relay.store.track("batches/f-2")
-    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "list", "--follow"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "batch_relay.cli", "list", "--follow"], cwd=ROOT,
                             env={**os.environ, **function_env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     time.sleep(2.0)

@@ -1,5 +1,5 @@
 """Watched scopes (A8) end to end: the Firestore and Pub/Sub emulators, the simulator's list endpoints
-over real HTTP, ticks through ``shared.wiring``."""
+over real HTTP, ticks through ``batch_relay.wiring``."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from batch_relay.batchapi.scopes import WatchScope
+from batch_relay.record import digest as digests
+from batch_relay.record.store import JobStore
 from devtools.simulator import gemini_spec, vertex_spec
-from shared.batchapi.scopes import WatchScope
-from shared.record import digest as digests
-from shared.record.store import JobStore
 from tests.conftest import validate_event
 
 PROJECT = "proj-w"
@@ -106,8 +106,8 @@ def test_unchanged_watched_jobs_cost_no_record_reads(relay, simulator):
 
     import asyncio
 
-    from shared import wiring
-    from shared.batchapi.http import make_http_pool
+    from batch_relay import wiring
+    from batch_relay.batchapi.http import make_http_pool
 
     async def tick():
         async with make_http_pool(4, 5) as http:

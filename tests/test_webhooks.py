@@ -19,10 +19,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
+from batch_relay.settings import load_settings
+from batch_relay.webhooks.jwks import JwksKeys
+from batch_relay.webhooks.verify import Refused, ed25519_keys_from_jwks, verify
 from devtools.simulator import gemini_spec
-from shared.settings import load_settings
-from shared.webhooks.jwks import JwksKeys
-from shared.webhooks.verify import Refused, ed25519_keys_from_jwks, verify
 from tests.conftest import validate_event
 
 MAIN = "functions/main.py"
@@ -311,8 +311,8 @@ def test_the_simulator_sends_signed_webhooks_that_the_served_function_takes(rela
 def test_register_with_the_cli_then_deliveries_verify_end_to_end(relay, simulator, function_env, capsys):
     """``batch-relay webhook register URL`` → the secret it prints → the function's setting → a batch ends
     → the Gemini API (the simulator) delivers, signed with that secret → the event is published."""
+    from batch_relay import cli
     from devtools import emulators
-    from shared import cli
 
     port = emulators.free_port()
     url = f"http://127.0.0.1:{port}/"

@@ -71,7 +71,7 @@ class BatchApiClient:
         return self._limiter
 
     async def get_status(self, job: JobName, deadline: float) -> JobStatus:
-        """The job's status, or an error from ``shared.errors`` (never anything else)."""
+        """The job's status, or an error from ``batch_relay.errors`` (never anything else)."""
         body = await self.get_json(job.api, status_url(self._settings, job), deadline,
                                    region=None if job.api == GEMINI else job.region_key)
         status = (JobStatus.from_gemini if job.api == GEMINI else JobStatus.from_vertex)(body)
@@ -87,7 +87,7 @@ class BatchApiClient:
 
     async def list_page(self, scope: WatchScope, token: str | None, deadline: float, *,
                         filter: str | None = None, page_size: int = PAGE_SIZE) -> Page:
-        """One page of a watched scope's list (``parse_page``), or an error of ``shared.errors``."""
+        """One page of a watched scope's list (``parse_page``), or an error of ``batch_relay.errors``."""
         params: dict[str, Any] = {"pageSize": page_size}
         if token:
             params["pageToken"] = token

@@ -1,4 +1,4 @@
-"""``python -m shared.cli`` runs ``batch-relay``."""
+"""``python -m batch_relay.cli`` runs ``batch-relay``."""
 
 import sys
 

@@ -96,7 +96,7 @@ class Reaction(enum.StrEnum):
 
 
 class Reactor:
-    """Copies one job's outputs. Clients come in; ``shared.wiring`` builds them."""
+    """Copies one job's outputs. Clients come in; ``batch_relay.wiring`` builds them."""
 
     def __init__(self, store: JobStore, copier: Copier, outbox: Outbox) -> None:
         self._store = store

@@ -1,7 +1,7 @@
 """A small async Cloud Storage JSON API client on httpx: list, stat, rewrite, streamed download and
-resumable upload, with the retry contract of ``shared.errors``.
+resumable upload, with the retry contract of ``batch_relay.errors``.
 
-The ``httpx.AsyncClient`` is passed in: the caller owns its auth and its lifecycle (``shared.wiring``
+The ``httpx.AsyncClient`` is passed in: the caller owns its auth and its lifecycle (``batch_relay.wiring``
 builds it). Every request goes through ``retry.send`` (failures mapped to ``errors.py``) and, where it
 is safe to repeat, ``retry.retry``: transient failures (408/429/5xx, timeouts, connection errors) are
 retried here, once, and raised as ``TransientError`` after the last attempt.
