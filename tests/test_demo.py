@@ -24,7 +24,7 @@ import pytest
 from devtools import demo
 from devtools.crc32c import crc32c_of
 from devtools.stack import alive_pids
-from tests.conftest import validate_event
+from tests.helpers import validate_event
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE_CHANGED = "batchrelay.job.v1.stateChanged"

@@ -23,7 +23,7 @@ from batch_relay.batchapi import states
 from batch_relay.batchapi.wire import JobStatus
 from batch_relay.errors import BadResponseError, SettingsError
 from batch_relay.settings import Settings
-from tests.conftest import cloud_event_headers
+from tests.helpers import cloud_event_headers
 
 MAIN = "functions/main.py"
 FIXTURES = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]

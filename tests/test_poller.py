@@ -14,7 +14,7 @@ from functions_framework import create_app
 from batch_relay import wiring
 from batch_relay.record import machine
 from devtools.simulator import gemini_spec, vertex_spec
-from tests.conftest import validate_event
+from tests.helpers import validate_event
 
 MAIN = "functions/main.py"
 

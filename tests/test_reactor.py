@@ -17,7 +17,7 @@ from functions_framework import create_app
 from batch_relay.reactor import plans as copy_plans
 from devtools.crc32c import crc32c_of
 from devtools.simulator import gemini_spec, vertex_spec
-from tests.conftest import cloud_event_headers, deliver, pubsub_envelope, validate_event
+from tests.helpers import cloud_event_headers, deliver, pubsub_envelope, validate_event
 
 MAIN = "functions/main.py"
 

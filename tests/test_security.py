@@ -34,7 +34,7 @@ from batch_relay.record.model import JobRecord
 from batch_relay.settings import Settings
 from devtools import emulators
 from devtools.simulator import gemini_spec, vertex_spec
-from tests.conftest import deliver
+from tests.helpers import deliver
 
 MAIN = "functions/main.py"
 

@@ -7,7 +7,7 @@ import time
 
 from batch_relay.batchapi.scopes import WatchScope
 from devtools.simulator import gemini_spec, vertex_spec
-from tests.conftest import validate_event
+from tests.helpers import validate_event
 
 
 def stalled_events(messages):

@@ -19,7 +19,7 @@ from functions_framework import create_app
 from batch_relay import wait
 from devtools.simulator import gemini_spec, vertex_spec
 from devtools.tcpproxy import TcpProxy
-from tests.conftest import deliver
+from tests.helpers import deliver
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = "functions/main.py"

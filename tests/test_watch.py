@@ -16,7 +16,7 @@ from batch_relay.batchapi.scopes import WatchScope
 from batch_relay.record import digest as digests
 from batch_relay.record.store import JobStore
 from devtools.simulator import gemini_spec, vertex_spec
-from tests.conftest import validate_event
+from tests.helpers import validate_event
 
 PROJECT = "proj-w"
 LOC = "us-east1"

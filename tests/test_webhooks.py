@@ -23,7 +23,7 @@ from batch_relay.settings import load_settings
 from batch_relay.webhooks.jwks import JwksKeys
 from batch_relay.webhooks.verify import Refused, ed25519_keys_from_jwks, verify
 from devtools.simulator import gemini_spec
-from tests.conftest import validate_event
+from tests.helpers import validate_event
 
 MAIN = "functions/main.py"
 SECRET = "whsec_" + base64.b64encode(b"batch-relay-test-secret-0123456789").decode()
