@@ -7,20 +7,21 @@ PY := $(VENV)/bin/python
 CHECKOV_VENV ?= .venv-checkov
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv lint bundle bench bench-reactor cost clean checkov
+.PHONY: demo test venv lint bundle bench bench-reactor cost clean checkov lock
 
-$(STAMP): pyproject.toml
+# Everything is installed from the hash-locked files in requirements/ (make lock regenerates them), then
+# the package itself, editable, with the setuptools those files pinned (no unpinned build environment).
+$(STAMP): pyproject.toml requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-$(CHECKOV_VENV)/.installed:
+$(CHECKOV_VENV)/.installed: requirements/checkov.txt
 	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
-	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov>=3.2,<4'
+	$(CHECKOV_VENV)/bin/pip install --quiet --require-hashes -r requirements/checkov.txt
 	touch $@
 
 checkov: $(CHECKOV_VENV)/.installed
@@ -48,6 +49,11 @@ bench-reactor: $(STAMP)
 
 cost: $(STAMP)
 	$(PY) -m devtools.cost $(COST_ARGS)
+
+# Regenerate requirements/*.txt (hash-locked) after changing pyproject.toml's dependencies; LOCK_ARGS=--upgrade
+# takes the newest versions pyproject.toml allows.
+lock: $(STAMP)
+	$(PY) -m devtools.lock $(LOCK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) dist .pytest_cache

@@ -75,6 +75,32 @@ def test_requirements_pin_the_runtime_closure(built):
     assert all(v and v[0].isdigit() for v in pins.values())
 
 
+def test_requirements_are_the_hash_locked_runtime_file(built):
+    """The Cloud Functions build installs requirements.txt with pip: with a hash on every requirement, pip
+    checks every file it downloads (``--require-hashes`` mode)."""
+    with zipfile.ZipFile(built) as zf:
+        text = zf.read("requirements.txt").decode()
+    assert text == (REPO / "requirements" / "runtime.txt").read_text()
+    entries = [e for e in text.replace("\\\n", " ").splitlines() if e.strip() and not e.lstrip().startswith("#")]
+    assert entries and all("==" in e and "--hash=sha256:" in e for e in entries), entries[:3]
+
+
+def test_a_bundle_is_not_built_from_an_environment_that_differs_from_the_lock(tmp_path):
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO / "shared", repo / "shared", ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "functions").mkdir()
+    shutil.copy(MAIN_PY, repo / "functions" / "main.py")
+    shutil.copy(REPO / "pyproject.toml", repo / "pyproject.toml")
+    (repo / "requirements").mkdir()
+    lock = (REPO / "requirements" / "runtime.txt").read_text()
+    name, version = next(iter(bundle.parse_requirements(lock).items()))
+    (repo / "requirements" / "runtime.txt").write_text(lock.replace(f"{name}=={version}", f"{name}==0.0.1", 1))
+    with pytest.raises(bundle.BundleError, match="differ from requirements/runtime.txt"):
+        bundle.bundle_entries(repo)
+
+
 def test_bundle_is_reproducible(built, tmp_path):
     again = bundle.build_bundle(tmp_path)
     assert again.read_bytes() == built.read_bytes()

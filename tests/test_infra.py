@@ -1,4 +1,4 @@
-"""Terraform (infra/) and cloudbuild.yaml, held against the code.
+"""Terraform (infra/), held against the code.
 
 `terraform init/validate` cannot run here (no provider download), so the Terraform is checked three
 ways: `terraform fmt -check` (also catches syntax errors), checkov, and python-hcl2 cross-checks against
@@ -7,7 +7,7 @@ indexes of `shared/record/store.py`, the log lines the code writes (log-based me
 the IAM, delivery, fan-out and scheduling rules of the design. Resources whose `for_each` iterates a
 local map (the functions, the log-based metrics) are expanded into one body per key, `each.value.x`
 replaced by that entry's value, and named `name["key"]` as Terraform names the instances.
-cloudbuild.yaml is parsed into the Cloud Build API's `Build` message (unknown fields and bad values fail).
+The Cloud Build pipeline is checked in tests/test_pipeline.py.
 
 Each check is a function returning a list of problems, so the negative tests at the end can feed it a
 mutated copy and see it fail.
@@ -28,13 +28,11 @@ from typing import Any
 
 import hcl2
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 INFRA = REPO / "infra"
 SETTINGS_PY = REPO / "shared" / "settings.py"
 MAIN_PY = REPO / "functions" / "main.py"
-CLOUDBUILD = REPO / "cloudbuild.yaml"
 TERRAFORM = os.environ.get("TERRAFORM", "/usr/local/bin/terraform")
 
 FUNCTION = "google_cloudfunctions2_function"
@@ -1107,110 +1105,6 @@ def check_layout(tf: dict) -> list[str]:
     return problems
 
 
-# ---------------------------------------------------------------------------------------- cloudbuild
-
-def load_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
-
-
-_BUILTIN_SUBSTITUTIONS = {"PROJECT_ID", "PROJECT_NUMBER", "BUILD_ID", "LOCATION", "TRIGGER_NAME",
-                          "COMMIT_SHA", "SHORT_SHA", "REVISION_ID", "BRANCH_NAME", "TAG_NAME", "REPO_NAME",
-                          "REPO_FULL_NAME", "SERVICE_ACCOUNT_EMAIL", "SERVICE_ACCOUNT", "REF_NAME",
-                          "TRIGGER_BUILD_CONFIG_PATH"}
-
-
-def _step_text(step: dict) -> str:
-    return " ".join([step.get("entrypoint", "") or "", *(step.get("args") or []), step.get("script", "") or ""])
-
-
-def _dependencies(steps: list[dict]) -> list[set[int]]:
-    """Transitive dependencies of each step: waitFor ids, or every earlier step when waitFor is absent."""
-    ids = {s.get("id"): i for i, s in enumerate(steps)}
-    deps: list[set[int]] = []
-    for i, step in enumerate(steps):
-        wait = step.get("waitFor")
-        direct = set(range(i)) if wait is None else {ids[w] for w in wait if w in ids}
-        closure = set(direct)
-        for d in direct:
-            closure |= deps[d]
-        deps.append(closure)
-    return deps
-
-
-def check_cloudbuild(doc: dict) -> list[str]:
-    from google.cloud.devtools.cloudbuild_v1.types import Build
-    from google.protobuf import json_format
-
-    problems = []
-    try:
-        json_format.ParseDict(doc, Build.pb(Build()))
-    except json_format.ParseError as exc:
-        return [f"not a valid Build: {exc}"]
-    steps = doc.get("steps") or []
-    if not steps:
-        return ["no steps"]
-    ids = [s.get("id") for s in steps]
-    if not all(ids) or len(set(ids)) != len(ids):
-        problems.append(f"every step needs a unique id: {ids}")
-    for step in steps:
-        image = step.get("name", "")
-        if "@sha256:" not in image:
-            tag = image.rsplit("/", 1)[-1].partition(":")[2]
-            if not tag or tag == "latest" or not re.search(r"\d+\.\d+", tag):
-                problems.append(f"step {step.get('id')}: image {image!r} is not pinned to a version or digest")
-        entry = (step.get("entrypoint") or "").rsplit("/", 1)[-1]
-        args = step.get("args") or []
-        if entry in ("bash", "sh") and "-c" in args:
-            rest = args[args.index("-c") + 1:]
-            if len(rest) != 1:
-                problems.append(f"step {step.get('id')}: `{entry} -c` runs only its first argument; "
-                                f"put the whole script in one argument ({len(rest)} given)")
-    declared = set(doc.get("substitutions") or {})
-    for needed in ("_PROJECT_ID", "_REGION", "_STATE_BUCKET"):
-        if needed not in declared:
-            problems.append(f"substitution {needed} not declared")
-    used = set()
-    for text in [json.dumps(steps), json.dumps(doc.get("options") or {})]:
-        text = text.replace("$$", "")
-        used |= set(re.findall(r"\$\{?(_[A-Z0-9_]+)", text))
-        for name in re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", text):
-            if name not in _BUILTIN_SUBSTITUTIONS:
-                problems.append(f"${name} is neither a built-in substitution nor escaped as $${name}")
-    for name in sorted(used - declared):
-        problems.append(f"substitution {name} used but not declared")
-    # Inputs in the fetched tfvars win unless a substitution is set explicitly: a -var (or a substitution
-    # with a non-empty default written into the variables) would override them on every build.
-    for step in steps:
-        for arg in step.get("args") or []:
-            if re.match(r"-var=(region|project_id)=", str(arg)):
-                problems.append(f"step {step.get('id')}: {arg} overrides the tfvars on every build")
-    for name in ("_REGION",):
-        if (doc.get("substitutions") or {}).get(name):
-            problems.append(f"substitution {name} has a default, so it would override the tfvars' region")
-    if (doc.get("options") or {}).get("logging") != "CLOUD_LOGGING_ONLY":
-        problems.append("options.logging should be CLOUD_LOGGING_ONLY")
-    if not doc.get("timeout"):
-        problems.append("no build timeout")
-
-    def find(pred) -> list[int]:
-        return [i for i, s in enumerate(steps) if pred(s)]
-
-    lint = find(lambda s: re.search(r"\bruff\b|make lint", _step_text(s)))
-    tests = find(lambda s: re.search(r"make test|pytest", _step_text(s)))
-    bundle = find(lambda s: re.search(r"devtools\.bundle|make bundle", _step_text(s)))
-    terraform = find(lambda s: ("terraform" in s.get("name", "") or "terraform" in (s.get("entrypoint") or ""))
-                     and re.search(r"\b(plan|apply)\b", _step_text(s)))
-    for what, found in (("lint", lint), ("test", tests), ("bundle", bundle), ("terraform plan/apply", terraform)):
-        if not found:
-            problems.append(f"no {what} step")
-    deps = _dependencies(steps)
-    for t in terraform:
-        for what, found in (("lint", lint), ("test", tests), ("bundle", bundle)):
-            if found and not any(f in deps[t] for f in found):
-                problems.append(f"step {steps[t].get('id')} does not wait for the {what} step")
-    return problems
-
-
 # ----------------------------------------------------------------------------------------------- tests
 
 @pytest.fixture(scope="module")
@@ -1334,11 +1228,6 @@ def test_alerts(tf):
 def test_log_metrics_and_dashboard(tf):
     assert check_log_metrics(tf) == []
     assert check_dashboard(tf) == []
-
-
-def test_cloudbuild_is_a_valid_ordered_pinned_build():
-    doc = load_yaml(CLOUDBUILD)
-    assert check_cloudbuild(doc) == []
 
 
 # ------------------------------------------------------------------------- the checks fail for real
@@ -1534,53 +1423,6 @@ def test_checks_catch_broken_terraform(tf):
             rp.pop("time")
     problems = check_layout(loose_pins)
     assert any("google provider" in p for p in problems) and any("provider time" in p for p in problems)
-
-
-def test_checks_catch_broken_cloudbuild():
-    doc = load_yaml(CLOUDBUILD)
-    ids = [s["id"] for s in doc["steps"]]
-
-    reordered = copy.deepcopy(doc)
-    plan = next(s for s in reordered["steps"] if "plan" in s.get("args", []))
-    reordered["steps"].remove(plan)
-    reordered["steps"].insert(0, plan)
-    assert any("does not wait for the test step" in p for p in check_cloudbuild(reordered))
-
-    parallel = copy.deepcopy(doc)
-    for step in parallel["steps"]:
-        if "apply" in step.get("args", []):
-            step["waitFor"] = ["-"]
-    assert any("does not wait" in p for p in check_cloudbuild(parallel))
-
-    split = copy.deepcopy(doc)
-    split["steps"][ids.index("test")]["args"] = ["-c", "make venv", "&&", "make test"]
-    assert any("runs only its first argument" in p for p in check_cloudbuild(split))
-
-    latest = copy.deepcopy(doc)
-    latest["steps"][0]["name"] = "python:latest"
-    assert any("not pinned" in p for p in check_cloudbuild(latest))
-
-    undeclared = copy.deepcopy(doc)
-    undeclared["steps"][-1]["args"].append("-var=x=${_NOPE}")
-    assert any("_NOPE" in p for p in check_cloudbuild(undeclared))
-
-    unknown = copy.deepcopy(doc)
-    unknown["steps"][0]["waitfor"] = ["-"]
-    assert any("not a valid Build" in p for p in check_cloudbuild(unknown))
-
-    bad_value = copy.deepcopy(doc)
-    bad_value["options"]["logging"] = "STACKDRIVER_ONLY_PLEASE"
-    assert any("not a valid Build" in p for p in check_cloudbuild(bad_value))
-
-    no_id = copy.deepcopy(doc)
-    del no_id["steps"][1]["id"]
-    assert any("unique id" in p for p in check_cloudbuild(no_id))
-
-    region_always = copy.deepcopy(doc)
-    region_always["substitutions"]["_REGION"] = "europe-west1"
-    next(s for s in region_always["steps"] if "plan" in s.get("args", []))["args"].append("-var=region=${_REGION}")
-    problems = check_cloudbuild(region_always)
-    assert any("-var=region" in p for p in problems) and any("_REGION has a default" in p for p in problems)
 
 
 if __name__ == "__main__":  # pragma: no cover
