@@ -62,7 +62,7 @@ def handle_webhook(request) -> tuple[str, int, dict[str, str]]:
         return wiring.nudge(settings, wiring.cached_firestore(settings), wiring.cached_publisher(settings), name)
 
     reply = handler.handle(request.method, dict(request.headers), lambda: handler.read_body(request),
-                           secrets=settings.gemini_webhook_secrets, nudge=nudge,
+                           secrets=settings.gemini_webhook_secrets, nudge=nudge, recent=wiring.recent_webhook_ids(),
                            jwks=wiring.jwks_keys(settings.gemini_jwks_url) if settings.gemini_jwks_url else None)
     return json.dumps(reply.body), reply.status, dict(_JSON)
 

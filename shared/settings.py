@@ -11,6 +11,7 @@ import base64
 import binascii
 import dataclasses
 import functools
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -77,8 +78,8 @@ class Settings:
             collection=get.name("RELAY_COLLECTION", "batch_jobs"),
             events_topic=get.name("RELAY_EVENTS_TOPIC", "batch-job-events"),
             gemini_api_key=get.text("RELAY_GEMINI_API_KEY"),
-            gemini_base_url=get.url("RELAY_GEMINI_BASE_URL") or "https://generativelanguage.googleapis.com",
-            vertex_base_url=get.url("RELAY_VERTEX_BASE_URL", allow_location=True),
+            gemini_base_url=get.url("RELAY_GEMINI_BASE_URL", secure=True) or "https://generativelanguage.googleapis.com",
+            vertex_base_url=get.url("RELAY_VERTEX_BASE_URL", allow_location=True, secure=True),
             default_destination=get.gcs_uri("RELAY_DEFAULT_DESTINATION"),
             allowed_buckets=get.buckets("RELAY_ALLOWED_BUCKETS"),
             poll_concurrency=get.integer("RELAY_POLL_CONCURRENCY", 32, low=1, high=1000),
@@ -93,7 +94,7 @@ class Settings:
             watch=get.scopes("RELAY_WATCH"),
             watch_filter=get.filter("RELAY_WATCH_FILTER"),
             gemini_webhook_secrets=get.webhook_secrets("RELAY_GEMINI_WEBHOOK_SECRETS"),
-            gemini_jwks_url=get.url("RELAY_GEMINI_JWKS_URL"),
+            gemini_jwks_url=get.url("RELAY_GEMINI_JWKS_URL", secure=True),
             stall_after_s=get.number("RELAY_STALL_AFTER_S", 21600.0, low=0.0, high=365 * 86400.0),
             max_poll_interval_s=get.number("RELAY_MAX_POLL_INTERVAL_S", 300.0, low=0.0, high=86400.0),
             tick_interval_s=get.number("RELAY_TICK_INTERVAL_S", 60.0, low=0.1, high=86400.0),
@@ -162,17 +163,23 @@ class _Reader:
             raise SettingsError(f"{var}={value} is out of range ({low}..{high})")
         return value
 
-    def url(self, var: str, *, allow_location: bool = False) -> str | None:
+    def url(self, var: str, *, allow_location: bool = False, secure: bool = False) -> str | None:
+        """An http(s) URL; with ``secure``, plain http only to this machine (a key or the keys that
+        authenticate deliveries would otherwise travel in clear)."""
         raw = self.text(var)
         if raw is None:
             return None
         probe = raw.replace("{location}", "loc") if allow_location else raw
         try:
             parts = urlsplit(probe)
+            host = parts.hostname
         except ValueError:  # e.g. "http://[": Invalid IPv6 URL
             raise SettingsError(f"{var}={raw!r} is not an http(s) URL") from None
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
             raise SettingsError(f"{var}={raw!r} is not an http(s) URL")
+        if secure and parts.scheme == "http" and not is_loopback(host):
+            raise SettingsError(f"{var}={raw!r}: plain http:// is refused except to this machine (127.0.0.1, "
+                                "localhost, ::1); use https://")
         return raw.rstrip("/")
 
     def gcs_uri(self, var: str) -> str | None:
@@ -237,6 +244,18 @@ class _Reader:
         if not out:
             raise SettingsError(f"{var} names no secret (unset it to refuse every delivery)")
         return tuple(out)
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` (a URL's hostname) is this machine: ``localhost`` or a loopback address."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def normalize_destination(uri: str) -> str:

@@ -163,6 +163,14 @@ def nudge(settings: Settings, db, publisher_client, name: str, *,
 
 
 @functools.cache
+def recent_webhook_ids():
+    """The webhook ids this instance handled lately (a repeat is answered without another fetch)."""
+    from .webhooks.recent import RecentIds
+
+    return RecentIds()
+
+
+@functools.cache
 def jwks_keys(url: str):
     """The Ed25519 keys of dynamic webhooks, cached per warm instance."""
     from .webhooks.jwks import JwksKeys

@@ -2,7 +2,9 @@
 
 Keys are kept for ``ttl_s`` (an hour); a signature none of them verifies may be signed with a new key,
 so the document is fetched again then — at most once per ``refresh_s`` (five minutes), so forged
-deliveries cannot make the function hammer the key server. A fetch that fails keeps the keys it had.
+deliveries cannot make the function hammer the key server. A fetch that fails keeps the keys it had (until
+the next fetch); a fetch that succeeds replaces them, even with none (a key set emptied on purpose is not
+outlived by the keys it revoked).
 """
 
 from __future__ import annotations
@@ -48,6 +50,6 @@ class JwksKeys:
     def _load(self) -> None:
         self._fetched_at = self._clock()
         try:
-            self._keys = ed25519_keys_from_jwks(self._fetch(self._url)) or self._keys
+            self._keys = ed25519_keys_from_jwks(self._fetch(self._url))
         except Exception as exc:  # noqa: BLE001 - keep the keys we had; the delivery is refused if none verify
             log(_log, logging.WARNING, "JWKS fetch failed", url=self._url, error=f"{type(exc).__name__}: {exc}"[:200])

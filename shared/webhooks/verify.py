@@ -17,10 +17,12 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 
 TOLERANCE_S = 300
+_STAMP = re.compile(r"[0-9]{1,12}")  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
 
 
 class Refused(Exception):
@@ -53,11 +55,12 @@ def verify(headers: Mapping[str, str], body: bytes, *, secrets: Sequence[str] = 
            now: Callable[[], float] = time.time) -> Verified:
     """Check one delivery; raises ``Refused``. ``ed25519_keys`` returns the JWKS keys (cached by the
     caller), ``refreshed_keys`` fetches them again; both are only called for a ``v1a`` signature."""
-    lower = {k.lower(): v for k, v in headers.items()}
+    lower = {str(k).lower(): v for k, v in headers.items()}
     msg_id, stamp, header = (lower.get("webhook-id"), lower.get("webhook-timestamp"), lower.get("webhook-signature"))
-    if not (msg_id and stamp and header):
+    if not (isinstance(msg_id, str) and isinstance(stamp, str) and isinstance(header, str)
+            and msg_id and stamp and header):
         raise Refused("missing webhook-id, webhook-timestamp or webhook-signature")
-    if not stamp.isdigit() or len(stamp) > 12:
+    if not _STAMP.fullmatch(stamp):
         raise Refused("webhook-timestamp is not Unix seconds")
     if abs(now() - int(stamp)) > TOLERANCE_S:
         raise Refused("webhook-timestamp is more than 300 s from now")
