@@ -144,10 +144,10 @@ def check_deploy_build(doc: dict) -> list[str]:
                            (r"apt-get|emulator", "installs the emulators")):
         for i in _find(steps, forbidden):
             problems.append(f"step {steps[i].get('id')} {why}: the deploy build runs no development code")
+    locked = re.compile(r"pip install[^\n]*--require-hashes -r requirements/runtime\.txt$")
     for step in steps:
         for line in _text(step).splitlines():
-            if "pip install" in line and not re.search(r"pip install[^\n]*--require-hashes -r requirements/runtime\.txt$",
-                                                       line.strip()):
+            if "pip install" in line and not locked.search(line.strip()):
                 problems.append(f"step {step.get('id')} installs something other than the hash-locked runtime: "
                                 f"{line.strip()[:100]}")
     for step in steps:
