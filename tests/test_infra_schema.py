@@ -137,6 +137,20 @@ def test_schema_holds_exactly_the_types_used(schema):
     assert held == used
 
 
+def test_provider_pins_admit_the_schema_versions(schema):
+    """versions.tf pins each provider to a range that holds the version the schema was read from."""
+    config = load_config([INFRA])
+    assert config.providers == {local: f"registry.terraform.io/hashicorp/{local}"
+                                for local in ("google", "google-beta", "time")}
+    text = (INFRA / "versions.tf").read_text(encoding="utf-8")
+    for source, provider in schema["provider_schemas"].items():
+        local = source.rsplit("/", 1)[1]
+        pin = re.search(rf'\b{re.escape(local)} = \{{\s*source\s*= "hashicorp/{re.escape(local)}"\s*'
+                        r'version\s*= "([^"]+)"', text)
+        assert pin, f"versions.tf does not pin {local}"
+        assert admits(pin[1], provider["version"]), f"{local} pin {pin[1]} excludes {provider['version']}"
+
+
 def test_version_constraints():
     assert admits("~> 8.7.0", "8.7.4") and not admits("~> 8.7.0", "8.8.0")
     assert admits("~> 8.7", "8.12.0") and not admits("~> 8.7", "9.0.0") and not admits("~> 8.7", "8.6.0")
