@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 CHECKOV_VENV ?= .venv-checkov
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv lint bundle bench bench-reactor cost clean checkov lock
+.PHONY: demo test venv lint bundle bench bench-reactor cost clean checkov lock tf-schema
 
 # Everything is installed from the hash-locked files in requirements/ (make lock regenerates them), then
 # the package itself, editable, with the setuptools those files pinned (no unpinned build environment).
@@ -54,6 +54,14 @@ cost: $(STAMP)
 # takes the newest versions pyproject.toml allows.
 lock: $(STAMP)
 	$(PY) -m devtools.lock $(LOCK_ARGS)
+
+# The provider schemas tests/test_infra_schema.py checks infra/ against, read from the providers' prebuilt
+# CDK bindings on PyPI (downloaded, ~140 MB): hashicorp/google and google-beta 8.7.0, hashicorp/time 0.13.1.
+# Keep them in step with the pins in infra/versions.tf; rerun after adding or dropping a resource type.
+TF_SCHEMA_BINDINGS ?= cdktn-provider-google==21.1.0 cdktn-provider-google-beta==21.1.0 cdktf-cdktf-provider-time==11.0.1
+tf-schema: $(STAMP)
+	$(PY) -m devtools.tfschema extract $(foreach p,$(TF_SCHEMA_BINDINGS),--bindings $(p)) \
+	  --tf infra --tf tests/fixtures/tf/valid --out infra/schema/providers.json
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) dist .pytest_cache

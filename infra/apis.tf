@@ -1,4 +1,5 @@
-# APIs the deployment uses. Left enabled on destroy: other workloads in the project may rely on them.
+# APIs the deployment uses. Left enabled on destroy: other workloads in the project may rely on them
+# (disable_on_destroy = false is the provider's default since 7.0; kept explicit).
 
 locals {
   services = [

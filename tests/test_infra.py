@@ -1078,8 +1078,8 @@ def check_layout(tf: dict) -> list[str]:
     required = {name: spec for t in tf["terraform"] for rp in blocks(t, "required_providers")
                 for name, spec in rp.items()}
     google = str((required.get("google") or {}).get("version", ""))
-    if not re.fullmatch(r"~> 6\.\d+\.0", google):
-        problems.append(f"google provider is not pinned to one 6.x minor (~> 6.N.0): {google!r}")
+    if not re.fullmatch(r"~> 8\.\d+\.0", google):
+        problems.append(f"google provider is not pinned to one 8.x minor (~> 8.N.0): {google!r}")
     used = {"time": bool(resources(tf, "time_sleep")),
             "google-beta": any(b.get("provider") in ("google-beta", "${google-beta}")
                                for named in tf["resource"].values() for b in named.values())}
