@@ -123,126 +123,140 @@ def scenario(seconds: float = 60.0) -> list[DemoJob]:
     """Thirteen jobs: six Gemini API batches, seven Vertex AI jobs (one of them in the watched scope, tracked
     by nobody). The times below are stretched so that the last job ends at 3/4 of
     ``seconds`` (the rest is for start-up, the last copies and the last events)."""
-
-    def steps(*items: tuple[str, float] | tuple[str, float, dict[str, Any]]) -> list[dict[str, Any]]:
-        out = []
-        for i, item in enumerate(items):
-            state, after = item[0], item[1]
-            step: dict[str, Any] = {"state": state, **(item[2] if len(item) > 2 else {})}
-            if i:
-                step["after_s"] = after
-            out.append(step)
-        return out
-
-    def stats(ok: int, failed: int, left: int) -> dict[str, Any]:
-        return {"stats": {"successful": ok, "failed": failed, "incomplete": left, "total": ok + failed + left}}
-
-    run_dir = "prediction-model-2026-01-05T10:00:00.000000Z"  # ':' in object names, as Vertex writes them
-    jobs = [
-        # ---- Gemini API (API key; BATCH_STATE_* on the wire, JOB_STATE_* in batch-relay)
-        DemoJob("batches/demo-nightly-eval", "responses file streamed to the bucket", "JOB_STATE_SUCCEEDED",
-                "done", {"name": "batches/demo-nightly-eval", "display_name": "nightly-eval",
-                         "timeline": steps(("PENDING", 0), ("RUNNING", 6, stats(0, 0, 2000)),
-                                           ("RUNNING", 8, stats(900, 2, 1098)),
-                                           ("RUNNING", 8, stats(1700, 3, 297)),
-                                           ("SUCCEEDED", 8, stats(1996, 4, 0))),
-                         "output": {"kind": "file", "file_id": "batch-demo-nightly-eval-" + "0" * 32,
-                                    "lines": 2000, "line_bytes": 400, "errors": 4}},
-                destination=f"gs://{OUTPUT_BUCKET}/gemini/nightly-eval", labels={"team": "evals"}, via="cli"),
-        DemoJob("batches/demo-support-replies", "inline responses -> responses.jsonl, default destination",
-                "JOB_STATE_SUCCEEDED", "done",
-                {"name": "batches/demo-support-replies", "display_name": "support-replies",
-                 "timeline": steps(("PENDING", 0), ("RUNNING", 6), ("SUCCEEDED", 10)),
-                 "output": {"kind": "inline", "count": 24, "errors": 2}},
-                destination=None, labels={"team": "support"}, via="cli"),
-        DemoJob("batches/demo-translation", "fails: a job error in the record and the event",
-                "JOB_STATE_FAILED", None,
-                {"name": "batches/demo-translation", "display_name": "translation",
-                 "timeline": steps(("PENDING", 0), ("RUNNING", 6),
-                                   ("FAILED", 12, {"error": {"code": 3, "message":
-                                                             "Invalid JSONL input at line 17."}}))},
-                destination=f"gs://{OUTPUT_BUCKET}/gemini/translation", via="cli"),
-        DemoJob("batches/demo-ab-test", "cancelled while running", "JOB_STATE_CANCELLED", None,
-                {"name": "batches/demo-ab-test", "display_name": "ab-test",
-                 "timeline": steps(("PENDING", 0), ("RUNNING", 8, stats(10, 0, 490)), ("CANCELLED", 14))},
-                destination=f"gs://{OUTPUT_BUCKET}/gemini/ab-test", via="cli"),
-        DemoJob("batches/demo-backfill", "stalls in the queue (a stalled event), then expires (48 h, compressed)",
-                "JOB_STATE_EXPIRED", None,
-                {"name": "batches/demo-backfill", "display_name": "backfill",
-                 "timeline": steps(("PENDING", 0), ("EXPIRED", 30))},
-                destination=f"gs://{OUTPUT_BUCKET}/gemini/backfill", via="cli", stalls=True),
-        DemoJob("batches/demo-flaky-quota", "API answers 429 (with/without Retry-After), 500, 503 first",
-                "JOB_STATE_SUCCEEDED", "done",
-                {"name": "batches/demo-flaky-quota", "display_name": "flaky-quota",
-                 "timeline": steps(("PENDING", 0), ("RUNNING", 10), ("SUCCEEDED", 14)),
-                 "faults": [{"kind": "429", "retry_after": 1}, {"kind": "429"}, {"kind": "500"},
-                            {"kind": "503"}],
-                 "output": {"kind": "file", "file_id": "batch-demo-flaky-quota-" + "1" * 32, "lines": 300,
-                            "line_bytes": 250}},
-                destination=f"gs://{OUTPUT_BUCKET}/gemini/flaky-quota", via="cli"),
-        # ---- Vertex AI (bearer token; the resource itself on the wire)
-        DemoJob(vertex_name("us-central1", "1001"), "GCS output copied server-side (rewrite)",
-                "JOB_STATE_SUCCEEDED", "done",
-                {"name": vertex_name("us-central1", "1001"), "display_name": "product-descriptions",
-                 "timeline": steps(("QUEUED", 0), ("PENDING", 4), ("RUNNING", 6, stats(0, 0, 1000)),
-                                   ("RUNNING", 8, stats(600, 0, 400)), ("SUCCEEDED", 10, stats(1000, 0, 0))),
-                 "output": {"kind": "gcs", "uri": f"gs://{SOURCE_BUCKET}/product-descriptions/{run_dir}"}},
-                destination=f"gs://{OUTPUT_BUCKET}/vertex/product-descriptions", labels={"team": "catalog"},
-                sources={f"product-descriptions/{run_dir}/predictions.jsonl": _predictions(1000, seed="product"),
-                         f"product-descriptions/{run_dir}-old/predictions.jsonl": b"a sibling prefix: not copied\n"}),
-        DemoJob(vertex_name("europe-west4", "1002"), "partial success: outputs still copied",
-                "JOB_STATE_PARTIALLY_SUCCEEDED", "done",
-                {"name": vertex_name("europe-west4", "1002"), "display_name": "image-captions",
-                 "timeline": steps(("QUEUED", 0), ("RUNNING", 8, stats(0, 0, 600)),
-                                   ("PARTIALLY_SUCCEEDED", 16, stats(560, 40, 0))),
-                 "output": {"kind": "gcs", "uri": f"gs://{SOURCE_BUCKET}/image-captions/{run_dir}"}},
-                destination=f"gs://{OUTPUT_BUCKET}/vertex/image-captions",
-                sources={f"image-captions/{run_dir}/predictions_0001.jsonl": _predictions(300, seed="image"),
-                         f"image-captions/{run_dir}/predictions_0002.jsonl": _predictions(300, failed_every=7,
-                                                                                          seed="image-b"),
-                         f"image-captions/{run_dir}/errors_0001.jsonl": b'{"error": "40 instances failed"}\n'}),
-        DemoJob(vertex_name("us-central1", "1003"), "fails after starting", "JOB_STATE_FAILED", None,
-                {"name": vertex_name("us-central1", "1003"), "display_name": "bad-input",
-                 "timeline": steps(("QUEUED", 0), ("RUNNING", 6),
-                                   ("FAILED", 10, {"error": {"code": 3, "message":
-                                                             "Unable to parse instance 12: invalid JSON."}}))},
-                destination=f"gs://{OUTPUT_BUCKET}/vertex/bad-input"),
-        DemoJob(vertex_name("us-east1", "1004"), "cancelled: CANCELLING, then CANCELLED", "JOB_STATE_CANCELLED",
-                None, {"name": vertex_name("us-east1", "1004"), "display_name": "superseded",
-                       "timeline": steps(("QUEUED", 0), ("RUNNING", 6), ("CANCELLING", 12),
-                                         ("CANCELLED", 6))},
-                destination=f"gs://{OUTPUT_BUCKET}/vertex/superseded"),
-        DemoJob(vertex_name("global", "1005"), "BigQuery output: nothing to copy", "JOB_STATE_SUCCEEDED",
-                "not_applicable",
-                {"name": vertex_name("global", "1005"), "display_name": "to-bigquery",
-                 "timeline": steps(("QUEUED", 0), ("RUNNING", 8, stats(0, 0, 50)),
-                                   ("SUCCEEDED", 12, stats(50, 0, 0))),
-                 "output": {"kind": "bigquery", "table": f"bq://{VERTEX_PROJECT}.batch_out.predictions_1005"}}),
-        DemoJob(vertex_name("us-central1", "1006"), "paused, resumed, then succeeds", "JOB_STATE_SUCCEEDED",
-                "done",
-                {"name": vertex_name("us-central1", "1006"), "display_name": "weekly-report",
-                 "timeline": steps(("RUNNING", 0, stats(0, 0, 200)), ("PAUSED", 8, stats(80, 0, 120)),
-                                   ("QUEUED", 8), ("RUNNING", 6), ("SUCCEEDED", 10, stats(199, 1, 0))),
-                 "output": {"kind": "gcs", "uri": f"gs://{SOURCE_BUCKET}/weekly-report/{run_dir}"}},
-                destination=f"gs://{OUTPUT_BUCKET}/vertex/weekly-report",
-                sources={f"weekly-report/{run_dir}/predictions.jsonl": _predictions(200, failed_every=200,
-                                                                                    seed="report"),
-                         f"weekly-report/{run_dir}/charts/summary.jsonl": b'{"chart": "weekly"}\n'}),
-        DemoJob(vertex_name(WATCHED_LOCATION, "2001"), "nobody tracks it: found by listing its watched scope",
-                "JOB_STATE_SUCCEEDED", "done",
-                {"name": vertex_name(WATCHED_LOCATION, "2001"), "display_name": "notebook-experiment",
-                 "timeline": steps(("QUEUED", 0), ("RUNNING", 6, stats(0, 0, 120)),
-                                   ("RUNNING", 6, stats(70, 0, 50)), ("SUCCEEDED", 8, stats(120, 0, 0))),
-                 "output": {"kind": "gcs", "uri": f"gs://{SOURCE_BUCKET}/notebook-experiment/{run_dir}"}},
-                via="watch", sources={f"notebook-experiment/{run_dir}/predictions.jsonl":
-                                      _predictions(120, seed="notebook")}),
-    ]
+    jobs = [*_gemini_jobs(), *_vertex_jobs()]
     k = seconds * 0.75 / max(story_length(job) for job in jobs)
     for job in jobs:
         for step in job.spec["timeline"]:
             if "after_s" in step:
                 step["after_s"] = round(step["after_s"] * k, 2)
     return jobs
+
+
+def _timeline(*items: tuple[str, float] | tuple[str, float, dict[str, Any]]) -> list[dict[str, Any]]:
+    """A simulator timeline: (state, seconds after the previous step[, more step keys]) items."""
+    out = []
+    for i, item in enumerate(items):
+        state, after = item[0], item[1]
+        step: dict[str, Any] = {"state": state, **(item[2] if len(item) > 2 else {})}
+        if i:
+            step["after_s"] = after
+        out.append(step)
+    return out
+
+
+def _counts(ok: int, failed: int, left: int) -> dict[str, Any]:
+    """A step's request counts."""
+    return {"stats": {"successful": ok, "failed": failed, "incomplete": left, "total": ok + failed + left}}
+
+
+RUN_DIR = "prediction-model-2026-01-05T10:00:00.000000Z"  # ':' in object names, as Vertex writes them
+
+
+def _gemini_jobs() -> list[DemoJob]:
+    """Six Gemini API batches (API key; BATCH_STATE_* on the wire, JOB_STATE_* in batch-relay)."""
+    return [
+        DemoJob("batches/demo-nightly-eval", "responses file streamed to the bucket", "JOB_STATE_SUCCEEDED",
+                "done", {"name": "batches/demo-nightly-eval", "display_name": "nightly-eval",
+                         "timeline": _timeline(("PENDING", 0), ("RUNNING", 6, _counts(0, 0, 2000)),
+                                               ("RUNNING", 8, _counts(900, 2, 1098)),
+                                               ("RUNNING", 8, _counts(1700, 3, 297)),
+                                               ("SUCCEEDED", 8, _counts(1996, 4, 0))),
+                         "output": {"kind": "file", "file_id": "batch-demo-nightly-eval-" + "0" * 32,
+                                    "lines": 2000, "line_bytes": 400, "errors": 4}},
+                destination=f"gs://{OUTPUT_BUCKET}/gemini/nightly-eval", labels={"team": "evals"}, via="cli"),
+        DemoJob("batches/demo-support-replies", "inline responses -> responses.jsonl, default destination",
+                "JOB_STATE_SUCCEEDED", "done",
+                {"name": "batches/demo-support-replies", "display_name": "support-replies",
+                 "timeline": _timeline(("PENDING", 0), ("RUNNING", 6), ("SUCCEEDED", 10)),
+                 "output": {"kind": "inline", "count": 24, "errors": 2}},
+                destination=None, labels={"team": "support"}, via="cli"),
+        DemoJob("batches/demo-translation", "fails: a job error in the record and the event",
+                "JOB_STATE_FAILED", None,
+                {"name": "batches/demo-translation", "display_name": "translation",
+                 "timeline": _timeline(("PENDING", 0), ("RUNNING", 6),
+                                       ("FAILED", 12, {"error": {"code": 3, "message":
+                                                                 "Invalid JSONL input at line 17."}}))},
+                destination=f"gs://{OUTPUT_BUCKET}/gemini/translation", via="cli"),
+        DemoJob("batches/demo-ab-test", "cancelled while running", "JOB_STATE_CANCELLED", None,
+                {"name": "batches/demo-ab-test", "display_name": "ab-test",
+                 "timeline": _timeline(("PENDING", 0), ("RUNNING", 8, _counts(10, 0, 490)), ("CANCELLED", 14))},
+                destination=f"gs://{OUTPUT_BUCKET}/gemini/ab-test", via="cli"),
+        DemoJob("batches/demo-backfill", "stalls in the queue (a stalled event), then expires (48 h, compressed)",
+                "JOB_STATE_EXPIRED", None,
+                {"name": "batches/demo-backfill", "display_name": "backfill",
+                 "timeline": _timeline(("PENDING", 0), ("EXPIRED", 30))},
+                destination=f"gs://{OUTPUT_BUCKET}/gemini/backfill", via="cli", stalls=True),
+        DemoJob("batches/demo-flaky-quota", "API answers 429 (with/without Retry-After), 500, 503 first",
+                "JOB_STATE_SUCCEEDED", "done",
+                {"name": "batches/demo-flaky-quota", "display_name": "flaky-quota",
+                 "timeline": _timeline(("PENDING", 0), ("RUNNING", 10), ("SUCCEEDED", 14)),
+                 "faults": [{"kind": "429", "retry_after": 1}, {"kind": "429"}, {"kind": "500"},
+                            {"kind": "503"}],
+                 "output": {"kind": "file", "file_id": "batch-demo-flaky-quota-" + "1" * 32, "lines": 300,
+                            "line_bytes": 250}},
+                destination=f"gs://{OUTPUT_BUCKET}/gemini/flaky-quota", via="cli"),
+    ]
+
+
+def _vertex_jobs() -> list[DemoJob]:
+    """Seven Vertex AI jobs (bearer token; the resource itself on the wire), one in the watched scope."""
+    return [
+        DemoJob(vertex_name("us-central1", "1001"), "GCS output copied server-side (rewrite)",
+                "JOB_STATE_SUCCEEDED", "done",
+                {"name": vertex_name("us-central1", "1001"), "display_name": "product-descriptions",
+                 "timeline": _timeline(("QUEUED", 0), ("PENDING", 4), ("RUNNING", 6, _counts(0, 0, 1000)),
+                                       ("RUNNING", 8, _counts(600, 0, 400)), ("SUCCEEDED", 10, _counts(1000, 0, 0))),
+                 "output": {"kind": "gcs", "uri": f"gs://{SOURCE_BUCKET}/product-descriptions/{RUN_DIR}"}},
+                destination=f"gs://{OUTPUT_BUCKET}/vertex/product-descriptions", labels={"team": "catalog"},
+                sources={f"product-descriptions/{RUN_DIR}/predictions.jsonl": _predictions(1000, seed="product"),
+                         f"product-descriptions/{RUN_DIR}-old/predictions.jsonl": b"a sibling prefix: not copied\n"}),
+        DemoJob(vertex_name("europe-west4", "1002"), "partial success: outputs still copied",
+                "JOB_STATE_PARTIALLY_SUCCEEDED", "done",
+                {"name": vertex_name("europe-west4", "1002"), "display_name": "image-captions",
+                 "timeline": _timeline(("QUEUED", 0), ("RUNNING", 8, _counts(0, 0, 600)),
+                                       ("PARTIALLY_SUCCEEDED", 16, _counts(560, 40, 0))),
+                 "output": {"kind": "gcs", "uri": f"gs://{SOURCE_BUCKET}/image-captions/{RUN_DIR}"}},
+                destination=f"gs://{OUTPUT_BUCKET}/vertex/image-captions",
+                sources={f"image-captions/{RUN_DIR}/predictions_0001.jsonl": _predictions(300, seed="image"),
+                         f"image-captions/{RUN_DIR}/predictions_0002.jsonl": _predictions(300, failed_every=7,
+                                                                                          seed="image-b"),
+                         f"image-captions/{RUN_DIR}/errors_0001.jsonl": b'{"error": "40 instances failed"}\n'}),
+        DemoJob(vertex_name("us-central1", "1003"), "fails after starting", "JOB_STATE_FAILED", None,
+                {"name": vertex_name("us-central1", "1003"), "display_name": "bad-input",
+                 "timeline": _timeline(("QUEUED", 0), ("RUNNING", 6),
+                                       ("FAILED", 10, {"error": {"code": 3, "message":
+                                                                 "Unable to parse instance 12: invalid JSON."}}))},
+                destination=f"gs://{OUTPUT_BUCKET}/vertex/bad-input"),
+        DemoJob(vertex_name("us-east1", "1004"), "cancelled: CANCELLING, then CANCELLED", "JOB_STATE_CANCELLED",
+                None, {"name": vertex_name("us-east1", "1004"), "display_name": "superseded",
+                       "timeline": _timeline(("QUEUED", 0), ("RUNNING", 6), ("CANCELLING", 12),
+                                             ("CANCELLED", 6))},
+                destination=f"gs://{OUTPUT_BUCKET}/vertex/superseded"),
+        DemoJob(vertex_name("global", "1005"), "BigQuery output: nothing to copy", "JOB_STATE_SUCCEEDED",
+                "not_applicable",
+                {"name": vertex_name("global", "1005"), "display_name": "to-bigquery",
+                 "timeline": _timeline(("QUEUED", 0), ("RUNNING", 8, _counts(0, 0, 50)),
+                                       ("SUCCEEDED", 12, _counts(50, 0, 0))),
+                 "output": {"kind": "bigquery", "table": f"bq://{VERTEX_PROJECT}.batch_out.predictions_1005"}}),
+        DemoJob(vertex_name("us-central1", "1006"), "paused, resumed, then succeeds", "JOB_STATE_SUCCEEDED",
+                "done",
+                {"name": vertex_name("us-central1", "1006"), "display_name": "weekly-report",
+                 "timeline": _timeline(("RUNNING", 0, _counts(0, 0, 200)), ("PAUSED", 8, _counts(80, 0, 120)),
+                                       ("QUEUED", 8), ("RUNNING", 6), ("SUCCEEDED", 10, _counts(199, 1, 0))),
+                 "output": {"kind": "gcs", "uri": f"gs://{SOURCE_BUCKET}/weekly-report/{RUN_DIR}"}},
+                destination=f"gs://{OUTPUT_BUCKET}/vertex/weekly-report",
+                sources={f"weekly-report/{RUN_DIR}/predictions.jsonl": _predictions(200, failed_every=200,
+                                                                                    seed="report"),
+                         f"weekly-report/{RUN_DIR}/charts/summary.jsonl": b'{"chart": "weekly"}\n'}),
+        DemoJob(vertex_name(WATCHED_LOCATION, "2001"), "nobody tracks it: found by listing its watched scope",
+                "JOB_STATE_SUCCEEDED", "done",
+                {"name": vertex_name(WATCHED_LOCATION, "2001"), "display_name": "notebook-experiment",
+                 "timeline": _timeline(("QUEUED", 0), ("RUNNING", 6, _counts(0, 0, 120)),
+                                       ("RUNNING", 6, _counts(70, 0, 50)), ("SUCCEEDED", 8, _counts(120, 0, 0))),
+                 "output": {"kind": "gcs", "uri": f"gs://{SOURCE_BUCKET}/notebook-experiment/{RUN_DIR}"}},
+                via="watch", sources={f"notebook-experiment/{RUN_DIR}/predictions.jsonl":
+                                      _predictions(120, seed="notebook")}),
+    ]
 
 
 def story_length(job: DemoJob) -> float:
@@ -420,60 +434,14 @@ def verify(jobs: list[DemoJob], store, gcs: FakeGcs, events: list, sim_stats: di
             continue
         transitions = store.transitions(job.name)
         got = by_job.get(job.name, [])
-        detail = {"name": job.name, "api": job.api, "expected": job.expected, "state": record.get("state"),
-                  "version": record.get("version"), "tracking_id": record.get("tracking_id"),
-                  "transitions": [t["to_state"] for t in transitions], "copy": record.get("copy"),
-                  "destination": record.get("destination"), "events": [e.id for e in got]}
-        details.append(detail)
-        if record.get("state") != job.expected or not record.get("terminal"):
-            states.append(f"{job.name}: {record.get('state')} (terminal={record.get('terminal')}), "
-                          f"expected {job.expected}")
-        if record.get("tracked_by") != ("watch" if job.via == "watch" else "track"):
-            states.append(f"{job.name}: tracked_by {record.get('tracked_by')}, but it was {job.via}")
-        # transitions: versions 1..n, a chain from UNSPECIFIED, all published, ending at the terminal state
-        previous = "JOB_STATE_UNSPECIFIED"
-        for number, t in enumerate(transitions, start=1):
-            if t["version"] != number or t["from_state"] != previous or not t["published"]:
-                chains.append(f"{job.name}: transition {t['version']} {t['from_state']}->{t['to_state']} "
-                              f"(published={t['published']}) breaks the chain")
-            if t["event_id"] != f"{record['tracking_id']}-{number}":
-                chains.append(f"{job.name}: transition {number} has event_id {t['event_id']}")
-            previous = t["to_state"]
-        if len(transitions) != record.get("version"):
-            chains.append(f"{job.name}: version {record.get('version')} but {len(transitions)} transitions")
-        if transitions and transitions[-1]["to_state"] != record.get("state"):
-            chains.append(f"{job.name}: last transition is {transitions[-1]['to_state']}")
-        # events: exactly one stateChanged per transition, in version order, then the copy's announcement
-        changed = [e for e in got if e.type.endswith("stateChanged")]
-        want = [t["event_id"] for t in transitions]
-        if [e.id for e in changed] != want:
-            delivered.append(f"{job.name}: stateChanged events {[e.id for e in changed]} != transitions {want}")
-        for e, t in zip(changed, transitions, strict=False):
-            if e.state != t["to_state"] or e.attributes.get("previous_state") != t["from_state"]:
-                delivered.append(f"{job.name}: event {e.id} says {e.attributes.get('previous_state')}->{e.state}")
-        expected_ids = expected_event_ids(record)
-        expected_all.update(expected_ids)
-        stalls = [e.id for e in got if e.type.endswith("stalled")]
-        expected_all.update(stalls)  # any job may stall (once per version); the backfill job must
-        if sorted(e.id for e in got if not e.type.endswith("stalled")) != sorted(expected_ids):
-            delivered.append(f"{job.name}: events {sorted(e.id for e in got)} != expected {sorted(expected_ids)}")
-        if job.stalls and not stalls:
-            delivered.append(f"{job.name}: no stalled event while it waited in the queue")
-        if any(not re.fullmatch(rf"{record['tracking_id']}-\d+-stalled", s) for s in stalls):
-            delivered.append(f"{job.name}: stalled event ids {stalls}")
-        # copies
-        copy = record.get("copy") or {}
-        if job.copy is None:
-            if copy.get("status") != "pending" or any(e.type.endswith(("outputsReady", "outputsFailed")) for e in got):
-                copies.append(f"{job.name}: no outputs to copy, but copy is {copy.get('status')}")
-            continue
-        if copy.get("status") != job.copy or not copy.get("announced"):
-            copies.append(f"{job.name}: copy {copy.get('status')} (announced={copy.get('announced')}), "
-                          f"expected {job.copy}: {copy.get('error')}")
-            continue
-        if job.copy == "not_applicable":
-            continue
-        copies.extend(_check_manifest(job, record, gcs))
+        details.append({"name": job.name, "api": job.api, "expected": job.expected, "state": record.get("state"),
+                        "version": record.get("version"), "tracking_id": record.get("tracking_id"),
+                        "transitions": [t["to_state"] for t in transitions], "copy": record.get("copy"),
+                        "destination": record.get("destination"), "events": [e.id for e in got]})
+        states += _state_problems(job, record)
+        chains += _chain_problems(job, record, transitions)
+        expected_all |= _check_events(job, record, transitions, got, delivered)
+        copies += _copy_problems(job, record, got, gcs)
     extra = sorted({e.id for e in events} - expected_all)
     if extra:
         delivered.append(f"events nobody expected: {extra[:10]}")
@@ -488,6 +456,73 @@ def verify(jobs: list[DemoJob], store, gcs: FakeGcs, events: list, sim_stats: di
     check("Gemini batch endings reached on_gemini_webhook, signed, and some were published before any tick",
           [] if via["delivered"] and via["via_webhook"] else [f"webhooks: {via}"])
     return checks, details
+
+
+def _state_problems(job: DemoJob, record: dict[str, Any]) -> list[str]:
+    """The job ended in its expected terminal state, tracked the way the scenario tracked it."""
+    problems = []
+    if record.get("state") != job.expected or not record.get("terminal"):
+        problems.append(f"{job.name}: {record.get('state')} (terminal={record.get('terminal')}), "
+                        f"expected {job.expected}")
+    if record.get("tracked_by") != ("watch" if job.via == "watch" else "track"):
+        problems.append(f"{job.name}: tracked_by {record.get('tracked_by')}, but it was {job.via}")
+    return problems
+
+
+def _chain_problems(job: DemoJob, record: dict[str, Any], transitions: list[dict[str, Any]]) -> list[str]:
+    """Transitions: versions 1..n, a chain from UNSPECIFIED, all published, ending at the terminal state."""
+    problems = []
+    previous = "JOB_STATE_UNSPECIFIED"
+    for number, t in enumerate(transitions, start=1):
+        if t["version"] != number or t["from_state"] != previous or not t["published"]:
+            problems.append(f"{job.name}: transition {t['version']} {t['from_state']}->{t['to_state']} "
+                            f"(published={t['published']}) breaks the chain")
+        if t["event_id"] != f"{record['tracking_id']}-{number}":
+            problems.append(f"{job.name}: transition {number} has event_id {t['event_id']}")
+        previous = t["to_state"]
+    if len(transitions) != record.get("version"):
+        problems.append(f"{job.name}: version {record.get('version')} but {len(transitions)} transitions")
+    if transitions and transitions[-1]["to_state"] != record.get("state"):
+        problems.append(f"{job.name}: last transition is {transitions[-1]['to_state']}")
+    return problems
+
+
+def _check_events(job: DemoJob, record: dict[str, Any], transitions: list[dict[str, Any]], got: list,
+                  delivered: list[str]) -> set[str]:
+    """Events: exactly one stateChanged per transition, in version order, then the copy's announcement; any
+    job may stall (once per version), the backfill job must. Problems go to ``delivered``; returns the ids
+    this job's events may have."""
+    changed = [e for e in got if e.type.endswith("stateChanged")]
+    want = [t["event_id"] for t in transitions]
+    if [e.id for e in changed] != want:
+        delivered.append(f"{job.name}: stateChanged events {[e.id for e in changed]} != transitions {want}")
+    for e, t in zip(changed, transitions, strict=False):
+        if e.state != t["to_state"] or e.attributes.get("previous_state") != t["from_state"]:
+            delivered.append(f"{job.name}: event {e.id} says {e.attributes.get('previous_state')}->{e.state}")
+    expected_ids = expected_event_ids(record)
+    stalls = [e.id for e in got if e.type.endswith("stalled")]
+    if sorted(e.id for e in got if not e.type.endswith("stalled")) != sorted(expected_ids):
+        delivered.append(f"{job.name}: events {sorted(e.id for e in got)} != expected {sorted(expected_ids)}")
+    if job.stalls and not stalls:
+        delivered.append(f"{job.name}: no stalled event while it waited in the queue")
+    if any(not re.fullmatch(rf"{record['tracking_id']}-\d+-stalled", s) for s in stalls):
+        delivered.append(f"{job.name}: stalled event ids {stalls}")
+    return {*expected_ids, *stalls}
+
+
+def _copy_problems(job: DemoJob, record: dict[str, Any], got: list, gcs: FakeGcs) -> list[str]:
+    """The copy: announced with the expected status; for a copy done, the manifest held against the bucket."""
+    copy = record.get("copy") or {}
+    if job.copy is None:
+        if copy.get("status") != "pending" or any(e.type.endswith(("outputsReady", "outputsFailed")) for e in got):
+            return [f"{job.name}: no outputs to copy, but copy is {copy.get('status')}"]
+        return []
+    if copy.get("status") != job.copy or not copy.get("announced"):
+        return [f"{job.name}: copy {copy.get('status')} (announced={copy.get('announced')}), "
+                f"expected {job.copy}: {copy.get('error')}"]
+    if job.copy == "not_applicable":
+        return []
+    return _check_manifest(job, record, gcs)
 
 
 def webhook_endings(jobs: list[DemoJob], store, sim_stats: dict[str, Any]) -> dict[str, Any]:
@@ -572,90 +607,16 @@ def run_demo(*, ci: bool = False, keep: bool = False, seconds: float = 60.0, tic
     result: dict[str, Any] = {"ok": False, "timed_out": False, "checks": [], "jobs": [], "events": [],
                               "pids": [], "seconds": seconds, "tick_s": tick_s, "workdir": str(workdir)}
     started = time.monotonic()
-
-    view.say(view.paint("batch-relay demo: the whole pipeline on this machine, in compressed time", "1"))
-    view.say(f"""
-  scheduler loop --POST every {tick_s:g}s--> poll_jobs x2 (fan-out) --GET, list--> simulator (Gemini API, Vertex AI)
-                                         |       (and the simulator --signed webhooks--> on_gemini_webhook)
-                                         |--> Firestore: a record per job, a transition per state change
-                                         '--> Pub/Sub topic batch-job-events (CloudEvents, ordered per job)
-                                                |--push--> on_job_event --> Cloud Storage: outputs + _manifest.json
-                                                '--pull--> a subscriber: the event stream on this screen
-""")
-    view.say(view.paint("Starting the local stand-ins (127.0.0.1, free ports; all stopped when the demo ends):", "1"))
-    # an unchanged job is polled less and less often, up to every 4th tick (the Vertex jobs show it)
-    env = {**STACK_ENV, "RELAY_STALL_AFTER_S": str(stall_after_s(seconds)),
-           "RELAY_MAX_POLL_INTERVAL_S": str(round(4 * tick_s, 2))}
-    # two poll_jobs instances: every tick fans out (RELAY_TICK_FANOUT=2), one part pushed to the other
-    stack = LocalStack(project=PROJECT, tick_s=tick_s, extra_env=env, log_dir=workdir / "logs", pollers=2,
-                       on_progress=lambda message: view.say(f"  {message}"))
+    _intro(view, tick_s)
+    stack = _demo_stack(view, seconds, tick_s, workdir)
     try:
         with stack, stack.environ(), contextlib.ExitStack() as cleanup:  # cleanup runs before the stack stops
             result["pids"] = list(stack.pids)
             result["env"] = dict(stack.env)
-            from batch_relay import wiring
-            from batch_relay.record.store import JobStore
-
-            settings = stack.settings()
-            db = wiring.make_firestore(settings)
-            cleanup.callback(db.close)
-            store = JobStore(db, settings)
-            gcs = FakeGcs(stack.url("fake-gcs"), PROJECT)
-            cleanup.callback(gcs.close)
-            from devtools.simulator import SimulatorClient
-
-            simulator = SimulatorClient(stack.url("simulator"))
-            cleanup.callback(simulator.close)
-            # -- arrange: buckets, the Vertex jobs' prediction files, the simulated jobs
-            gcs.create_bucket(SOURCE_BUCKET)
-            gcs.create_bucket(OUTPUT_BUCKET)
-            for job in jobs:
-                for name, data in job.sources.items():
-                    gcs.put(SOURCE_BUCKET, name, data)
-            view.say("")
-            view.say(view.paint(f"The scenario: {len(jobs)} simulated batch jobs whose states change over the next "
-                                f"~{seconds * 0.75:.0f}s", "1"))
-            for job in jobs:
-                view.say(f"  {label(job.name):28} {job.api:6}  {job.story}")
-            # -- the event stream, through examples/consumer.py
-            events: list = []
-            lock = threading.Lock()
-
-            def on_event(event) -> None:
-                with lock:
-                    events.append(event)
-
-            consumer = consumer_mod.EventConsumer(stack.viewer_subscription, on_event).start()
-            cleanup.callback(consumer.stop)
-            simulator.add_jobs([job.spec for job in jobs])
-            t0 = time.time()
-            view.say("")
-            view.say(view.paint("Tracking them: the CLI for the Gemini jobs, the Python API for the Vertex ones "
-                                "(and one nobody tracks)", "1"))
-            for job in jobs:
-                _track(job, stack, settings, db, view)
-            waiter = _start_wait(stack, workdir, view)
-            cleanup.callback(waiter.stop)
-            view.say("")
-            # -- watch until everything is settled
-            timed_out = _watch(view, jobs, store, stack, consumer, events, lock, t0, seconds, timeout_s)
-            with lock:
-                seen = list(events)
-            records = {r.name: r.to_doc() for r in store.list()}
-            sim_stats = simulator.stats()
-            checks, details = verify(jobs, store, gcs, seen, sim_stats, records)
-            waited = waiter.result(timeout_s=30)
-            checks.append({"check": f"`batch-relay wait {WAITED} --outputs` returned 0 once the outputs were copied",
-                           "ok": waited["code"] == 0, "problems": [] if waited["code"] == 0 else [str(waited)]})
-            if timed_out:
-                checks.insert(0, {"check": f"settled within {timeout_s:.0f}s", "ok": False,
-                                  "problems": ["timed out: see the checks below and the logs in "
-                                               f"{workdir / 'logs'}"]})
-            mirrored = _mirror_outputs(gcs, workdir / "outputs")
-            result.update(_result(jobs, records, seen, consumer, stack, checks, details, sim_stats, timed_out,
-                                  started, mirrored, workdir))
-            result["wait"] = waited
-            _summary(view, result, jobs, records, stack)
+            run = _DemoRun(view, jobs, stack, cleanup, seconds, timeout_s, workdir)
+            run.play(consumer_mod)
+            result.update(run.conclude(started))
+            _summary(view, result, jobs, run.records, stack)
             if inspect is not None:
                 inspect(stack, result)
             if keep:
@@ -672,6 +633,111 @@ def run_demo(*, ci: bool = False, keep: bool = False, seconds: float = 60.0, tic
         result["ok"] = False
         view.say(f"processes left running: {result['left_running']}")
     return result
+
+
+def _intro(view: View, tick_s: float) -> None:
+    view.say(view.paint("batch-relay demo: the whole pipeline on this machine, in compressed time", "1"))
+    view.say(f"""
+  scheduler loop --POST every {tick_s:g}s--> poll_jobs x2 (fan-out) --GET, list--> simulator (Gemini API, Vertex AI)
+                                         |       (and the simulator --signed webhooks--> on_gemini_webhook)
+                                         |--> Firestore: a record per job, a transition per state change
+                                         '--> Pub/Sub topic batch-job-events (CloudEvents, ordered per job)
+                                                |--push--> on_job_event --> Cloud Storage: outputs + _manifest.json
+                                                '--pull--> a subscriber: the event stream on this screen
+""")
+    view.say(view.paint("Starting the local stand-ins (127.0.0.1, free ports; all stopped when the demo ends):", "1"))
+
+
+def _demo_stack(view: View, seconds: float, tick_s: float, workdir: Path) -> LocalStack:
+    """The local stack with the demo's settings (not started yet)."""
+    # an unchanged job is polled less and less often, up to every 4th tick (the Vertex jobs show it)
+    env = {**STACK_ENV, "RELAY_STALL_AFTER_S": str(stall_after_s(seconds)),
+           "RELAY_MAX_POLL_INTERVAL_S": str(round(4 * tick_s, 2))}
+    # two poll_jobs instances: every tick fans out (RELAY_TICK_FANOUT=2), one part pushed to the other
+    return LocalStack(project=PROJECT, tick_s=tick_s, extra_env=env, log_dir=workdir / "logs", pollers=2,
+                      on_progress=lambda message: view.say(f"  {message}"))
+
+
+class _DemoRun:
+    """One run of the scenario on a started stack: its clients (closed by ``cleanup``, before the stack
+    stops), the event stream, and the end state."""
+
+    def __init__(self, view: View, jobs: list[DemoJob], stack: LocalStack, cleanup: contextlib.ExitStack,
+                 seconds: float, timeout_s: float, workdir: Path) -> None:
+        from batch_relay import wiring
+        from batch_relay.record.store import JobStore
+        from devtools.simulator import SimulatorClient
+
+        self.view, self.jobs, self.stack, self.cleanup = view, jobs, stack, cleanup
+        self.seconds, self.timeout_s, self.workdir = seconds, timeout_s, workdir
+        self.settings = stack.settings()
+        self.db = wiring.make_firestore(self.settings)
+        cleanup.callback(self.db.close)
+        self.store = JobStore(self.db, self.settings)
+        self.gcs = FakeGcs(stack.url("fake-gcs"), PROJECT)
+        cleanup.callback(self.gcs.close)
+        self.simulator = SimulatorClient(stack.url("simulator"))
+        cleanup.callback(self.simulator.close)
+        self.events: list = []
+        self.lock = threading.Lock()
+        self.records: dict[str, dict[str, Any]] = {}
+
+    def play(self, consumer_mod) -> None:
+        """Arrange the jobs and their sources, subscribe, track, and watch until everything settles."""
+        view, jobs, stack = self.view, self.jobs, self.stack
+        self._arrange()
+        self.consumer = consumer_mod.EventConsumer(stack.viewer_subscription, self._on_event).start()
+        self.cleanup.callback(self.consumer.stop)
+        self.simulator.add_jobs([job.spec for job in jobs])
+        t0 = time.time()
+        view.say("")
+        view.say(view.paint("Tracking them: the CLI for the Gemini jobs, the Python API for the Vertex ones "
+                            "(and one nobody tracks)", "1"))
+        for job in jobs:
+            _track(job, stack, self.settings, self.db, view)
+        self.waiter = _start_wait(stack, self.workdir, view)
+        self.cleanup.callback(self.waiter.stop)
+        view.say("")
+        self.timed_out = _watch(view, jobs, self.store, stack, self.consumer, self.events, self.lock, t0,
+                                self.seconds, self.timeout_s)
+
+    def _arrange(self) -> None:
+        """Buckets, the Vertex jobs' prediction files, and the scenario on screen."""
+        view, jobs, gcs = self.view, self.jobs, self.gcs
+        gcs.create_bucket(SOURCE_BUCKET)
+        gcs.create_bucket(OUTPUT_BUCKET)
+        for job in jobs:
+            for name, data in job.sources.items():
+                gcs.put(SOURCE_BUCKET, name, data)
+        view.say("")
+        view.say(view.paint(f"The scenario: {len(jobs)} simulated batch jobs whose states change over the next "
+                            f"~{self.seconds * 0.75:.0f}s", "1"))
+        for job in jobs:
+            view.say(f"  {label(job.name):28} {job.api:6}  {job.story}")
+
+    def _on_event(self, event) -> None:  # the event stream, through examples/consumer.py
+        with self.lock:
+            self.events.append(event)
+
+    def conclude(self, started: float) -> dict[str, Any]:
+        """The checks of the end state, the outputs mirrored to the work dir, and the result's fields."""
+        with self.lock:
+            seen = list(self.events)
+        self.records = records = {r.name: r.to_doc() for r in self.store.list()}
+        sim_stats = self.simulator.stats()
+        checks, details = verify(self.jobs, self.store, self.gcs, seen, sim_stats, records)
+        waited = self.waiter.result(timeout_s=30)
+        checks.append({"check": f"`batch-relay wait {WAITED} --outputs` returned 0 once the outputs were copied",
+                       "ok": waited["code"] == 0, "problems": [] if waited["code"] == 0 else [str(waited)]})
+        if self.timed_out:
+            checks.insert(0, {"check": f"settled within {self.timeout_s:.0f}s", "ok": False,
+                              "problems": ["timed out: see the checks below and the logs in "
+                                           f"{self.workdir / 'logs'}"]})
+        mirrored = _mirror_outputs(self.gcs, self.workdir / "outputs")
+        result = _result(self.jobs, records, seen, self.consumer, self.stack, checks, details, sim_stats,
+                         self.timed_out, started, mirrored, self.workdir)
+        result["wait"] = waited
+        return result
 
 
 def _watch(view: View, jobs, store, stack: LocalStack, consumer, events: list, lock: threading.Lock, t0: float,

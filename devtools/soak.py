@@ -306,75 +306,94 @@ def verify_state_streams(bench: Bench, specs: dict[str, dict], messages: list[Me
             problems.append(f"{name}: no record")
             continue
         transitions = store.transitions(name)
-        version = int(record["version"])
         figures["transitions"] += len(transitions)
-        tid = record["tracking_id"]
         timeline = [full_state(step["state"]) for step in spec["timeline"]]
         sim = bench.sim.get(name)
         final = full_state(sim["state"])
-        # the record against the simulator's final state
-        if record["state"] != final or not record["terminal"]:
-            problems.append(f"{name}: record {record['state']} terminal={record['terminal']}, simulator {final}")
-            figures["records_mismatched"] += 1
-        stats = sim.get("stats") or {}
-        want = {"successful": stats.get("successful", 0), "failed": stats.get("failed", 0),
-                "incomplete": stats.get("incomplete", 0)}
-        if stats and record["completion_stats"] != want:
-            problems.append(f"{name}: completion_stats {record['completion_stats']} != simulator {want}")
-            figures["records_mismatched"] += 1
-        if record.get("has_unpublished") or record.get("outbox"):
-            problems.append(f"{name}: still has unpublished events")
-        # the transitions: versions 1..N, a chain, each a real change, a subsequence of the timeline
-        if [t["version"] for t in transitions] != list(range(1, version + 1)):
-            problems.append(f"{name}: transition versions {[t['version'] for t in transitions]} for version {version}")
-            figures["duplicate_versions"] += 1
-        previous = "JOB_STATE_UNSPECIFIED"
-        for t in transitions:
-            if t["from_state"] != previous or t["to_state"] == previous:
-                problems.append(f"{name}: v{t['version']} {t['from_state']}->{t['to_state']} after {previous}")
-                figures["duplicate_versions"] += 1
-            if not t["published"]:
-                problems.append(f"{name}: v{t['version']} not marked published")
-            previous = t["to_state"]
-        states = [t["to_state"] for t in transitions]
-        if not is_subsequence(states, timeline) or (states and states[-1] != final):
-            problems.append(f"{name}: transitions {states} are not a walk of the timeline {timeline}")
-        # the messages: every transition's ce-id, in version order, duplicates identical
-        expected = {f"{tid}-{v}": t for v, t in enumerate(transitions, start=1)}
-        seen: dict[str, Message] = {}
-        highest = 0
-        for m in by_job.get(name, []):
-            figures["messages"] += 1
-            if m.id in seen:
-                figures["duplicates"] += 1
-                if (m.data, m.attributes) != (seen[m.id].data, seen[m.id].attributes):
-                    problems.append(f"{name}: duplicate {m.id} differs from the first delivery")
-                continue
-            transition = expected.get(m.id)
-            if transition is None:
-                problems.append(f"{name}: unexpected event id {m.id}")
-                figures["phantom"] += 1
-                continue
-            seen[m.id] = m
-            v = transition["version"]
-            if v != highest + 1:
-                problems.append(f"{name}: v{v} delivered first after v{highest}")
-                figures["out_of_order"] += 1
-            highest = max(highest, v)
-            if m.data.decode() != transition["event"]["data"] or m.ordering_key != name:
-                problems.append(f"{name}: {m.id} is not the event its transition holds")
-            if json.loads(m.data)["version"] != v or m.attributes.get("state") != transition["to_state"]:
-                problems.append(f"{name}: {m.id} carries the wrong version or state")
-        lost = sorted(set(expected) - set(seen))
-        if lost:
-            problems.append(f"{name}: never delivered {lost}")
-        figures["lost"] += len(lost)
+        problems += _record_problems(name, record, sim, final, figures)
+        problems += _transition_problems(name, record, transitions, timeline, final, figures)
+        problems += _message_problems(name, record["tracking_id"], transitions, by_job.get(name, []), figures)
     return {
         "jobs": len(specs), "transitions_verified": figures["transitions"], "messages_received": figures["messages"],
         "duplicates_seen": figures["duplicates"], "lost": figures["lost"], "out_of_order": figures["out_of_order"],
         "duplicate_versions": figures["duplicate_versions"], "phantom_events": figures["phantom"],
         "records_mismatched": figures["records_mismatched"], "problems": problems,
     }
+
+
+def _record_problems(name: str, record: dict, sim: dict, final: str, figures: collections.Counter) -> list[str]:
+    """The record against the simulator's final state and counts; nothing left unpublished."""
+    problems = []
+    if record["state"] != final or not record["terminal"]:
+        problems.append(f"{name}: record {record['state']} terminal={record['terminal']}, simulator {final}")
+        figures["records_mismatched"] += 1
+    stats = sim.get("stats") or {}
+    want = {"successful": stats.get("successful", 0), "failed": stats.get("failed", 0),
+            "incomplete": stats.get("incomplete", 0)}
+    if stats and record["completion_stats"] != want:
+        problems.append(f"{name}: completion_stats {record['completion_stats']} != simulator {want}")
+        figures["records_mismatched"] += 1
+    if record.get("has_unpublished") or record.get("outbox"):
+        problems.append(f"{name}: still has unpublished events")
+    return problems
+
+
+def _transition_problems(name: str, record: dict, transitions: list[dict], timeline: list[str], final: str,
+                         figures: collections.Counter) -> list[str]:
+    """The transitions: versions 1..N, a chain, each a real change, a subsequence of the timeline."""
+    problems = []
+    version = int(record["version"])
+    if [t["version"] for t in transitions] != list(range(1, version + 1)):
+        problems.append(f"{name}: transition versions {[t['version'] for t in transitions]} for version {version}")
+        figures["duplicate_versions"] += 1
+    previous = "JOB_STATE_UNSPECIFIED"
+    for t in transitions:
+        if t["from_state"] != previous or t["to_state"] == previous:
+            problems.append(f"{name}: v{t['version']} {t['from_state']}->{t['to_state']} after {previous}")
+            figures["duplicate_versions"] += 1
+        if not t["published"]:
+            problems.append(f"{name}: v{t['version']} not marked published")
+        previous = t["to_state"]
+    states = [t["to_state"] for t in transitions]
+    if not is_subsequence(states, timeline) or (states and states[-1] != final):
+        problems.append(f"{name}: transitions {states} are not a walk of the timeline {timeline}")
+    return problems
+
+
+def _message_problems(name: str, tid: str, transitions: list[dict], received: list[Message],
+                      figures: collections.Counter) -> list[str]:
+    """The messages: every transition's ce-id, in version order, duplicates identical."""
+    problems = []
+    expected = {f"{tid}-{v}": t for v, t in enumerate(transitions, start=1)}
+    seen: dict[str, Message] = {}
+    highest = 0
+    for m in received:
+        figures["messages"] += 1
+        if m.id in seen:
+            figures["duplicates"] += 1
+            if (m.data, m.attributes) != (seen[m.id].data, seen[m.id].attributes):
+                problems.append(f"{name}: duplicate {m.id} differs from the first delivery")
+            continue
+        transition = expected.get(m.id)
+        if transition is None:
+            problems.append(f"{name}: unexpected event id {m.id}")
+            figures["phantom"] += 1
+            continue
+        seen[m.id] = m
+        v = transition["version"]
+        if v != highest + 1:
+            problems.append(f"{name}: v{v} delivered first after v{highest}")
+            figures["out_of_order"] += 1
+        highest = max(highest, v)
+        if m.data.decode() != transition["event"]["data"] or m.ordering_key != name:
+            problems.append(f"{name}: {m.id} is not the event its transition holds")
+        if json.loads(m.data)["version"] != v or m.attributes.get("state") != transition["to_state"]:
+            problems.append(f"{name}: {m.id} carries the wrong version or state")
+    lost = sorted(set(expected) - set(seen))
+    if lost:
+        problems.append(f"{name}: never delivered {lost}")
+    figures["lost"] += len(lost)
+    return problems
 
 
 def unpublished_now(bench: Bench) -> tuple[int, int]:
@@ -420,86 +439,108 @@ def poller_crash(bench: Bench, *, jobs: int = 40, kills: int = 5, fault_rate: fl
                                        "delay_s": 1.5})
     env = bench.function_env(RELAY_PUBLISH_LEASE_S=lease_s, RELAY_REQUEST_TIMEOUT_S=0.5, RELAY_MAX_ATTEMPTS=3,
                              RELAY_TICK_DEADLINE_S=30, RELAY_POLL_CONCURRENCY=16)
-    ticks = collections.Counter()
-    failures: collections.Counter = collections.Counter()  # bodies of ticks that answered 500
-    planted = collections.Counter()
+    ticks = _TickCounts()
+    planted: collections.Counter = collections.Counter()
     stranded_records = stranded_events = kills_stranding = aimed = 0
     names = list(specs)
-
-    def plant_faults() -> None:
-        # per-job slow replies (beyond the client's timeout) and dropped connections, at random live jobs
-        live = [snap.name for snap in bench.store.due()]
-        for kind, count in (("slow", slow_faults), ("drop", drop_faults)):
-            per_round = max(1, count // max(kills, 1))
-            for name in rng.sample(live, min(per_round, len(live))):
-                bench.sim.add_faults(name, [{"kind": kind, "count": 1, "delay_s": 1.5}])
-                planted[kind] += 1
-
     for k in range(kills):
-        plant_faults()
-        server = serve("poll_jobs", env)
-        stop = threading.Event()
-
-        def drive(url: str = server.url, stop: threading.Event = stop) -> None:
-            while not stop.is_set():
-                outcome, body = post_tick(url)
-                ticks[outcome] += 1
-                if outcome == "failed":
-                    failures[str(body)[:200]] += 1
-                if outcome == "cut":
-                    return
-
-        driver = threading.Thread(target=drive, daemon=True)
-        driver.start()
-        if rng.random() < targeted:  # the moment this process has committed a change it has not published
-            aimed += 1
-            before = {(s.name, s.record.version) for s in bench.store.unpublished()}
-            wait_until(lambda before=before: any((s.name, s.record.version) not in before
-                                                 for s in bench.store.unpublished()), kill_window[1], step=0.0)
-        else:
-            time.sleep(rng.uniform(*kill_window))
-        sigkill(server)
-        stop.set()
-        driver.join(30)
+        _plant_faults(bench, rng, planted, {"slow": slow_faults, "drop": drop_faults}, kills)
+        aimed += _kill_while_ticking(bench, env, rng, ticks, targeted, kill_window)
         records, events = unpublished_now(bench)
         stranded_records += records
         stranded_events += events
         kills_stranding += bool(records)
         log(f"kill {k + 1}/{kills}: {records} records / {events} events left unpublished")
-    # recovery: past the dead ticks' publish leases, tick until everything is terminal and published
+    recovery = _recover(bench, env, names, ticks, lease_s, max_recovery_ticks)
+    bench.sim.configure(random_faults=None)
+    stats = bench.sim.stats()
+    left = sum(bench.sim.get(n)["faults_left"] for n in names)
+    faults = {code: int(stats["by_code"].get(code, 0)) for code in ("429", "500", "503")}
+    faults["slow_or_drop"] = sum(planted.values()) - left
+    result = verify_state_streams(bench, specs, bench.pull())
+    for body, count in ticks.failures.items():  # nothing may crash a tick
+        result["problems"].append(f"{count} tick(s) answered {body}")
+    result.update({
+        "phase": "poller_crash", "ticks_started": sum(ticks.outcomes.values()),
+        "ticks_completed": ticks.outcomes["ok"], "ticks_cut_by_kill": ticks.outcomes["cut"],
+        "ticks_failed": ticks.outcomes["failed"], "kills": kills, "kills_aimed_at_unpublished": aimed,
+        "kills_leaving_unpublished": kills_stranding, "unpublished_records_after_kills": stranded_records,
+        "unpublished_events_after_kills": stranded_events, "recovery_ticks": recovery,
+        "faults_injected": sum(faults.values()), "faults_by_kind": faults,
+        "status_requests": stats["status_gets"], "duration_s": round(time.monotonic() - started, 1),
+        "failed_tick_replies": dict(ticks.failures),
+    })
+    return result
+
+
+@dataclasses.dataclass
+class _TickCounts:
+    """Ticks by outcome (``ok``, ``cut``, ``failed``), and the bodies of those that answered 500."""
+
+    outcomes: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    failures: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+    def post(self, url: str) -> str:
+        outcome, body = post_tick(url)
+        self.outcomes[outcome] += 1
+        if outcome == "failed":
+            self.failures[str(body)[:200]] += 1
+        return outcome
+
+
+def _plant_faults(bench: Bench, rng: random.Random, planted: collections.Counter, counts: dict[str, int],
+                  kills: int) -> None:
+    """Per-job slow replies (beyond the client's timeout) and dropped connections, at random live jobs:
+    ``counts`` spread over the ``kills`` rounds."""
+    live = [snap.name for snap in bench.store.due()]
+    for kind, count in counts.items():
+        per_round = max(1, count // max(kills, 1))
+        for name in rng.sample(live, min(per_round, len(live))):
+            bench.sim.add_faults(name, [{"kind": kind, "count": 1, "delay_s": 1.5}])
+            planted[kind] += 1
+
+
+def _kill_while_ticking(bench: Bench, env: dict[str, str], rng: random.Random, ticks: _TickCounts,
+                        targeted: float, kill_window: tuple[float, float]) -> bool:
+    """Serve ``poll_jobs``, tick it back to back, SIGKILL it; returns whether the kill was aimed at the
+    moment it had committed a change it had not published."""
+    server = serve("poll_jobs", env)
+    stop = threading.Event()
+
+    def drive(url: str = server.url, stop: threading.Event = stop) -> None:
+        while not stop.is_set():
+            if ticks.post(url) == "cut":
+                return
+
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    aimed = rng.random() < targeted
+    if aimed:  # the moment this process has committed a change it has not published
+        before = {(s.name, s.record.version) for s in bench.store.unpublished()}
+        wait_until(lambda before=before: any((s.name, s.record.version) not in before
+                                             for s in bench.store.unpublished()), kill_window[1], step=0.0)
+    else:
+        time.sleep(rng.uniform(*kill_window))
+    sigkill(server)
+    stop.set()
+    driver.join(30)
+    return aimed
+
+
+def _recover(bench: Bench, env: dict[str, str], names: list[str], ticks: _TickCounts, lease_s: float,
+             max_recovery_ticks: int) -> int:
+    """Past the dead ticks' publish leases, tick until everything is terminal and published; returns the
+    number of recovery ticks."""
     server = serve("poll_jobs", env)
     recovery = 0
     try:
         time.sleep(lease_s + 0.2)
         while recovery < max_recovery_ticks and not all_settled(bench, names):
-            outcome, body = post_tick(server.url)
-            ticks[outcome] += 1
-            if outcome == "failed":
-                failures[str(body)[:200]] += 1
+            ticks.post(server.url)
             recovery += 1
     finally:
         server.stop()
-    bench.sim.configure(random_faults=None)
-    stats = bench.sim.stats()
-    left = sum(bench.sim.get(n)["faults_left"] for n in names)
-    faults = {code: int(stats["by_code"].get(code, 0)) for code in ("429", "500", "503")}
-    consumed = sum(planted.values()) - left
-    faults["slow_or_drop"] = consumed
-    messages = bench.pull()
-    result = verify_state_streams(bench, specs, messages)
-    for body, count in failures.items():  # nothing may crash a tick
-        result["problems"].append(f"{count} tick(s) answered {body}")
-    result.update({
-        "phase": "poller_crash", "ticks_started": sum(ticks.values()), "ticks_completed": ticks["ok"],
-        "ticks_cut_by_kill": ticks["cut"], "ticks_failed": ticks["failed"], "kills": kills,
-        "kills_aimed_at_unpublished": aimed,
-        "kills_leaving_unpublished": kills_stranding, "unpublished_records_after_kills": stranded_records,
-        "unpublished_events_after_kills": stranded_events, "recovery_ticks": recovery,
-        "faults_injected": sum(faults.values()), "faults_by_kind": faults,
-        "status_requests": stats["status_gets"], "duration_s": round(time.monotonic() - started, 1),
-        "failed_tick_replies": dict(failures),
-    })
-    return result
+    return recovery
 
 
 # -- phase 2: overlapping ticks ------------------------------------------------------------------------------
@@ -599,7 +640,39 @@ def reactor_crash(bench: Bench, *, vertex_jobs: int = 3, objects: int = 60, gemi
     proxy = SlowProxy(bench.gcs_url, proxy_delay_s).start()
     tag = f"rx{uuid.uuid4().hex[:6]}"
     src, dst = gcs.bucket("soak-src"), gcs.bucket("soak-dst")
-    expected: dict[str, dict[str, tuple[int, str]]] = {}  # job -> relative name -> (size, md5)
+    specs, expected = _copy_sources(gcs, src, tag, rng, vertex_jobs=vertex_jobs, objects=objects,
+                                    gemini_jobs=gemini_jobs, file_lines=file_lines, line_bytes=line_bytes)
+    run = _CopyRun.succeeded(bench, gcs, dst, specs, copy_lease_s)
+    _expect_responses_files(bench, specs, expected)
+    env = bench.function_env(STORAGE_EMULATOR_HOST=proxy.url, RELAY_COPY_LEASE_S=copy_lease_s,
+                             RELAY_MAX_ATTEMPTS=3)
+    try:
+        killed = _kill_mid_copy(run, env, kills, rng)
+        generations, duplicate_codes = _redeliver_until_acked(run, env)
+        checked = _check_copies(run, expected, generations, duplicate_codes)
+    finally:
+        proxy.stop()
+        gcs.close()
+    names, deliveries, ready_ids = run.names, run.deliveries, checked["ready_ids"]
+    return {
+        "phase": "reactor_crash", "jobs": len(names), "kills": kills, "kills_mid_copy": killed["mid_copy"],
+        "kills_with_partial_outputs": killed["partial"], "partial_objects_left_by_kills": len(killed["partial_seen"]),
+        "takeovers_of_killed_copies": killed["takeovers"],
+        "deliveries": sum(deliveries.values()) + len(duplicate_codes),
+        "deliveries_by_status": {str(k): v for k, v in sorted(deliveries.items())},
+        "busy_answers_500": deliveries[500], "duplicate_deliveries": len(duplicate_codes),
+        "objects_copied": checked["objects"], "bytes_copied": checked["bytes"],
+        "manifests": sum(1 for n in names if ready_ids.get(n)), "outputs_ready_ids": sum(map(len, ready_ids.values())),
+        "outputs_failed_events": checked["failed_events"], "problems": checked["problems"],
+        "duration_s": round(time.monotonic() - started, 1),
+    }
+
+
+def _copy_sources(gcs: FakeGcs, src: str, tag: str, rng: random.Random, *, vertex_jobs: int, objects: int,
+                  gemini_jobs: int, file_lines: int, line_bytes: int) -> tuple[list[dict], dict[str, dict]]:
+    """The jobs' specs, and what each copy must produce: job -> relative name -> (size, md5). The Vertex jobs'
+    prediction files are written to ``src`` now; a Gemini job's responses file is known once it succeeds."""
+    expected: dict[str, dict[str, tuple[int, str]]] = {}
     specs = []
     for i in range(vertex_jobs):
         run_dir = f"{tag}/run-{i}/prediction-model-2026-01-01T00:00:00.000000Z"
@@ -617,199 +690,232 @@ def reactor_crash(bench: Bench, *, vertex_jobs: int = 3, objects: int = 60, gemi
         spec = gemini_spec(f"{tag}-g{i}", ["RUNNING", "SUCCEEDED"],
                            output={"kind": "file", "file_id": f"batch-{tag}-g{i}-" + "f" * 40,
                                    "lines": file_lines, "line_bytes": line_bytes})
-        expected[spec["name"]] = {}  # filled from the simulator's download below
+        expected[spec["name"]] = {}  # filled from the simulator's download (_expect_responses_files)
         specs.append(spec)
-    bench.sim.add_jobs(specs)
-    prefixes = {}  # job -> its destination prefix in ``dst``
-    for spec in specs:
-        prefixes[spec["name"]] = spec["name"].rsplit("/", 1)[-1]
-        bench.store.track(spec["name"], destination=f"gs://{dst}/{prefixes[spec['name']]}")
-    names = [s["name"] for s in specs]
-    for _ in range(6):
-        bench.tick()
-        if all((bench.store.get(n) or {}).get("terminal") for n in names):
-            break
-    triggers = {m.job: m for m in bench.pull(quiet_s=0.5) if m.type == STATE_CHANGED
-                and m.attributes.get("state") == "JOB_STATE_SUCCEEDED"}
-    missing = set(names) - set(triggers)
-    if missing:
-        raise RuntimeError(f"jobs did not succeed: {sorted(missing)}")
+    return specs, expected
+
+
+def _expect_responses_files(bench: Bench, specs: list[dict], expected: dict[str, dict]) -> None:
+    """A Gemini job's copy must hold its responses file as the simulator serves it."""
     for spec in specs:
         if spec["output"]["kind"] == "file":
             url = f"{bench.settings.gemini_base_url}/download/v1beta/files/{spec['output']['file_id']}:download"
             data = httpx.get(url, params={"alt": "media"}, timeout=120,
                              headers={"x-goog-api-key": bench.settings.gemini_api_key or ""}).content
             expected[spec["name"]] = {"responses.jsonl": (len(data), _md5(data))}
-    env = bench.function_env(STORAGE_EMULATOR_HOST=proxy.url, RELAY_COPY_LEASE_S=copy_lease_s,
-                             RELAY_MAX_ATTEMPTS=3)
-    store = bench.store
-    deliveries = collections.Counter()
-    mid_copy_kills = partial_kills = 0
-    partial_seen: set[str] = set()
 
-    def record(name: str) -> dict:
-        return store.get(name) or {}
 
-    def claimed_since(since: dt.datetime) -> list[str]:
+@dataclasses.dataclass
+class _CopyRun:
+    """What the reactor phase's steps share: the jobs, their triggering events, where their copies go, and
+    the deliveries counted by status."""
+
+    bench: Bench
+    store: Any
+    gcs: FakeGcs
+    dst: str
+    copy_lease_s: float
+    names: list[str]
+    prefixes: dict[str, str]  # job -> its destination prefix in ``dst``
+    triggers: dict[str, Message]  # job -> its stateChanged event to SUCCEEDED
+    deliveries: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+    @classmethod
+    def succeeded(cls, bench: Bench, gcs: FakeGcs, dst: str, specs: list[dict], copy_lease_s: float) -> _CopyRun:
+        """The jobs created in the simulator, tracked, and ticked (in this process) until they succeed."""
+        bench.sim.add_jobs(specs)
+        prefixes = {}
+        for spec in specs:
+            prefixes[spec["name"]] = spec["name"].rsplit("/", 1)[-1]
+            bench.store.track(spec["name"], destination=f"gs://{dst}/{prefixes[spec['name']]}")
+        names = [s["name"] for s in specs]
+        for _ in range(6):
+            bench.tick()
+            if all((bench.store.get(n) or {}).get("terminal") for n in names):
+                break
+        triggers = {m.job: m for m in bench.pull(quiet_s=0.5) if m.type == STATE_CHANGED
+                    and m.attributes.get("state") == "JOB_STATE_SUCCEEDED"}
+        missing = set(names) - set(triggers)
+        if missing:
+            raise RuntimeError(f"jobs did not succeed: {sorted(missing)}")
+        return cls(bench, bench.store, gcs, dst, copy_lease_s, names, prefixes, triggers)
+
+    def record(self, name: str) -> dict:
+        return self.store.get(name) or {}
+
+    def copy_status(self, name: str) -> str | None:
+        return (self.record(name).get("copy") or {}).get("status")
+
+    def claimed_since(self, since: dt.datetime) -> list[str]:
         """Jobs whose copy was claimed (by a delivery) at or after ``since``: ``copying`` with a lease that
         ends ``copy_lease_s`` after the claim."""
-        limit = since + dt.timedelta(seconds=copy_lease_s)
+        limit = since + dt.timedelta(seconds=self.copy_lease_s)
         out = []
-        for n in names:
-            rec = record(n)
+        for n in self.names:
+            rec = self.record(n)
             lease = rec.get("copy_lease_until")
             if (rec.get("copy") or {}).get("status") == "copying" and lease is not None and lease >= limit:
                 out.append(n)
         return out
 
-    def partial(jobs: list[str]) -> set[str]:
+    def partial(self, jobs: list[str]) -> set[str]:
         """Objects already written by these copies while their manifest is not (yet) there."""
         out: set[str] = set()
         for n in jobs:
-            present = set(gcs.objects(dst, prefixes[n] + "/"))
-            if f"{prefixes[n]}/_manifest.json" not in present:
+            present = set(self.gcs.objects(self.dst, self.prefixes[n] + "/"))
+            if f"{self.prefixes[n]}/_manifest.json" not in present:
                 out |= present
         return out
 
-    def manifest_generation(name: str) -> str | None:
-        key = f"{prefixes[name]}/_manifest.json"
-        return gcs.objects(dst, key).get(key, {}).get("generation")
+    def manifest_generation(self, name: str) -> str | None:
+        key = f"{self.prefixes[name]}/_manifest.json"
+        return self.gcs.objects(self.dst, key).get(key, {}).get("generation")
 
-    takeovers = 0
+
+def _kill_mid_copy(run: _CopyRun, env: dict[str, str], kills: int, rng: random.Random) -> dict[str, Any]:
+    """``kills`` rounds: serve ``on_job_event``, deliver every unfinished copy's event (again on a 500, as
+    Pub/Sub retries), SIGKILL the process once it copies (most often with some objects written)."""
+    mid_copy = partial_kills = takeovers = 0
+    partial_seen: set[str] = set()
     claimed_before: set[str] = set()
+    for k in range(kills):
+        todo = [n for n in run.names if run.copy_status(n) not in ("done", "failed")]
+        if not todo:
+            break
+        server = serve("on_job_event", env, signature="cloudevent")
+        round_start = dt.datetime.now(dt.UTC)
+        stop = threading.Event()
+        codes: list[int] = []
+        threads = [threading.Thread(target=_deliver_until_claimed, args=(run, n, server.url, codes, stop))
+                   for n in todo]
+        for t in threads:
+            t.start()
+        # kill at a random moment once this process copies (most often with some objects written)
+        wait_until(lambda since=round_start: bool(run.claimed_since(since)), 30)
+        if k == 0 or rng.random() < 0.7:
+            wait_until(lambda since=round_start: bool(run.partial(run.claimed_since(since))), 10)
+        time.sleep(rng.uniform(0.0, 0.3))
+        copying = run.claimed_since(round_start)
+        written = run.partial(copying)
+        sigkill(server)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        for code in codes:
+            run.deliveries[code] += 1
+        takeovers += len(set(copying) & claimed_before)
+        claimed_before |= set(copying)
+        mid_copy += bool(copying)
+        partial_kills += bool(written)
+        partial_seen |= written
+        log(f"reactor kill {k + 1}/{kills}: {len(copying)} copies in flight, {len(written)} of their objects "
+            "written, no manifest yet")
+    takeovers += len({n for n in claimed_before if run.copy_status(n) == "copying"})
+    return {"mid_copy": mid_copy, "partial": partial_kills, "partial_seen": partial_seen, "takeovers": takeovers}
+
+
+def _deliver_until_claimed(run: _CopyRun, name: str, url: str, codes: list[int], stop: threading.Event) -> None:
+    """Pub/Sub's retry: a delivery answered 500 (the copy is leased by a delivery that died with the last
+    process) comes again a little later, until one claims the copy."""
+    while not stop.is_set():
+        code = deliver(url, run.triggers[name])
+        codes.append(code)
+        if code != 500:
+            return
+        stop.wait(0.5)
+
+
+def _redeliver_until_acked(run: _CopyRun, env: dict[str, str]) -> tuple[dict[str, str | None], list[int]]:
+    """Redelivery, as Pub/Sub does it: every unacked event again until it is acked (2xx); then the duplicates
+    Pub/Sub may still send (acked, nothing copied again). Returns (manifest generations, duplicates' codes)."""
+    names = run.names
+    server = serve("on_job_event", env, signature="cloudevent")
     try:
-        for k in range(kills):
-            todo = [n for n in names if (record(n).get("copy") or {}).get("status") not in ("done", "failed")]
-            if not todo:
-                break
-            server = serve("on_job_event", env, signature="cloudevent")
-            round_start = dt.datetime.now(dt.UTC)
-            stop = threading.Event()
-            codes: list[int] = []
+        acked: set[str] = set()
+        deadline = time.monotonic() + 120
+        while len(acked) < len(names) and time.monotonic() < deadline:
+            results: dict[str, int] = {}
 
-            def redeliver(name: str, url: str = server.url, codes: list[int] = codes,
-                          stop: threading.Event = stop) -> None:
-                # Pub/Sub's retry: a delivery answered 500 (the copy is leased by a delivery that died with
-                # the last process) comes again a little later, until one claims the copy
-                while not stop.is_set():
-                    code = deliver(url, triggers[name])
-                    codes.append(code)
-                    if code != 500:
-                        return
-                    stop.wait(0.5)
+            def again(name: str, url: str = server.url, results: dict[str, int] = results) -> None:
+                results[name] = deliver(url, run.triggers[name])
 
-            threads = [threading.Thread(target=redeliver, args=(n,)) for n in todo]
+            threads = [threading.Thread(target=again, args=(n,)) for n in names if n not in acked]
             for t in threads:
                 t.start()
-            # kill at a random moment once this process copies (most often with some objects written)
-            wait_until(lambda since=round_start: bool(claimed_since(since)), 30)
-            if k == 0 or rng.random() < 0.7:
-                wait_until(lambda since=round_start: bool(partial(claimed_since(since))), 10)
-            time.sleep(rng.uniform(0.0, 0.3))
-            copying = claimed_since(round_start)
-            written = partial(copying)
-            sigkill(server)
-            stop.set()
             for t in threads:
-                t.join(60)
-            for code in codes:
-                deliveries[code] += 1
-            takeovers += len(set(copying) & claimed_before)
-            claimed_before |= set(copying)
-            mid_copy_kills += bool(copying)
-            partial_kills += bool(written)
-            partial_seen |= written
-            log(f"reactor kill {k + 1}/{kills}: {len(copying)} copies in flight, {len(written)} of their objects "
-                "written, no manifest yet")
-        # redelivery, as Pub/Sub does it: every unacked event again until it is acked (2xx)
-        takeovers += len({n for n in claimed_before if (record(n).get("copy") or {}).get("status") == "copying"})
-        server = serve("on_job_event", env, signature="cloudevent")
-        try:
-            acked: set[str] = set()
-            deadline = time.monotonic() + 120
-            while len(acked) < len(names) and time.monotonic() < deadline:
-                pending = [n for n in names if n not in acked]
-                results: dict[str, int] = {}
-
-                def again(name: str, url: str = server.url, results: dict[str, int] = results) -> None:
-                    results[name] = deliver(url, triggers[name])
-
-                threads = [threading.Thread(target=again, args=(n,)) for n in pending]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join(120)
-                for n, code in results.items():
-                    deliveries[code] += 1
-                    if 200 <= code < 300:
-                        acked.add(n)
-                if len(acked) < len(names):
-                    time.sleep(0.5)
-            generations = {n: manifest_generation(n) for n in names}
-            # and the duplicates Pub/Sub may still send: acked, nothing copied again
-            duplicate_codes = [deliver(server.url, triggers[n]) for n in names for _ in range(2)]
-        finally:
-            server.stop()
-        messages = bench.pull()
-        problems: list[str] = []
-        copied_objects = copied_bytes = 0
-        ready_ids: dict[str, set[str]] = collections.defaultdict(set)
-        failed_events = 0
-        for m in messages:
-            if m.type == OUTPUTS_READY:
-                ready_ids[m.job].add(m.id)
-            elif m.type == OUTPUTS_FAILED:
-                failed_events += 1
-                problems.append(f"{m.job}: outputsFailed {m.json()['error']}")
-        if any(code != 200 for code in duplicate_codes):
-            problems.append(f"duplicate deliveries answered {duplicate_codes}")
-        for name in names:
-            record = store.get(name)
-            copy = record["copy"]
-            prefix, bucket = prefixes[name] + "/", dst
-            found = {o[len(prefix):]: meta for o, meta in gcs.objects(bucket, prefix).items()}
-            manifests = [o for o in found if o.endswith("_manifest.json")]
-            if manifests != ["_manifest.json"]:
-                problems.append(f"{name}: manifests {manifests}")
-                continue
-            manifest = json.loads(gcs.get(bucket, prefix + "_manifest.json"))
-            want = expected[name]
-            got = {rel: (int(meta["size"]), meta.get("md5Hash")) for rel, meta in found.items()
-                   if rel != "_manifest.json"}
-            if got != want:
-                problems.append(f"{name}: destination differs from the source ({len(got)} vs {len(want)} objects)")
-            listed = {o["name"]: (o["size"], o["crc32c"]) for o in manifest["objects"]}
-            reported = {rel: (int(meta["size"]), meta.get("crc32c")) for rel, meta in found.items()
-                        if rel != "_manifest.json"}
-            if listed != reported:
-                problems.append(f"{name}: manifest does not list what GCS holds")
-            if manifest["total_bytes"] != sum(size for size, _ in want.values()):
-                problems.append(f"{name}: manifest total_bytes {manifest['total_bytes']}")
-            if (copy["status"], copy["announced"], copy["objects"], copy["attempt"]) != ("done", True, len(want), 1):
-                problems.append(f"{name}: copy {copy}")
-            if copy["bytes"] != manifest["total_bytes"]:
-                problems.append(f"{name}: copy.bytes {copy['bytes']} != {manifest['total_bytes']}")
-            if ready_ids.get(name) != {f"{record['tracking_id']}-copy1-ready"}:
-                problems.append(f"{name}: outputsReady ids {sorted(ready_ids.get(name, ()))}")
-            if generations[name] is None or generations[name] != manifest_generation(name):
-                problems.append(f"{name}: the manifest was rewritten by a duplicate delivery")
-            copied_objects += len(want)
-            copied_bytes += sum(size for size, _ in want.values())
+                t.join(120)
+            for n, code in results.items():
+                run.deliveries[code] += 1
+                if 200 <= code < 300:
+                    acked.add(n)
+            if len(acked) < len(names):
+                time.sleep(0.5)
+        generations = {n: run.manifest_generation(n) for n in names}
+        duplicate_codes = [deliver(server.url, run.triggers[n]) for n in names for _ in range(2)]
     finally:
-        proxy.stop()
-        gcs.close()
-    return {
-        "phase": "reactor_crash", "jobs": len(names), "kills": kills, "kills_mid_copy": mid_copy_kills,
-        "kills_with_partial_outputs": partial_kills, "partial_objects_left_by_kills": len(partial_seen),
-        "takeovers_of_killed_copies": takeovers,
-        "deliveries": sum(deliveries.values()) + len(duplicate_codes),
-        "deliveries_by_status": {str(k): v for k, v in sorted(deliveries.items())},
-        "busy_answers_500": deliveries[500], "duplicate_deliveries": len(duplicate_codes),
-        "objects_copied": copied_objects, "bytes_copied": copied_bytes,
-        "manifests": sum(1 for n in names if ready_ids.get(n)), "outputs_ready_ids": sum(map(len, ready_ids.values())),
-        "outputs_failed_events": failed_events, "problems": problems,
-        "duration_s": round(time.monotonic() - started, 1),
-    }
+        server.stop()
+    return generations, duplicate_codes
+
+
+def _check_copies(run: _CopyRun, expected: dict[str, dict], generations: dict[str, str | None],
+                  duplicate_codes: list[int]) -> dict[str, Any]:
+    """The events on the subscription and every job's destination, held against the sources."""
+    messages = run.bench.pull()
+    problems: list[str] = []
+    copied_objects = copied_bytes = 0
+    ready_ids: dict[str, set[str]] = collections.defaultdict(set)
+    failed_events = 0
+    for m in messages:
+        if m.type == OUTPUTS_READY:
+            ready_ids[m.job].add(m.id)
+        elif m.type == OUTPUTS_FAILED:
+            failed_events += 1
+            problems.append(f"{m.job}: outputsFailed {m.json()['error']}")
+    if any(code != 200 for code in duplicate_codes):
+        problems.append(f"duplicate deliveries answered {duplicate_codes}")
+    for name in run.names:
+        found, checked = _copy_problems(run, name, expected[name], generations[name], ready_ids.get(name))
+        problems += found
+        if checked:
+            copied_objects += len(expected[name])
+            copied_bytes += sum(size for size, _ in expected[name].values())
+    return {"problems": problems, "objects": copied_objects, "bytes": copied_bytes, "ready_ids": ready_ids,
+            "failed_events": failed_events}
+
+
+def _copy_problems(run: _CopyRun, name: str, want: dict[str, tuple[int, str]], generation: str | None,
+                   ready: set[str] | None) -> tuple[list[str], bool]:
+    """One job's copy: the destination holds the sources and one manifest listing them, the record says
+    done once, one outputsReady id, the manifest never rewritten. Returns (problems, whether the copy was
+    checked: not when there is not exactly one manifest)."""
+    record = run.store.get(name)
+    copy = record["copy"]
+    prefix = run.prefixes[name] + "/"
+    found = {o[len(prefix):]: meta for o, meta in run.gcs.objects(run.dst, prefix).items()}
+    manifests = [o for o in found if o.endswith("_manifest.json")]
+    if manifests != ["_manifest.json"]:
+        return [f"{name}: manifests {manifests}"], False
+    manifest = json.loads(run.gcs.get(run.dst, prefix + "_manifest.json"))
+    problems = []
+    got = {rel: (int(meta["size"]), meta.get("md5Hash")) for rel, meta in found.items() if rel != "_manifest.json"}
+    if got != want:
+        problems.append(f"{name}: destination differs from the source ({len(got)} vs {len(want)} objects)")
+    listed = {o["name"]: (o["size"], o["crc32c"]) for o in manifest["objects"]}
+    reported = {rel: (int(meta["size"]), meta.get("crc32c")) for rel, meta in found.items()
+                if rel != "_manifest.json"}
+    if listed != reported:
+        problems.append(f"{name}: manifest does not list what GCS holds")
+    if manifest["total_bytes"] != sum(size for size, _ in want.values()):
+        problems.append(f"{name}: manifest total_bytes {manifest['total_bytes']}")
+    if (copy["status"], copy["announced"], copy["objects"], copy["attempt"]) != ("done", True, len(want), 1):
+        problems.append(f"{name}: copy {copy}")
+    if copy["bytes"] != manifest["total_bytes"]:
+        problems.append(f"{name}: copy.bytes {copy['bytes']} != {manifest['total_bytes']}")
+    if ready != {f"{record['tracking_id']}-copy1-ready"}:
+        problems.append(f"{name}: outputsReady ids {sorted(ready or ())}")
+    if generation is None or generation != run.manifest_generation(name):
+        problems.append(f"{name}: the manifest was rewritten by a duplicate delivery")
+    return problems, True
 
 
 # -- the command -----------------------------------------------------------------------------------------------
@@ -834,7 +940,7 @@ def _settings_for(services: dict[str, emulators.Service], tag: str):
     return Settings.from_env(env)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m devtools.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=300, help="jobs in the poller crash phase")
     parser.add_argument("--kills", type=int, default=20, help="SIGKILLs of the poller")
@@ -855,7 +961,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reactor-kills", type=int, default=6)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--phases", default="poller,overlap,reactor")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
     phases = set(args.phases.split(","))
     services: dict[str, emulators.Service] = {}

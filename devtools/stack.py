@@ -3,7 +3,7 @@
 ``LocalStack`` starts, each on a free 127.0.0.1 port and each as one process group stopped by its PID:
 
 - the Firestore and Pub/Sub emulators (Cloud SDK) and fake-gcs-server (Cloud Storage);
-- the batch-API simulator, standing in for both the Gemini API and Vertex AI (``devtools/simulator.py``);
+- the batch-API simulator, standing in for both the Gemini API and Vertex AI (``devtools/simulator/``);
 - the three Cloud Functions under functions-framework: ``poll_jobs`` (HTTP), ``on_job_event`` (CloudEvent)
   and ``on_gemini_webhook`` (HTTP), from ``functions/main.py`` exactly as deployed; the simulator sends
   signed webhook deliveries to the last one when its Gemini batches end (a fresh ``whsec_`` secret per
@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
   .venv/bin/batch-relay list
   .venv/bin/python examples/consumer.py {stack.console_subscription}
 
-Simulator admin API: {stack.url('simulator')}/_sim/  (see devtools/simulator.py)
+Simulator admin API: {stack.url('simulator')}/_sim/  (see devtools/simulator/__init__.py)
 Logs of every process: {stack.log_dir}
 Press Ctrl-C to stop everything.""", flush=True)
             while True:
