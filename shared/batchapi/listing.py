@@ -140,9 +140,6 @@ def _item(scope: WatchScope, raw: Any) -> ListedJob | None:
         job = JobName.parse(name)
     except UsageError:
         return None
-    if job.api != scope.api:
-        return None
-    if scope.api != GEMINI and (job.location != scope.location
-                                or (job.project != scope.project and not (job.project or "").isdigit())):
+    if not scope.covers(job):  # a job of another scope (a Vertex project number may be the scope's)
         return None
     return ListedJob(scope.api, job.job_id, job.name, job.project, raw, fingerprint(scope.api, raw))
