@@ -346,8 +346,8 @@ def test_responses_file_redirects_keep_the_key_at_home():
 
     import httpx
 
+    from batch_relay.batchapi.outputs import GeminiOutputs
     from batch_relay.errors import PermanentError
-    from batch_relay.reactor.plans import Copier
     from batch_relay.settings import Settings
 
     settings = Settings.from_env({"GOOGLE_CLOUD_PROJECT": "p", "RELAY_GEMINI_API_KEY": "AIzaKEYKEYKEYKEYKEYKEYKEY",
@@ -366,11 +366,12 @@ def test_responses_file_redirects_keep_the_key_at_home():
 
     async def fetch(url):
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-            copier = Copier(None, http, settings)
-            async with copier._download(url) as response:
+            outputs = GeminiOutputs(http, settings)
+            async with outputs._follow(url) as response:
                 return await response.aread()
 
     assert asyncio.run(fetch("https://gemini.example/v1beta/files/f:download?alt=media")) == b"data"
     assert [key for _, key in seen] == ["AIzaKEYKEYKEYKEYKEYKEYKEY", "AIzaKEYKEYKEYKEYKEYKEYKEY", None]
     with pytest.raises(PermanentError, match="https to http"):
         asyncio.run(fetch("https://blobs.example/downgrade"))
+
