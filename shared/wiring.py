@@ -211,7 +211,8 @@ async def webhook_admin(settings: Settings, *,
 # -- the reactor --------------------------------------------------------------------------------------------
 
 @contextlib.asynccontextmanager
-async def reactor(settings: Settings, db, publisher_client, *, store: JobStore | None = None,
+async def reactor(settings: Settings, db: firestore.Client, publisher_client: pubsub_v1.PublisherClient, *,
+                  store: JobStore | None = None,
                   transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[Reactor]:
     """A Reactor over the async clients of one invocation (closed when the block ends): Cloud Storage, and
     the Gemini API for Gemini outputs."""
@@ -231,7 +232,8 @@ async def reactor(settings: Settings, db, publisher_client, *, store: JobStore |
         yield Reactor(store, Copier(storage, GeminiOutputs(gemini_http, settings), settings), outbox)
 
 
-def react_to_cloud_event(cloud_event: Any, settings: Settings, db, publisher_client, *,
+def react_to_cloud_event(cloud_event: Any, settings: Settings, db: firestore.Client,
+                         publisher_client: pubsub_v1.PublisherClient, *,
                          transport: httpx.AsyncBaseTransport | None = None) -> Reaction:
     """Entry of ``on_job_event``. Returns what happened; raises only to have the event redelivered."""
     from .reactor.handler import Reaction, triage

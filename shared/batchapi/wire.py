@@ -143,7 +143,7 @@ class JobStatus:
     start_time: dt.datetime | None = None
     end_time: dt.datetime | None = None
     update_time: dt.datetime | None = None
-    completion_stats: dict[str, int] | None = None
+    completion_stats: dict[str, int | None] | None = None  # Vertex: incomplete unknown (-1) is None
     error: dict[str, Any] | None = None
     output: dict[str, Any] = dataclasses.field(default_factory=dict)
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -158,7 +158,7 @@ class JobStatus:
         if not name:
             raise BadResponseError("reply has no batch name")
         stats = _obj(meta.get("batchStats"), "metadata.batchStats")
-        counts = None
+        counts: dict[str, int | None] | None = None
         if stats:
             counts = {
                 "successful": parse_count(stats.get("successfulRequestCount"), "successfulRequestCount"),

@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..batchapi import states
@@ -203,10 +203,10 @@ def _republish(name: str, settings: Settings, store) -> int:
 def _webhook(args: argparse.Namespace, settings: Settings) -> int:
     from .. import wiring
     from ..batchapi.endpoints import MissingApiKey
-    from ..batchapi.webhook_admin import BATCH_EVENTS
+    from ..batchapi.webhook_admin import BATCH_EVENTS, WebhookAdmin
     from ..errors import NotFoundError, PermanentError
 
-    async def run(call):
+    async def run(call: Callable[[WebhookAdmin], Awaitable[Any]]) -> Any:
         async with wiring.webhook_admin(settings) as admin:
             return await call(admin)
 
