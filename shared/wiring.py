@@ -46,11 +46,11 @@ if TYPE_CHECKING:  # pragma: no cover
 # ``httpx.BaseTransport``, async ones (and the tick's pools, ``make_http_pool``) an ``httpx.AsyncBaseTransport``.
 
 def http_client(timeout: httpx.Timeout, *, auth: httpx.Auth | None = None,
-                transport: httpx.AsyncBaseTransport | None = None, connections: int = 64) -> httpx.AsyncClient:
-    """An async client for one event loop; redirects are never followed (the callers that want them follow
-    them by hand, under their own rules)."""
+                transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """An async client for one event loop (up to 64 connections); redirects are never followed (the callers
+    that want them follow them by hand, under their own rules)."""
     return httpx.AsyncClient(timeout=timeout, auth=auth, transport=transport, follow_redirects=False,
-                             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+                             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
                              headers={"user-agent": USER_AGENT})
 
 
