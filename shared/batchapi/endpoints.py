@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import httpx
-
 from ..errors import ForbiddenError, PermanentError
 from .names import GEMINI, JobName
 from .scopes import WatchScope
 
 if TYPE_CHECKING:  # pragma: no cover - settings imports this module (for the default below)
+    import httpx
+
     from ..settings import Settings
 
 GEMINI_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -49,6 +49,8 @@ def gemini_url(settings: Settings, path: str) -> str:
 def is_gemini_origin(settings: Settings, url: httpx.URL) -> bool:
     """Whether ``url`` is on the configured Gemini API's origin (scheme, host and port): the only place
     the API key may go."""
+    import httpx  # here: settings imports this module, and batch_relay imports without its dependencies
+
     base = httpx.URL(settings.gemini_base_url)
     return (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port)
 
