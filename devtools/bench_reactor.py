@@ -34,6 +34,7 @@ PROJECT = "bench-reactor"
 def child(argv: list[str]) -> int:
     """Run one copy (the record named in argv) in this process and print its figures as JSON."""
     from batch_relay import wiring
+    from batch_relay.batchapi.outputs import GeminiOutputs
     from batch_relay.events.outbox import Outbox
     from batch_relay.reactor.handler import Reactor
     from batch_relay.reactor.plans import Copier
@@ -58,7 +59,7 @@ def child(argv: list[str]) -> int:
             storage = StorageClient(gcs, base_url=storage_base_url(settings.storage_emulator_host),
                                     retry=RetryPolicy(max_attempts=settings.max_attempts))
             outbox = Outbox(store, wiring.event_publisher(settings, publisher))
-            reactor = Reactor(store, Copier(storage, gemini, settings), outbox)
+            reactor = Reactor(store, Copier(storage, GeminiOutputs(gemini, settings), settings), outbox)
             _result, claimed = store.claim_copy(name, dt.datetime.now(dt.UTC))
             started = time.perf_counter()
             result = await reactor.run_copy(claimed, dt.datetime.now(dt.UTC))

@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from .batchapi.endpoints import GEMINI_BASE_URL
 from .batchapi.scopes import WatchScope, parse_scopes
 from .errors import SettingsError, UsageError
 from .log import add_secret
@@ -31,7 +32,7 @@ class Settings:
     collection: str = "batch_jobs"
     events_topic: str = "batch-job-events"
     gemini_api_key: str | None = dataclasses.field(default=None, repr=False)
-    gemini_base_url: str = "https://generativelanguage.googleapis.com"
+    gemini_base_url: str = GEMINI_BASE_URL
     vertex_base_url: str | None = None
     default_destination: str | None = None
     allowed_buckets: frozenset[str] | None = None
@@ -78,7 +79,7 @@ class Settings:
             collection=get.name("RELAY_COLLECTION", "batch_jobs"),
             events_topic=get.name("RELAY_EVENTS_TOPIC", "batch-job-events"),
             gemini_api_key=get.text("RELAY_GEMINI_API_KEY"),
-            gemini_base_url=get.url("RELAY_GEMINI_BASE_URL", secure=True) or "https://generativelanguage.googleapis.com",
+            gemini_base_url=get.url("RELAY_GEMINI_BASE_URL", secure=True) or GEMINI_BASE_URL,
             vertex_base_url=get.url("RELAY_VERTEX_BASE_URL", allow_location=True, secure=True),
             default_destination=get.gcs_uri("RELAY_DEFAULT_DESTINATION"),
             allowed_buckets=get.buckets("RELAY_ALLOWED_BUCKETS"),

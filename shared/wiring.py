@@ -23,6 +23,7 @@ import httpx
 
 from .auth import endpoint_auth
 from .batchapi.client import BatchApiClient
+from .batchapi.endpoints import vertex_base_url
 from .batchapi.http import USER_AGENT, make_http_pool
 from .events.outbox import Outbox
 from .events.publisher import EventPublisher
@@ -34,8 +35,30 @@ from .settings import Settings
 if TYPE_CHECKING:  # pragma: no cover
     from google.cloud import firestore, pubsub_v1
 
+    from .batchapi.webhook_admin import WebhookAdmin
     from .poller.tick import Poller
     from .reactor.handler import Reaction, Reactor
+    from .webhooks.jwks import JwksKeys
+    from .webhooks.recent import RecentIds
+
+# -- HTTP clients -------------------------------------------------------------------------------------------
+# Every HTTP client built here takes ``transport``: None is the network; a test passes its own (an
+# ``httpx.MockTransport``, or one that records or breaks what goes through it). Sync clients take an
+# ``httpx.BaseTransport``, async ones (and the tick's pools, ``make_http_pool``) an ``httpx.AsyncBaseTransport``.
+
+def http_client(timeout: httpx.Timeout, *, auth: httpx.Auth | None = None,
+                transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """An async client for one event loop (up to 64 connections); redirects are never followed (the callers
+    that want them follow them by hand, under their own rules)."""
+    return httpx.AsyncClient(timeout=timeout, auth=auth, transport=transport, follow_redirects=False,
+                             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+                             headers={"user-agent": USER_AGENT})
+
+
+def sync_http_client(timeout: httpx.Timeout, *, transport: httpx.BaseTransport | None = None) -> httpx.Client:
+    return httpx.Client(timeout=timeout, transport=transport, follow_redirects=False,
+                        headers={"user-agent": USER_AGENT})
+
 
 # -- Google clients -----------------------------------------------------------------------------------------
 
@@ -71,7 +94,7 @@ def event_publisher(settings: Settings, publisher_client: pubsub_v1.PublisherCli
 # -- the poller ---------------------------------------------------------------------------------------------
 
 def vertex_auth(settings: Settings) -> httpx.Auth:
-    return endpoint_auth(settings.vertex_base_url or "https://aiplatform.googleapis.com")
+    return endpoint_auth(vertex_base_url(settings, "global"))
 
 
 def make_poller(settings: Settings, db, publisher_client, http, *, store: JobStore | None = None,
@@ -163,7 +186,7 @@ def nudge(settings: Settings, db, publisher_client, name: str, *,
 
 
 @functools.cache
-def recent_webhook_ids():
+def recent_webhook_ids() -> RecentIds:
     """The webhook ids this instance handled lately (a repeat is answered without another fetch)."""
     from .webhooks.recent import RecentIds
 
@@ -171,12 +194,12 @@ def recent_webhook_ids():
 
 
 @functools.cache
-def jwks_keys(url: str):
+def jwks_keys(url: str, *, transport: httpx.BaseTransport | None = None) -> JwksKeys:
     """The Ed25519 keys of dynamic webhooks, cached per warm instance."""
     from .webhooks.jwks import JwksKeys
 
     def fetch(target: str) -> object:
-        with httpx.Client(timeout=5.0, follow_redirects=False, headers={"user-agent": USER_AGENT}) as http:
+        with sync_http_client(httpx.Timeout(5.0), transport=transport) as http:
             response = http.get(target)
             response.raise_for_status()
             return response.json()
@@ -184,17 +207,25 @@ def jwks_keys(url: str):
     return JwksKeys(url, fetch)
 
 
+@contextlib.asynccontextmanager
+async def webhook_admin(settings: Settings, *,
+                        transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[WebhookAdmin]:
+    """The project's Gemini API webhooks (``batch-relay webhook …``) over a client of this event loop."""
+    from .batchapi.webhook_admin import WebhookAdmin
+
+    async with http_client(httpx.Timeout(settings.request_timeout_s), transport=transport) as http:
+        yield WebhookAdmin(http, settings)
+
+
 # -- the reactor --------------------------------------------------------------------------------------------
 
-def _reactor_http(settings: Settings, auth: httpx.Auth | None = None) -> httpx.AsyncClient:
-    return httpx.AsyncClient(timeout=httpx.Timeout(settings.request_timeout_s, read=120.0), auth=auth,
-                             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
-                             headers={"user-agent": USER_AGENT})
-
-
 @contextlib.asynccontextmanager
-async def reactor(settings: Settings, db, publisher_client, *, store: JobStore | None = None) -> AsyncIterator[Reactor]:
-    """A Reactor over the async clients of one invocation (closed when the block ends)."""
+async def reactor(settings: Settings, db: firestore.Client, publisher_client: pubsub_v1.PublisherClient, *,
+                  store: JobStore | None = None,
+                  transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[Reactor]:
+    """A Reactor over the async clients of one invocation (closed when the block ends): Cloud Storage, and
+    the Gemini API for Gemini outputs."""
+    from .batchapi.outputs import GeminiOutputs
     from .reactor.handler import Reactor
     from .reactor.plans import Copier
     from .reactor.storage import StorageClient, storage_base_url
@@ -203,12 +234,16 @@ async def reactor(settings: Settings, db, publisher_client, *, store: JobStore |
     outbox = Outbox(store, event_publisher(settings, publisher_client))
     gcs_base = storage_base_url(settings.storage_emulator_host)
     gcs_auth = endpoint_auth(gcs_base, emulator=settings.storage_emulator_host is not None)
-    async with _reactor_http(settings, gcs_auth) as gcs_http, _reactor_http(settings) as gemini_http:
+    timeout = httpx.Timeout(settings.request_timeout_s, read=120.0)
+    async with http_client(timeout, auth=gcs_auth, transport=transport) as gcs_http, \
+            http_client(timeout, transport=transport) as gemini_http:
         storage = StorageClient(gcs_http, base_url=gcs_base, retry=RetryPolicy(max_attempts=settings.max_attempts))
-        yield Reactor(store, Copier(storage, gemini_http, settings), outbox)
+        yield Reactor(store, Copier(storage, GeminiOutputs(gemini_http, settings), settings), outbox)
 
 
-def react_to_cloud_event(cloud_event: Any, settings: Settings, db, publisher_client) -> Reaction:
+def react_to_cloud_event(cloud_event: Any, settings: Settings, db: firestore.Client,
+                         publisher_client: pubsub_v1.PublisherClient, *,
+                         transport: httpx.AsyncBaseTransport | None = None) -> Reaction:
     """Entry of ``on_job_event``. Returns what happened; raises only to have the event redelivered."""
     from .reactor.handler import Reaction, triage
 
@@ -217,7 +252,7 @@ def react_to_cloud_event(cloud_event: Any, settings: Settings, db, publisher_cli
         return trigger
 
     async def run() -> Reaction:
-        async with reactor(settings, db, publisher_client) as r:
+        async with reactor(settings, db, publisher_client, transport=transport) as r:
             return await r.handle(trigger)
 
     return asyncio.run(run())

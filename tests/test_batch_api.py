@@ -2,14 +2,22 @@
 
 import asyncio
 import datetime as dt
+import json
+from pathlib import Path
 
 import httpx
 import pytest
 
+from batch_relay import wiring
 from batch_relay.auth import GoogleAuth
-from batch_relay.batchapi.client import BatchApiClient, status_url
+from batch_relay.batchapi.client import BatchApiClient
+from batch_relay.batchapi.endpoints import MissingApiKey, status_url
+from batch_relay.batchapi.http import USER_AGENT
 from batch_relay.batchapi.names import JobName
+from batch_relay.batchapi.outputs import GeminiOutputs
 from batch_relay.batchapi.quota import RegionLimiter
+from batch_relay.batchapi.webhook_admin import WebhookAdmin
+from batch_relay.batchapi.wire import JobStatus, inline_responses
 from batch_relay.errors import (
     BadResponseError,
     DeadlineExceeded,
@@ -176,3 +184,100 @@ def test_error_bodies_do_not_leak_the_key():
     result, _, _ = run([httpx.Response(400, json={"error": {"message": "API key not valid"}})])
     assert isinstance(result, PermanentError) and "API key not valid" in str(result)
     assert "k-123456" not in str(result)
+
+
+def test_without_the_key_nothing_is_sent_and_the_job_gets_one_forbidden_error():
+    no_key = Settings.from_env({"GOOGLE_CLOUD_PROJECT": "p"})
+    result, seen, _ = run([], settings=no_key)
+    assert isinstance(result, MissingApiKey) and isinstance(result, ForbiddenError) and result.kind == "forbidden"
+    assert "RELAY_GEMINI_API_KEY is not set" in str(result) and seen == []
+    with pytest.raises(MissingApiKey):
+        WebhookAdmin(httpx.AsyncClient(), no_key)
+
+
+# -- webhooks, inline responses -------------------------------------------------------------------------------
+
+
+def test_webhook_admin_through_wiring_with_a_transport():
+    """register, list (two pages) and unregister: the URLs, the key, snake_case bodies, one client of wiring's."""
+    seen = []
+    pages = {None: {"webhooks": [{"id": "w1", "uri": "https://relay.example/hook"}], "next_page_token": "t2"},
+             "t2": {"webhooks": [{"id": "w2", "uri": "https://other.example/"}]}}
+
+    def handler(request):
+        seen.append(request)
+        if request.method == "POST":
+            body = json.loads(request.content)
+            return httpx.Response(200, json={"id": "w1", **body, "new_signing_secret": "whsec_x"})
+        if request.method == "GET":
+            return httpx.Response(200, json=pages[request.url.params.get("page_token")])
+        return httpx.Response(200, content=b"")
+
+    s = settings(RELAY_GEMINI_BASE_URL="https://gemini.example")
+
+    async def go():
+        async with wiring.webhook_admin(s, transport=httpx.MockTransport(handler)) as admin:
+            created = await admin.register("https://relay.example/hook", name="relay")
+            listed = await admin.list()
+            await admin.unregister("webhooks/w1")
+            return created, listed
+
+    created, listed = asyncio.run(go())
+    assert created["new_signing_secret"] == "whsec_x" and [h["id"] for h in listed] == ["w1", "w2"]
+    assert [(r.method, str(r.url)) for r in seen] == [
+        ("POST", "https://gemini.example/v1beta/webhooks"),
+        ("GET", "https://gemini.example/v1beta/webhooks?page_size=100"),
+        ("GET", "https://gemini.example/v1beta/webhooks?page_size=100&page_token=t2"),
+        ("DELETE", "https://gemini.example/v1beta/webhooks/w1"),
+    ]
+    assert json.loads(seen[0].content) == {"uri": "https://relay.example/hook", "name": "relay",
+                                           "subscribed_events": ["batch.succeeded", "batch.failed", "batch.expired"]}
+    assert all(r.headers["x-goog-api-key"] == "k-123456" and r.headers["user-agent"] == USER_AGENT for r in seen)
+
+
+def test_inline_responses_are_read_with_the_wire_parser():
+    body = {"name": "batches/b1", "metadata": {"name": "batches/b1", "state": "BATCH_STATE_SUCCEEDED", "output": {
+        "inlinedResponses": {"inlinedResponses": [
+            {"metadata": {"key": "a"}, "response": {"candidates": []}},
+            {"error": {"code": 3, "message": "bad"}},
+        ]}}}}
+    assert inline_responses(body) == [{"key": "a", "response": {"candidates": []}},
+                                      {"key": "1", "error": {"code": 3, "message": "bad"}}]
+    assert JobStatus.from_gemini(body).output == {"inlined_count": 2}
+    in_response = {"name": "batches/b1", "response": {"inlinedResponses": {"inlinedResponses": [{"response": 1}]}}}
+    assert inline_responses(in_response) == [{"key": "0", "response": 1}]
+    assert inline_responses({"name": "batches/b1", "metadata": {}}) == []
+    for bad in ({"metadata": {"output": {"inlinedResponses": {"inlinedResponses": {}}}}},
+                {"metadata": {"output": {"inlinedResponses": {"inlinedResponses": ["x"]}}}},
+                {"metadata": {"output": {"inlinedResponses": {"inlinedResponses": [{"metadata": "k"}]}}}}, []):
+        with pytest.raises(BadResponseError):
+            inline_responses(bad)
+
+    def handler(request):
+        assert request.headers["x-goog-api-key"] == "k-123456"
+        assert str(request.url) == "https://gemini.example/v1beta/batches/b1"
+        return httpx.Response(200, json=body) if request.url.host == "gemini.example" else httpx.Response(404)
+
+    async def read(reply):
+        async with httpx.AsyncClient(transport=httpx.MockTransport(reply)) as http:
+            return await GeminiOutputs(http, settings(RELAY_GEMINI_BASE_URL="https://gemini.example")
+                                       ).inline_responses("batches/b1")
+
+    assert asyncio.run(read(handler)) == inline_responses(body)
+    with pytest.raises(BadResponseError, match="inline responses of batches/b1 are unreadable"):
+        asyncio.run(read(lambda request: httpx.Response(200, content=b"<html>")))
+
+
+# -- one door ----------------------------------------------------------------------------------------------------
+
+
+def test_only_batchapi_writes_a_batch_api_url_or_the_key_header():
+    """Every Gemini API and Vertex AI URL, and the API key header, are written in shared/batchapi/ alone."""
+    shared = Path(__file__).parent.parent / "shared"
+    needles = ("/v1beta", "aiplatform", "x-goog-api-key", "generativelanguage")
+    allowed = {("log.py", "x-goog-api-key")}  # the redaction pattern that masks the header's value in logs
+    found = [(str(path.relative_to(shared)), needle)
+             for path in sorted(shared.rglob("*.py")) if path.relative_to(shared).parts[0] != "batchapi"
+             for needle in needles if needle in path.read_text().lower()]
+    assert [hit for hit in found if hit not in allowed] == []
+    assert ("log.py", "x-goog-api-key") in found  # the scan reads what it should

@@ -1,7 +1,9 @@
 import pytest
 
 from batch_relay.batchapi import states
-from batch_relay.batchapi.names import JobName, doc_id
+from batch_relay.batchapi.listing import parse_page
+from batch_relay.batchapi.names import JobName, ProjectMatch, doc_id, project_match
+from batch_relay.batchapi.scopes import WatchScope
 from batch_relay.errors import UsageError
 
 
@@ -22,6 +24,39 @@ def test_gemini_and_vertex_names():
 def test_malformed_names_are_refused_with_a_clear_error(name):
     with pytest.raises(UsageError, match="job name|must be a string"):
         JobName.parse(name)
+
+
+@pytest.mark.parametrize(("named", "known", "match"), [
+    ("my-proj", ("my-proj",), ProjectMatch.SAME),
+    ("424242", ("my-proj", "424242"), ProjectMatch.SAME),  # a number the project is already known by
+    ("424242", ("my-proj",), ProjectMatch.MAYBE),  # Vertex may name my-proj by its number
+    ("424242", ("my-proj", "111"), ProjectMatch.MAYBE),
+    ("other", ("my-proj",), ProjectMatch.OTHER),  # an id is never another id
+    ("my-proj", ("424242",), ProjectMatch.OTHER),  # only the named side may be the API's number
+    (None, ("my-proj",), ProjectMatch.OTHER),
+])
+def test_vertex_may_name_a_project_by_its_number(named, known, match):
+    assert project_match(named, *known) is match
+
+
+def vertex(project, job_id="7", location="us-central1"):
+    return JobName.parse(f"projects/{project}/locations/{location}/batchPredictionJobs/{job_id}")
+
+
+def test_the_project_number_rule_where_it_is_used():
+    by_id, by_number = vertex("my-proj"), vertex("424242")
+    # the same job: the number may be on either side (the reply's or the record's)
+    assert by_id.same_job(by_number) and by_number.same_job(by_id) and by_id.same_job(by_id)
+    assert not by_id.same_job(vertex("other-proj")) and not by_id.same_job(vertex("my-proj", job_id="8"))
+    assert not by_id.same_job(vertex("424242", location="europe-west4"))
+    # a scope written by id covers names by number (its list tells); one written by number does not cover ids
+    scope = WatchScope.parse("vertex:projects/my-proj/locations/us-central1")
+    assert scope.covers(by_id) and scope.covers(by_number) and not scope.covers(vertex("other-proj"))
+    assert not WatchScope.parse("vertex:projects/424242/locations/us-central1").covers(by_id)
+    # a list page keeps the items its scope covers
+    page = parse_page(scope, {"batchPredictionJobs": [{"name": by_number.name}, {"name": by_id.name},
+                                                      {"name": vertex("other-proj").name}]})
+    assert [item.name for item in page.items] == [by_number.name, by_id.name] and page.rejected == 1
 
 
 @pytest.mark.parametrize(("wire", "normal"), [

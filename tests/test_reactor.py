@@ -346,8 +346,8 @@ def test_responses_file_redirects_keep_the_key_at_home():
 
     import httpx
 
+    from batch_relay.batchapi.outputs import GeminiOutputs
     from batch_relay.errors import PermanentError
-    from batch_relay.reactor.plans import Copier
     from batch_relay.settings import Settings
 
     settings = Settings.from_env({"GOOGLE_CLOUD_PROJECT": "p", "RELAY_GEMINI_API_KEY": "AIzaKEYKEYKEYKEYKEYKEYKEY",
@@ -366,11 +366,72 @@ def test_responses_file_redirects_keep_the_key_at_home():
 
     async def fetch(url):
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-            copier = Copier(None, http, settings)
-            async with copier._download(url) as response:
+            outputs = GeminiOutputs(http, settings)
+            async with outputs._follow(url) as response:
                 return await response.aread()
 
     assert asyncio.run(fetch("https://gemini.example/v1beta/files/f:download?alt=media")) == b"data"
     assert [key for _, key in seen] == ["AIzaKEYKEYKEYKEYKEYKEYKEY", "AIzaKEYKEYKEYKEYKEYKEYKEY", None]
     with pytest.raises(PermanentError, match="https to http"):
         asyncio.run(fetch("https://blobs.example/downgrade"))
+
+
+class CutFirstDownload(httpx.AsyncBaseTransport):
+    """The network, seen and cut: records every request, and cuts the first responses-file download off after
+    its first bytes (without its Content-Length unless ``announce_size``: the copy cannot count on one)."""
+
+    def __init__(self, announce_size: bool) -> None:
+        self.network = httpx.AsyncHTTPTransport()
+        self.announce_size = announce_size
+        self.seen: list[tuple[str, str]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append((request.url.netloc.decode(), request.url.path))
+        response = await self.network.handle_async_request(request)
+        downloads = [path for _, path in self.seen if path.endswith(":download")]
+        if downloads == [request.url.path]:
+            inner = response.stream
+
+            class Cut(httpx.AsyncByteStream):
+                async def __aiter__(self):
+                    async for chunk in inner:
+                        yield chunk[:100]
+                        raise httpx.ReadError("connection cut")
+
+                async def aclose(self) -> None:
+                    await inner.aclose()
+
+            headers = [(k, v) for k, v in response.headers.multi_items()
+                       if self.announce_size or k.lower() != "content-length"]
+            return httpx.Response(response.status_code, headers=headers, stream=Cut())
+        return response
+
+    async def aclose(self) -> None:
+        await self.network.aclose()
+
+
+@pytest.mark.parametrize("announce_size", [True, False])
+def test_the_reactor_of_wiring_takes_a_transport_and_a_cut_download_starts_again(announce_size, relay, simulator, gcs,
+                                                                                  simulator_service, gcs_emulator):
+    """wiring's reactor sends Cloud Storage and the Gemini API through one injected transport; here it cuts the
+    first download of the responses file, and the copy downloads it again (one delivery, the whole file)."""
+    from batch_relay import wiring
+    from batch_relay.reactor.handler import Reaction
+
+    dst = gcs.bucket("cdst")
+    spec = gemini_spec(f"cut-{announce_size}", ["SUCCEEDED"], output={"kind": "file", "file_id": f"cut-{announce_size}",
+                                                                       "lines": 2000,
+                                                       "line_bytes": 200})
+    record, message = succeed(relay, simulator, spec, f"gs://{dst}/cut")
+    cloud_event = {"id": "1", "data": pubsub_envelope(message["attributes"], message["raw"])}
+    transport = CutFirstDownload(announce_size)
+    reaction = wiring.react_to_cloud_event(cloud_event, relay.settings, relay.db, relay.publisher, transport=transport)
+    assert reaction == Reaction.COPIED
+    original = httpx.get(f"{simulator_service.url}/download/v1beta/{record['output']['file_name']}:download",
+                         params={"alt": "media"}, headers={"x-goog-api-key": relay.settings.gemini_api_key}).content
+    assert gcs.get(dst, "cut/responses.jsonl") == original
+    hosts = {host for host, _ in transport.seen}
+    assert httpx.URL(simulator_service.url).netloc.decode() in hosts  # the Gemini API...
+    assert httpx.URL(gcs_emulator.url).netloc.decode() in hosts  # ...and Cloud Storage, through the one transport
+    assert sum(path.endswith(":download") for _, path in transport.seen) == 2
+    assert relay.store.get(record["name"])["copy"]["attempt"] == 1

@@ -531,3 +531,21 @@ def test_request_bodies_are_json_where_expected():
     assert json.loads(start.content) == {"name": "dir/a:b", "contentType": "text/csv"}
     assert start.headers["authorization"] == "Bearer secret-token-123"
     assert seen[1].headers["content-range"] == "bytes 0-2/3" and seen[1].content == b"abc"
+
+
+def test_a_source_that_breaks_ends_the_upload_unfinished(gcs_emulator):
+    """The source's own error is the caller's to retry (it starts the whole download again): the upload neither
+    retries it nor finishes the object with what it had read."""
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"x" * 100
+        raise TransientError("the download broke")
+
+    async def body(storage: StorageClient, http: httpx.AsyncClient):
+        bucket = await make_bucket(http, storage)
+        before = storage.requests
+        with pytest.raises(TransientError, match="the download broke"):
+            await storage.upload_stream(bucket, "cut", broken())
+        return storage.requests - before, await storage.get_object(bucket, "cut")
+
+    requests, info = on_gcs(gcs_emulator, body)
+    assert info is None and requests == 1  # the session started; nothing was sent, nothing finished

@@ -131,6 +131,32 @@ def test_v1a_ed25519_against_a_jwks_with_rotation():
 
 
 
+def test_the_jwks_fetch_of_wiring_takes_a_transport():
+    """wiring.jwks_keys over an injected transport: the key server is the peer here (a redirect is not followed)."""
+    import httpx
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from batch_relay import wiring
+    from batch_relay.batchapi.http import USER_AGENT
+
+    raw = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    jwks = {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": base64.urlsafe_b64encode(raw).decode().rstrip("=")}]}
+    seen = []
+
+    def handler(request):
+        seen.append((request.url.path, request.headers["user-agent"]))
+        if request.url.path == "/moved":
+            return httpx.Response(302, headers={"location": "/jwks.json"})
+        return httpx.Response(200, json=jwks)
+
+    transport = httpx.MockTransport(handler)
+    keys = wiring.jwks_keys(f"https://keys-{uuid.uuid4().hex}.example/jwks.json", transport=transport).keys()
+    assert len(keys) == 1 and seen == [("/jwks.json", USER_AGENT)]
+    assert wiring.jwks_keys(f"https://keys-{uuid.uuid4().hex}.example/moved", transport=transport).keys() == []
+    assert seen[1:] == [("/moved", USER_AGENT)]
+
+
 def test_a_body_that_is_not_utf8_verifies_by_v1a_only():
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 

@@ -19,28 +19,15 @@ from typing import Any
 
 import httpx
 
-from ..errors import BadResponseError, DeadlineExceeded, ForbiddenError, UsageError
+from ..errors import BadResponseError, DeadlineExceeded, UsageError
 from ..retry import RetryPolicy, retry, send
 from ..settings import Settings
+from .endpoints import gemini_key, list_url, status_url
 from .listing import PAGE_SIZE, VERTEX_READ_MASK, Page, parse_page
 from .names import GEMINI, JobName
 from .quota import RegionLimiter
 from .scopes import WatchScope
 from .wire import JobStatus
-
-
-def vertex_base_url(settings: Settings, location: str) -> str:
-    if settings.vertex_base_url:
-        return settings.vertex_base_url.replace("{location}", location)
-    if location == "global":
-        return "https://aiplatform.googleapis.com"
-    return f"https://{location}-aiplatform.googleapis.com"
-
-
-def status_url(settings: Settings, job: JobName) -> str:
-    if job.api == GEMINI:
-        return f"{settings.gemini_base_url}/v1beta/{job.name}"
-    return f"{vertex_base_url(settings, job.location or 'global')}/v1/{job.name}"
 
 
 class BatchApiClient:
@@ -64,7 +51,6 @@ class BatchApiClient:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
-        self._gemini_headers = {"x-goog-api-key": settings.gemini_api_key} if settings.gemini_api_key else {}
 
     @property
     def limiter(self) -> RegionLimiter:
@@ -91,24 +77,20 @@ class BatchApiClient:
         params: dict[str, Any] = {"pageSize": page_size}
         if token:
             params["pageToken"] = token
-        if scope.api == GEMINI:
-            url = f"{self._settings.gemini_base_url}/v1beta/batches"
-            region = None
-        else:
-            url = f"{vertex_base_url(self._settings, scope.location or 'global')}/v1/{scope.parent}/batchPredictionJobs"
+        region = None
+        if scope.api != GEMINI:
             params["readMask"] = VERTEX_READ_MASK
             if filter:
                 params["filter"] = filter
             region = scope.region_key
-        body = await self.get_json(scope.api, url, deadline, region=region, params=params)
+        body = await self.get_json(scope.api, list_url(self._settings, scope), deadline, region=region, params=params)
         return parse_page(scope, body)
 
     async def get_json(self, api: str, url: str, deadline: float, *, region: str | None = None,
                        params: dict[str, Any] | None = None) -> Any:
         """GET ``url`` of ``api`` and decode its JSON body, retried; ``region``: the quota bucket to take
         a token from before each attempt (Vertex)."""
-        if api == GEMINI and not self._settings.gemini_api_key:
-            raise ForbiddenError("RELAY_GEMINI_API_KEY is not set; cannot call the Gemini API")
+        gemini_headers = gemini_key(self._settings) if api == GEMINI else None
 
         async def attempt() -> Any:
             if region is not None:
@@ -118,8 +100,8 @@ class BatchApiClient:
                 raise DeadlineExceeded("tick deadline reached before the request")
             timeout = min(self._settings.request_timeout_s, remaining)
             auth = httpx.USE_CLIENT_DEFAULT if api == GEMINI or self._vertex_auth is None else self._vertex_auth
-            headers = self._gemini_headers if api == GEMINI else None
-            response = await send(self._http, "GET", url, params=params, headers=headers, timeout=timeout, auth=auth)
+            response = await send(self._http, "GET", url, params=params, headers=gemini_headers, timeout=timeout,
+                                  auth=auth)
             try:
                 return json.loads(response.content)
             except ValueError:

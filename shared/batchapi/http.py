@@ -9,6 +9,8 @@ for one tick; the SSL context (loading the CA bundle costs ~20 ms) is shared by 
 from __future__ import annotations
 
 import functools
+import importlib
+import ssl
 import sys
 from typing import Any
 
@@ -24,13 +26,13 @@ def _fast_failed_sniffio_import() -> None:
     module as absent makes that failure immediate. Nothing changes where sniffio is installed."""
     if "sniffio" not in sys.modules:
         try:
-            import sniffio  # noqa: F401
+            importlib.import_module("sniffio")
         except ImportError:
             sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
 @functools.cache
-def shared_ssl_context():
+def shared_ssl_context() -> ssl.SSLContext:
     """One SSL context per process: safe to share across ticks and event loops, unlike the clients."""
     return httpx.create_ssl_context()
 

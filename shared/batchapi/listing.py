@@ -88,8 +88,10 @@ def fingerprint(api: str, item: dict[str, Any]) -> int:
     """A hash of what a poll compares (state, counts, error, output) and the API's update time: two
     observations with the same fingerprint are the same observation."""
     if api == GEMINI:
-        meta = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
-        output = meta.get("output") if isinstance(meta.get("output"), dict) else {}
+        raw_meta = item.get("metadata")
+        meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
+        raw_output = meta.get("output")
+        output: dict[str, Any] = raw_output if isinstance(raw_output, dict) else {}
         inlined = output.get("inlinedResponses")
         if isinstance(inlined, dict) and isinstance(inlined.get("inlinedResponses"), list):
             output = {**output, "inlinedResponses": len(inlined["inlinedResponses"])}
@@ -140,9 +142,6 @@ def _item(scope: WatchScope, raw: Any) -> ListedJob | None:
         job = JobName.parse(name)
     except UsageError:
         return None
-    if job.api != scope.api:
-        return None
-    if scope.api != GEMINI and (job.location != scope.location
-                                or (job.project != scope.project and not (job.project or "").isdigit())):
+    if not scope.covers(job):  # a job of another scope (a Vertex project number may be the scope's)
         return None
     return ListedJob(scope.api, job.job_id, job.name, job.project, raw, fingerprint(scope.api, raw))

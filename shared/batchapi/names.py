@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 from urllib.parse import quote
 
@@ -18,6 +19,28 @@ _VERTEX = re.compile(
 
 GEMINI = "gemini"
 VERTEX = "vertex"
+
+
+class ProjectMatch(enum.Enum):
+    """How a Vertex project in a name relates to a project known by other texts (``project_match``)."""
+
+    SAME = "same"  # one of the texts the project is known by
+    MAYBE = "maybe"  # a project number the project is not known by yet: it may be that project's number
+    OTHER = "other"  # another project
+
+
+def project_match(named: str | None, *known: str | None) -> ProjectMatch:
+    """The one rule for Vertex projects in names: Vertex AI may name a project by its number where it was
+    written by id. ``named`` is the project of a name the API may have written; ``known`` the texts the
+    project is already known by (an id or number as written, and a number the API named it by). A number
+    among them is the same project; any other number MAY be it (only the API can tell); anything else is
+    another project. Callers choose what they accept: a guess (``MAYBE``) may choose where to look, but
+    only ``SAME`` may say that two observations are of one job."""
+    if named in known:
+        return ProjectMatch.SAME
+    if (named or "").isdigit():
+        return ProjectMatch.MAYBE
+    return ProjectMatch.OTHER
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,15 +67,15 @@ class JobName:
         )
 
     def same_job(self, other: JobName) -> bool:
-        """Whether two names are the same job: Vertex AI may name a project by its number where it was
-        written by id, so Vertex names match on location and job id (and a project that is equal, or a
-        number on either side)."""
+        """Whether two names may be the same job: Vertex names match on location and job id, and a project
+        that ``project_match`` does not call another (either name may be the one the API wrote)."""
         if self.api != other.api:
             return False
         if self.api == GEMINI:
             return self.name == other.name
         return (self.location, self.job_id) == (other.location, other.job_id) and (
-            self.project == other.project or (self.project or "").isdigit() or (other.project or "").isdigit())
+            project_match(self.project, other.project) is not ProjectMatch.OTHER
+            or project_match(other.project, self.project) is not ProjectMatch.OTHER)
 
     @property
     def region_key(self) -> str:

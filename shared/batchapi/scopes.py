@@ -13,7 +13,7 @@ import dataclasses
 import re
 
 from ..errors import UsageError
-from .names import GEMINI, VERTEX, JobName
+from .names import GEMINI, VERTEX, JobName, ProjectMatch, project_match
 
 _VERTEX_PARENT = re.compile(
     r"^projects/(?P<project>[a-z0-9][a-z0-9-]{0,62}|[0-9]{1,20})/locations/(?P<location>[a-z0-9][a-z0-9-]{0,62})$"
@@ -54,11 +54,11 @@ class WatchScope:
 
     def covers(self, job: JobName) -> bool:
         """Whether a job of this name may belong to this scope (its list would show it). A Vertex name
-        whose project is a number may be this scope's project by number: the list tells."""
+        whose project is a number may be this scope's project by number (``project_match``): the list tells."""
         if job.api != self.api:
             return False
         return self.api == GEMINI or (job.location == self.location
-                                      and (job.project == self.project or (job.project or "").isdigit()))
+                                      and project_match(job.project, self.project) is not ProjectMatch.OTHER)
 
     def job_name(self, job_id: str) -> str:
         """The name a job of this scope is tracked under when it is discovered (the scope's own project

@@ -2,7 +2,8 @@
 
 ``JobStatus.from_gemini`` / ``from_vertex`` accept unknown fields, int64 counts as strings, omitted zero
 counts and nanosecond timestamps; anything of the wrong shape raises ``BadResponseError``.
-``to_record`` gives the A4 fields a poll may write.
+``to_record`` gives the A4 fields a poll may write. ``inline_responses`` reads a Gemini batch's inline
+responses (for the copy) with the same parsing.
 """
 
 from __future__ import annotations
@@ -94,6 +95,41 @@ def _error(raw: Any) -> dict[str, Any] | None:
     return {"code": code, "message": message if isinstance(message, str) else ""}
 
 
+def _inlined_items(output: dict[str, Any], response: dict[str, Any]) -> list[Any] | None:
+    """The ``inlinedResponses`` list of a Gemini batch (in ``metadata.output``, or the operation's
+    ``response``), or None when it has none."""
+    inlined = _obj(output.get("inlinedResponses"), "output.inlinedResponses") or _obj(
+        response.get("inlinedResponses"), "response.inlinedResponses"
+    )
+    items = inlined.get("inlinedResponses")
+    if items is not None and not isinstance(items, list):
+        raise BadResponseError("inlinedResponses is not a list")
+    return items
+
+
+def inline_responses(body: Any) -> list[dict[str, Any]]:
+    """A Gemini batch's inline responses, one ``{"key", "response"}`` or ``{"key", "error"}`` per request
+    (the key from the request's metadata, else its index): the lines of ``responses.jsonl``. Raises
+    ``BadResponseError`` when they cannot be read."""
+    op = _obj(body, "body")
+    meta = _obj(op.get("metadata"), "metadata")
+    items = _inlined_items(_obj(meta.get("output"), "metadata.output"), _obj(op.get("response"), "response"))
+    lines: list[dict[str, Any]] = []
+    for index, item in enumerate(items or []):
+        if not isinstance(item, dict):
+            raise BadResponseError(f"inlinedResponses[{index}] is not an object")
+        item_meta = item.get("metadata") or {}
+        if not isinstance(item_meta, dict):
+            raise BadResponseError(f"inlinedResponses[{index}].metadata is not an object")
+        line: dict[str, Any] = {"key": item_meta.get("key") or str(index)}
+        if "error" in item:
+            line["error"] = item["error"]
+        else:
+            line["response"] = item.get("response")
+        lines.append(line)
+    return lines
+
+
 @dataclasses.dataclass(frozen=True)
 class JobStatus:
     """The parts of a job's status that batch-relay stores."""
@@ -107,7 +143,7 @@ class JobStatus:
     start_time: dt.datetime | None = None
     end_time: dt.datetime | None = None
     update_time: dt.datetime | None = None
-    completion_stats: dict[str, int] | None = None
+    completion_stats: dict[str, int | None] | None = None  # Vertex: incomplete unknown (-1) is None
     error: dict[str, Any] | None = None
     output: dict[str, Any] = dataclasses.field(default_factory=dict)
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -122,7 +158,7 @@ class JobStatus:
         if not name:
             raise BadResponseError("reply has no batch name")
         stats = _obj(meta.get("batchStats"), "metadata.batchStats")
-        counts = None
+        counts: dict[str, int | None] | None = None
         if stats:
             counts = {
                 "successful": parse_count(stats.get("successfulRequestCount"), "successfulRequestCount"),
@@ -137,13 +173,8 @@ class JobStatus:
         )
         if responses_file:
             output["file_name"] = responses_file
-        inlined = _obj(out.get("inlinedResponses"), "output.inlinedResponses") or _obj(
-            response.get("inlinedResponses"), "response.inlinedResponses"
-        )
-        items = inlined.get("inlinedResponses")
+        items = _inlined_items(out, response)
         if items is not None:
-            if not isinstance(items, list):
-                raise BadResponseError("inlinedResponses is not a list")
             output["inlined_count"] = len(items)
         return cls(
             name=name,

@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..batchapi import states
@@ -98,12 +98,12 @@ def main(argv: Sequence[str] | None = None, *, env: dict[str, str] | None = None
 
             check_track_options(args.destination, dict(args.label))
         if args.command == "webhook":
-            from ..webhooks import admin
+            from ..batchapi import webhook_admin
 
             if args.webhook_command == "register":
-                admin.check_url(args.url)
+                webhook_admin.check_url(args.url)
             elif args.webhook_command == "unregister":
-                args.id = admin.check_id(args.id)
+                args.id = webhook_admin.check_id(args.id)
         settings = Settings.from_env(env)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -201,17 +201,14 @@ def _republish(name: str, settings: Settings, store) -> int:
 
 
 def _webhook(args: argparse.Namespace, settings: Settings) -> int:
-    import httpx
-
+    from .. import wiring
+    from ..batchapi.endpoints import MissingApiKey
+    from ..batchapi.webhook_admin import BATCH_EVENTS, WebhookAdmin
     from ..errors import NotFoundError, PermanentError
-    from ..webhooks.admin import BATCH_EVENTS, WebhookAdmin
 
-    if not settings.gemini_api_key:
-        raise UsageError("RELAY_GEMINI_API_KEY is not set: webhooks are managed with the Gemini API key")
-
-    async def run(call):
-        async with httpx.AsyncClient(timeout=settings.request_timeout_s) as http:
-            return await call(WebhookAdmin(http, settings))
+    async def run(call: Callable[[WebhookAdmin], Awaitable[Any]]) -> Any:
+        async with wiring.webhook_admin(settings) as admin:
+            return await call(admin)
 
     command = args.webhook_command
     try:
@@ -241,6 +238,8 @@ def _webhook(args: argparse.Namespace, settings: Settings) -> int:
                     print(f"{hook.get('id') or hook.get('name')}  {hook.get('state', '-'):10}  {hook.get('uri')}  "
                           f"{','.join(hook.get('subscribed_events') or [])}")
                 print(f"{len(hooks)} webhook(s)")
+    except MissingApiKey as exc:  # a setting the person has to give
+        raise UsageError(str(exc)) from None
     except NotFoundError:
         raise UsageError(f"no webhook {getattr(args, 'id', '')!r}") from None
     except PermanentError as exc:

@@ -30,7 +30,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..batchapi.listing import ListedJob, vertex_filter
-from ..batchapi.names import GEMINI, JobName
+from ..batchapi.names import GEMINI, JobName, ProjectMatch, project_match
 from ..batchapi.scopes import WatchScope
 from ..errors import BadResponseError, DeadlineExceeded, PermanentError, RelayError
 from ..log import get_logger, log
@@ -150,7 +150,7 @@ class ScopeRun:
             return None
         if self.scope.api == GEMINI:
             return item if item.name == job.name else None
-        return item if job.project in (self.scope.project, item.project) else None
+        return item if project_match(job.project, self.scope.project, item.project) is ProjectMatch.SAME else None
 
     # -- 2. settle ----------------------------------------------------------------------------------------
     async def settle(self, summary: TickSummary) -> None:

@@ -2,8 +2,8 @@
 
 - Vertex, GCS output: every object under ``gcsOutputDirectory/`` (not sibling prefixes), relative paths
   kept, copied server-side with objects.rewrite; objects already there with the same crc32c are skipped.
-- Gemini, responses file: streamed from the Files API download endpoint into a resumable upload of
-  ``responses.jsonl`` (memory stays flat whatever the size).
+- Gemini, responses file: streamed from the Gemini API (``batchapi.outputs``) into a resumable upload of
+  ``responses.jsonl`` (memory stays flat whatever the size); a download that breaks is started again.
 - Gemini, inline responses: ``responses.jsonl``, one ``{"key", "response" | "error"}`` object per line.
 - Vertex, BigQuery output: nothing to copy (``not_applicable``).
 - Last, ``_manifest.json``: name, size and crc32c of every object, as GCS reports them.
@@ -12,31 +12,22 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime as dt
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
-import httpx
-
-from ..errors import BadResponseError, ForbiddenError, NotFoundError, PermanentError, TransientError
+from ..batchapi.outputs import Download, GeminiOutputs, SourceUnavailable
+from ..errors import ForbiddenError, NotFoundError, PermanentError, TransientError
 from ..record.model import CopyStatus, JobRecord, rfc3339
-from ..retry import RetryPolicy, retry, send
+from ..retry import RetryPolicy, retry
 from ..settings import Settings, split_gcs_uri
 from .storage import ObjectInfo, StorageClient
 
 MANIFEST = "_manifest.json"
-_REDIRECTS = (301, 302, 303, 307, 308)
 RESPONSES = "responses.jsonl"
 REWRITE_CONCURRENCY = 32
 LIST_PAGE_SIZE = 1000
-
-
-class SourceUnavailable(TransientError):
-    """A download from the Gemini API failed transiently: the copier retries the whole download (the
-    upload into Cloud Storage is retried by the storage client itself, never again here)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +81,7 @@ def _join(prefix: str, name: str) -> str:
 class Copier:
     """Runs the plan that fits a record's output. Clients come in; nothing is built here."""
 
-    def __init__(self, storage: StorageClient, gemini: httpx.AsyncClient, settings: Settings, *,
+    def __init__(self, storage: StorageClient, gemini: GeminiOutputs, settings: Settings, *,
                  retry: RetryPolicy | None = None) -> None:
         self._storage = storage
         self._gemini = gemini
@@ -154,99 +145,37 @@ class Copier:
 
     # -- Gemini: the responses file, streamed -----------------------------------------------------------
     async def _copy_responses_file(self, file_name: str, bucket: str, prefix: str) -> ObjectInfo:
-        if not file_name.startswith("files/") or "/" in file_name[6:] or ".." in file_name:
-            raise PermanentError(f"unexpected responses file name {file_name[:100]!r}", kind="bad_source")
-        url = f"{self._settings.gemini_base_url}/download/v1beta/{file_name}:download?alt=media"
-
         async def attempt() -> ObjectInfo:
             counted = 0
 
-            async def body(response: httpx.Response) -> AsyncIterator[bytes]:
+            async def body(download: Download) -> AsyncIterator[bytes]:
                 nonlocal counted
-                try:
-                    async for chunk in response.aiter_bytes():
-                        counted += len(chunk)
-                        yield chunk
-                except httpx.HTTPError as exc:
-                    raise SourceUnavailable(f"responses file download broke: {type(exc).__name__}") from None
+                async for chunk in download.chunks():
+                    counted += len(chunk)
+                    yield chunk
 
             try:
-                async with self._download(url) as response:
-                    expected = response.headers.get("content-length")
+                async with self._gemini.download(file_name) as download:
                     written = await self._storage.upload_stream(
-                        bucket, _join(prefix, RESPONSES), body(response), content_type="application/jsonl")
+                        bucket, _join(prefix, RESPONSES), body(download), content_type="application/jsonl")
+                    expected = download.announced_size
             except NotFoundError as exc:
                 raise PermanentError(f"responses file {file_name}: {exc}", kind="missing_source") from None
             except ForbiddenError as exc:
                 raise PermanentError(f"responses file {file_name}: {exc}", kind="forbidden") from None
-            if written.size != counted or (expected is not None and int(expected) != counted):
+            if written.size != counted or (expected is not None and expected != counted):
                 raise TransientError(f"responses.jsonl is {written.size} bytes, read {counted}")
             return written
 
         return await retry(attempt, self._retry, retry_if=lambda exc: isinstance(exc, SourceUnavailable))
 
-    @contextlib.asynccontextmanager
-    async def _download(self, url: str) -> AsyncIterator[httpx.Response]:
-        """GET ``url`` streamed, following up to 5 redirects by hand: the API key goes only to the
-        configured Gemini origin, and a redirect may not downgrade https to http. A failure to reach the
-        file is ``SourceUnavailable`` (transient) or the permanent error of its status."""
-        base = httpx.URL(self._settings.gemini_base_url)
-        for _ in range(6):
-            target = httpx.URL(url)
-            same_origin = (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port)
-            try:
-                response = await send(self._gemini, "GET", target, stream=True, ok=_REDIRECTS,
-                                      headers=self._key() if same_origin else None)
-            except SourceUnavailable:
-                raise
-            except TransientError as exc:
-                raise SourceUnavailable(str(exc), retry_after=exc.retry_after) from None
-            location = response.headers.get("location")
-            if response.status_code not in _REDIRECTS or not location:
-                try:
-                    yield response
-                finally:
-                    await response.aclose()
-                return
-            await response.aclose()
-            next_url = target.join(location)
-            if target.scheme == "https" and next_url.scheme != "https":
-                raise PermanentError("responses file download redirected from https to http", kind="bad_source")
-            url = str(next_url)
-        raise PermanentError("responses file download redirected too many times", kind="bad_source")
-
     # -- Gemini: inline responses --------------------------------------------------------------------
     async def _copy_inline(self, name: str, bucket: str, prefix: str) -> ObjectInfo:
-        url = f"{self._settings.gemini_base_url}/v1beta/{name}"
-        response = await retry(lambda: send(self._gemini, "GET", url, headers=self._key()), self._retry)
-        try:
-            body = response.json()
-            meta = body.get("metadata") or {}
-            holder = (meta.get("output") or {}).get("inlinedResponses") or (
-                (body.get("response") or {}).get("inlinedResponses") or {})
-            items = holder.get("inlinedResponses") or []
-            if not isinstance(items, list):
-                raise TypeError("inlinedResponses is not a list")
-            lines = []
-            for index, item in enumerate(items):
-                key = ((item.get("metadata") or {}).get("key")) or str(index)
-                entry: dict[str, Any] = {"key": key}
-                if "error" in item:
-                    entry["error"] = item["error"]
-                else:
-                    entry["response"] = item.get("response")
-                lines.append(json.dumps(entry, ensure_ascii=False, separators=(",", ":")))
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise BadResponseError(f"inline responses of {name} are unreadable: {exc}") from None
+        lines = [json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+                 for line in await self._gemini.inline_responses(name)]
         data = ("\n".join(lines) + "\n").encode() if lines else b""
         written = await self._storage.upload_bytes(bucket, _join(prefix, RESPONSES), data,
                                                    content_type="application/jsonl")
         if written.size != len(data):
             raise TransientError(f"responses.jsonl is {written.size} bytes, wrote {len(data)}")
         return written
-
-    def _key(self) -> dict[str, str]:
-        key = self._settings.gemini_api_key
-        if not key:
-            raise PermanentError("RELAY_GEMINI_API_KEY is not set; cannot read Gemini outputs", kind="forbidden")
-        return {"x-goog-api-key": key}

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from ..errors import BadResponseError, NotFoundError, TransientError
-from ..retry import RetryPolicy, retry, send
+from ..retry import RetryPolicy, retry, send, transient
 
 DEFAULT_BASE_URL = "https://storage.googleapis.com"
 UPLOAD_QUANTUM = 256 * 1024  # resumable chunks (all but the last) are multiples of this
@@ -227,13 +227,16 @@ class StorageClient:
         """Resumable upload from pieces of any size, ``chunk_size`` bytes per PUT. Holds about one chunk
         (plus one source piece), never the whole object. A failed PUT is retried by ``retry.retry``: the
         next attempt asks the session what it holds, keeps the rest of the buffer and sends on from there.
-        Attempts are counted until the session makes progress."""
+        Attempts are counted until the session makes progress. An error of ``chunks`` itself is never retried
+        here (a source that broke has nothing more to give: the caller starts again); it ends the upload
+        unfinished."""
         if chunk_size <= 0 or chunk_size % UPLOAD_QUANTUM:
             raise ValueError(f"chunk_size must be a positive multiple of {UPLOAD_QUANTUM}")
         session = await self._open_session(bucket, name, content_type)
         source = aiter(chunks)
         buf = memoryview(bytearray(chunk_size))  # fixed, filled up to ``fill``; writes are plain copies
-        state = {"fill": 0, "offset": 0, "pending": _EMPTY, "exhausted": False, "unsure": False}
+        state = {"fill": 0, "offset": 0, "pending": _EMPTY, "exhausted": False, "unsure": False,
+                 "source_failed": False}
         # offset: absolute position of buf[0] (everything before it is persisted); pending: the unread rest
         # of the current source piece; unsure: the last PUT failed, so what the session holds is unknown
 
@@ -257,6 +260,9 @@ class StorageClient:
                         state["pending"] = _view(await anext(source))
                     except StopAsyncIteration:
                         state["exhausted"] = True
+                    except BaseException:
+                        state["source_failed"] = True
+                        raise
                     continue
                 pending, fill = state["pending"], state["fill"]
                 take = min(chunk_size - fill, len(pending))
@@ -287,7 +293,7 @@ class StorageClient:
             return None
 
         while True:
-            done = await retry(step, self.retry)
+            done = await retry(step, self.retry, retry_if=lambda exc: transient(exc) and not state["source_failed"])
             if done is not None:
                 return done
 

@@ -1,4 +1,5 @@
-"""The project's static Gemini API webhooks over REST, with the API key (``batch-relay webhook …``).
+"""The project's static Gemini API webhooks over REST, with the API key (``batch-relay webhook …``), and
+the checks of what a person asks for (a URL the API can deliver to, a webhook id).
 
 ``POST /v1beta/webhooks {"name", "uri", "subscribed_events"}`` registers one (its reply holds the
 signing secret, once: ``new_signing_secret``), ``GET /v1beta/webhooks`` lists them (paged),
@@ -11,9 +12,12 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from ..errors import BadResponseError, UsageError
 from ..retry import RetryPolicy, retry, send
 from ..settings import Settings
+from .endpoints import gemini_key, webhooks_url
 
 # The batch events of the Gemini API's webhook enum; batch-relay takes any batch.* delivery as a nudge.
 BATCH_EVENTS = ("batch.succeeded", "batch.failed", "batch.expired")
@@ -48,12 +52,14 @@ def _webhook(body: Any) -> dict[str, Any]:
 
 
 class WebhookAdmin:
-    def __init__(self, http: Any, settings: Settings, *, retry_policy: RetryPolicy | None = None) -> None:
-        if not settings.gemini_api_key:
-            raise UsageError("RELAY_GEMINI_API_KEY is not set: webhooks are managed with the Gemini API key")
+    """Register, list and unregister over ``http`` (an ``httpx.AsyncClient`` the caller builds and closes);
+    ``endpoints.MissingApiKey`` without the API key. Lists (GET) are retried; a POST or DELETE is sent once."""
+
+    def __init__(self, http: httpx.AsyncClient, settings: Settings, *,
+                 retry_policy: RetryPolicy | None = None) -> None:
+        self._headers = gemini_key(settings)
         self._http = http
-        self._base = f"{settings.gemini_base_url}/v1beta/webhooks"
-        self._headers = {"x-goog-api-key": settings.gemini_api_key}
+        self._settings = settings
         self._retry = retry_policy or RetryPolicy(max_attempts=settings.max_attempts)
 
     async def _call(self, method: str, url: str, **kw: Any) -> Any:
@@ -69,19 +75,20 @@ class WebhookAdmin:
         body: dict[str, Any] = {"uri": check_url(url), "subscribed_events": list(events)}
         if name:
             body["name"] = name
-        created = _webhook(await self._call("POST", self._base, json=body))
+        created = _webhook(await self._call("POST", webhooks_url(self._settings), json=body))
         if not isinstance(created.get("new_signing_secret"), str):
             raise BadResponseError("the Gemini API registered the webhook but sent no signing secret")
         return created
 
     async def unregister(self, webhook_id: str) -> None:
-        await self._call("DELETE", f"{self._base}/{check_id(webhook_id)}")
+        await self._call("DELETE", webhooks_url(self._settings, check_id(webhook_id)))
 
     async def list(self) -> list[dict[str, Any]]:
-        out, token = [], None
+        out: list[dict[str, Any]] = []
+        token: str | None = None
         for _ in range(100):
             params: dict[str, Any] = {"page_size": 100, **({"page_token": token} if token else {})}
-            page = await self._call("GET", self._base, params=params)
+            page = await self._call("GET", webhooks_url(self._settings), params=params)
             if not isinstance(page, dict) or not isinstance(page.get("webhooks", []), list):
                 raise BadResponseError("the Gemini API's webhook list is not a list")
             out += [_webhook(item) for item in page.get("webhooks", [])]
