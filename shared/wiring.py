@@ -196,13 +196,11 @@ def recent_webhook_ids() -> RecentIds:
 @functools.cache
 def jwks_keys(url: str, *, transport: httpx.BaseTransport | None = None) -> JwksKeys:
     """The Ed25519 keys of dynamic webhooks, cached per warm instance."""
-    from .webhooks.jwks import JwksKeys
+    from .webhooks.jwks import JwksKeys, read_jwks
 
     def fetch(target: str) -> object:
         with sync_http_client(httpx.Timeout(5.0), transport=transport) as http:
-            response = http.get(target)
-            response.raise_for_status()
-            return response.json()
+            return read_jwks(http, target)
 
     return JwksKeys(url, fetch)
 

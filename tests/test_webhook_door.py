@@ -167,3 +167,34 @@ def test_api_and_key_urls_refuse_plain_http_except_to_this_machine(var):
 def test_loopback_is_this_machine_only():
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.3.4.5", "::1", "localhost", "LOCALHOST"))
     assert not any(is_loopback(h) for h in ("10.0.0.1", "localhost.example.com", "0.0.0.0", "", None, "::"))
+
+
+def test_a_jwks_reply_over_the_size_cap_is_refused_unread():
+    """The key server is the peer: a reply over 64 KiB (declared, or streamed without a length) is not read
+    whole, and the keys the instance had are kept."""
+    import httpx
+
+    from batch_relay.webhooks.jwks import MAX_BYTES, read_jwks
+
+    big = b'{"keys": [' + b" " * (MAX_BYTES + 10) + b"]}"
+    read: list[int] = []
+
+    def stream():
+        for start in range(0, len(big), 4096):
+            read.append(start)
+            yield big[start:start + 4096]
+
+    def handler(request):
+        if request.url.path == "/declared":
+            return httpx.Response(200, content=big, headers={"content-length": str(len(big))})
+        if request.url.path == "/streamed":
+            return httpx.Response(200, content=stream())
+        return httpx.Response(200, json={"keys": []})
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as http:
+        with pytest.raises(ValueError, match="over"):
+            read_jwks(http, "https://keys.example/declared")
+        with pytest.raises(ValueError, match="over"):
+            read_jwks(http, "https://keys.example/streamed")
+        assert len(read) * 4096 <= MAX_BYTES + 2 * 4096  # stopped at the cap, not at the end
+        assert read_jwks(http, "https://keys.example/small") == {"keys": []}

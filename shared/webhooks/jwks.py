@@ -9,15 +9,35 @@ outlived by the keys it revoked).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
+
+import httpx
 
 from ..log import get_logger, log
 from .verify import ed25519_keys_from_jwks
 
 _log = get_logger("jwks")
+MAX_BYTES = 64 * 1024  # a JWKS of a few keys is about a kilobyte; a larger reply is refused unread
+
+
+def read_jwks(http: httpx.Client, url: str, limit: int = MAX_BYTES) -> Any:
+    """GET the JWKS document at ``url``, reading at most ``limit`` bytes of it (``ValueError`` past that)."""
+    with http.stream("GET", url) as response:
+        response.raise_for_status()
+        length = response.headers.get("content-length")
+        if length is not None and length.isascii() and length.isdigit() and int(length) > limit:
+            raise ValueError(f"JWKS document of {length} bytes is over {limit}")
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > limit:
+                raise ValueError(f"JWKS document over {limit} bytes")
+    return json.loads(body)
 
 
 class JwksKeys:
