@@ -641,7 +641,7 @@ def run_demo(*, ci: bool = False, keep: bool = False, seconds: float = 60.0, tic
             timed_out = _watch(view, jobs, store, stack, consumer, events, lock, t0, seconds, timeout_s)
             with lock:
                 seen = list(events)
-            records = {r.name: r.to_doc() for r in store.list()}
+            records = {r.name: r.to_doc() for r in store.records()}
             sim_stats = simulator.stats()
             checks, details = verify(jobs, store, gcs, seen, sim_stats, records)
             waited = waiter.result(timeout_s=30)
@@ -686,7 +686,7 @@ def _watch(view: View, jobs, store, stack: LocalStack, consumer, events: list, l
     last_progress = 0.0
     while True:
         elapsed = time.time() - t0
-        typed = list(store.list())
+        typed = list(store.records())
         records = {r.name: r.to_doc() for r in typed}
         with lock:
             snapshot = list(events)
