@@ -253,3 +253,24 @@ def test_stall_due_once_per_version_and_ordered_with_the_jobs_events():
     assert sorted(["copy", "lost", "00000003", "stalled-00000002", "00000002"], key=machine.pending_order) == [
         "00000002", "stalled-00000002", "00000003", "lost", "copy"]
     assert two.record.stalled_at is None
+
+
+def test_track_creates_or_updates_through_one_outcome():
+    job = JobName.parse("batches/m1")
+    (record, created), change = machine.track(None, job, destination="gs://b/x", labels={"a": "1"}, now=at(0))
+    assert created and change.record == record and (record.version, record.destination) == (0, "gs://b/x")
+    assert machine.track(record, job, destination=None, labels={"a": "1"}, now=at(1)) == ((record, False), None)
+    (after, created), change = machine.track(record, job, destination=None, labels={"b": "2"}, now=at(1))
+    assert not created and change.record == after and after.labels == {"a": "1", "b": "2"}
+
+
+def test_unwatch_writes_only_a_watched_record():
+    watched = fresh().replace(watch_scope="gemini", watch_part=3, poll_slot="")
+    result, change = machine.unwatch(watched)
+    assert result == PollResult.UPDATED
+    assert (change.record.watch_scope, change.record.watch_part, change.record.poll_slot) == ("", 0, "1:0")
+    assert machine.unwatch(change.record) == (PollResult.UNCHANGED, None)
+    # a discovered job is watched under its route, and its first status applied at once
+    result, change = machine.discover(JobName.parse("batches/m1"), status(), at(1), "me", S, machine.Route("gemini", 5))
+    assert result == PollResult.CHANGED and change.record.version == 1
+    assert (change.record.watch_scope, change.record.watch_part, change.record.poll_slot) == ("gemini", 5, "")
