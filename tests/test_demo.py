@@ -111,7 +111,7 @@ def check_end_state(stack, jobs: list[demo.DemoJob]) -> dict:
         names = sorted(o["name"] for o in manifest["objects"])
         assert gcs_names(gcs, bucket, prefix + "/") == sorted(f"{prefix}/{n}" for n in [*names, "_manifest.json"])
         for entry in manifest["objects"]:
-            data = gcs_get(gcs, f"{copy['uri']}/{entry['name']}")
+            data = gcs_get(gcs, f"{copy.uri}/{entry['name']}")
             assert (len(data), crc32c_of(data)) == (entry["size"], entry["crc32c"]), (job.name, entry["name"])
         assert manifest["total_bytes"] == copy.bytes and len(names) == copy.objects
         if job.sources:  # Vertex: the objects under the output directory, byte for byte; not the sibling
@@ -119,10 +119,10 @@ def check_end_state(stack, jobs: list[demo.DemoJob]) -> dict:
             expected = {n[len(directory) + 1:]: d for n, d in job.sources.items() if n.startswith(directory + "/")}
             assert names == sorted(expected)
             for name, data in expected.items():
-                assert gcs_get(gcs, f"{copy['uri']}/{name}") == data
+                assert gcs_get(gcs, f"{copy.uri}/{name}") == data
         else:  # Gemini: responses.jsonl, one line per request
             assert names == ["responses.jsonl"]
-            lines = gcs_get(gcs, f"{copy['uri']}/responses.jsonl").decode().splitlines()
+            lines = gcs_get(gcs, f"{copy.uri}/responses.jsonl").decode().splitlines()
             output = job.spec["output"]
             assert len(lines) == output.get("lines", output.get("count"))
             assert all("key" in json.loads(line) for line in lines)

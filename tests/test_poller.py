@@ -79,8 +79,8 @@ def test_gemini_lifecycle_one_event_per_transition(relay, simulator, poll_client
     messages = relay.drain()
     by_job = events_by_job(messages)
     rec, _ = check_stream(relay, names[0], ["JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"])
-    assert rec["completion_stats"] == {"successful": 2, "failed": 1, "incomplete": 0}
-    assert rec["output"] == {"file_name": "files/batch-life-1"}
+    assert rec.completion_stats == {"successful": 2, "failed": 1, "incomplete": 0}
+    assert rec.output == {"file_name": "files/batch-life-1"}
     check_stream(relay, names[1], ["JOB_STATE_PENDING", "JOB_STATE_CANCELLED"])
     assert relay.store.load(names[1]).error["code"] == 1
     check_stream(relay, names[2], ["JOB_STATE_PENDING", "JOB_STATE_EXPIRED"])
@@ -114,10 +114,10 @@ def test_vertex_lifecycle_paused_resumes_and_partial_success(relay, simulator, p
     ticks_until_terminal(poll_client, relay, names)
     full = [f"JOB_STATE_{s}" for s in states]
     rec, _ = check_stream(relay, names[0], full)
-    assert rec["terminal"] and rec["output"] == {"gcs_uri": "gs://vertex-out/run-501/prediction-x"}
+    assert rec.terminal and rec.output == {"gcs_uri": "gs://vertex-out/run-501/prediction-x"}
     check_stream(relay, names[1], ["JOB_STATE_RUNNING", "JOB_STATE_CANCELLING", "JOB_STATE_CANCELLED"])
     failed, _ = check_stream(relay, names[2], ["JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_FAILED"])
-    assert failed["error"]["code"] != 0
+    assert failed.error["code"] != 0
     by_job = events_by_job(relay.drain())
     assert [m["attributes"]["state"] for m in by_job[names[0]]] == full
     paused = by_job[names[0]][2]
