@@ -79,8 +79,8 @@ class Poller:
             shard_lo, shard_hi, tick_no = part.shard_lo, part.shard_hi, part.tick if tick_no is None else tick_no
             if part.count > 1:
                 self._scopes = part.scopes(self.settings)
-        fanned = part is not None and part.count > 1
-        global_work = part is None or part.count <= 1 or part.coordinator
+        fanned = part if part is not None and part.count > 1 else None  # one part of several
+        global_work = fanned is None or fanned.coordinator
         self.tick_no = cadence.tick_number(self._now(), self.settings) if tick_no is None else tick_no
         await self._migrate(summary)
         apply = self._applier(deadline)
@@ -106,9 +106,9 @@ class Poller:
         if global_work:
             await self._retire_scopes(summary)
         summary.duration_s = self.clock() - started
-        fields = {"part": part.index, "parts": part.count} if part is not None and fanned else {}
-        await self._store.heartbeat(summary.as_dict(), self._now(), part.index if part is not None and fanned
-                                    else None, self.tick_no)
+        fields = {"part": fanned.index, "parts": fanned.count} if fanned is not None else {}
+        await self._store.heartbeat(summary.as_dict(), self._now(), fanned.index if fanned is not None else None,
+                                    self.tick_no)
         log(_log, logging.INFO, "tick finished", **summary.as_dict(), **fields)
         return summary
 
