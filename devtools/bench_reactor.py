@@ -60,9 +60,10 @@ def child(argv: list[str]) -> int:
                                     retry=RetryPolicy(max_attempts=settings.max_attempts))
             outbox = Outbox(store, wiring.event_publisher(settings, publisher))
             reactor = Reactor(store, Copier(storage, GeminiOutputs(gemini, settings), settings), outbox)
-            _result, claimed = store.claim_copy(name, dt.datetime.now(dt.UTC))
+            claim = store.claim_copy(name, dt.datetime.now(dt.UTC))
+            assert claim is not None, f"{name} is not tracked"
             started = time.perf_counter()
-            result = await reactor.run_copy(claimed, dt.datetime.now(dt.UTC))
+            result = await reactor.run_copy(claim.record, dt.datetime.now(dt.UTC))
             return result, storage.requests, time.perf_counter() - started
 
     result, requests, seconds = asyncio.run(run())

@@ -723,7 +723,7 @@ class _DemoRun:
         """The checks of the end state, the outputs mirrored to the work dir, and the result's fields."""
         with self.lock:
             seen = list(self.events)
-        self.records = records = {r.name: r.to_doc() for r in self.store.list()}
+        self.records = records = {r.name: r.to_doc() for r in self.store.records()}
         sim_stats = self.simulator.stats()
         checks, details = verify(self.jobs, self.store, self.gcs, seen, sim_stats, records)
         waited = self.waiter.result(timeout_s=30)
@@ -752,7 +752,7 @@ def _watch(view: View, jobs, store, stack: LocalStack, consumer, events: list, l
     last_progress = 0.0
     while True:
         elapsed = time.time() - t0
-        typed = list(store.list())
+        typed = list(store.records())
         records = {r.name: r.to_doc() for r in typed}
         with lock:
             snapshot = list(events)

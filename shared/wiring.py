@@ -15,8 +15,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
-import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -24,20 +23,23 @@ import httpx
 from .auth import endpoint_auth
 from .batchapi.client import BatchApiClient
 from .batchapi.endpoints import vertex_base_url
-from .batchapi.http import USER_AGENT, make_http_pool
+from .batchapi.http import USER_AGENT, HttpPool, make_http_pool
 from .events.outbox import Outbox
 from .events.publisher import EventPublisher
+from .record.client import make_client
 from .record.model import SHARDS
 from .record.store import JobStore
 from .retry import RetryPolicy
 from .settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
-    from google.cloud import firestore, pubsub_v1
+    from google.cloud.pubsub_v1 import PublisherClient
 
     from .batchapi.webhook_admin import WebhookAdmin
+    from .poller.fanout import Part
     from .poller.tick import Poller
     from .reactor.handler import Reaction, Reactor
+    from .record.client import FirestoreClient
     from .webhooks.jwks import JwksKeys
     from .webhooks.recent import RecentIds
 
@@ -62,13 +64,11 @@ def sync_http_client(timeout: httpx.Timeout, *, transport: httpx.BaseTransport |
 
 # -- Google clients -----------------------------------------------------------------------------------------
 
-def make_firestore(settings: Settings) -> firestore.Client:
-    from google.cloud import firestore
-
-    return firestore.Client(project=settings.project, database=settings.database)
+def make_firestore(settings: Settings) -> FirestoreClient:
+    return make_client(settings.project, settings.database)
 
 
-def make_publisher(settings: Settings) -> pubsub_v1.PublisherClient:
+def make_publisher(settings: Settings) -> PublisherClient:
     from google.cloud import pubsub_v1
 
     return pubsub_v1.PublisherClient(
@@ -77,17 +77,17 @@ def make_publisher(settings: Settings) -> pubsub_v1.PublisherClient:
 
 
 @functools.cache
-def cached_firestore(settings: Settings) -> firestore.Client:
+def cached_firestore(settings: Settings) -> FirestoreClient:
     """One Firestore client per warm instance (sync clients are safe to share)."""
     return make_firestore(settings)
 
 
 @functools.cache
-def cached_publisher(settings: Settings) -> pubsub_v1.PublisherClient:
+def cached_publisher(settings: Settings) -> PublisherClient:
     return make_publisher(settings)
 
 
-def event_publisher(settings: Settings, publisher_client: pubsub_v1.PublisherClient) -> EventPublisher:
+def event_publisher(settings: Settings, publisher_client: PublisherClient) -> EventPublisher:
     return EventPublisher(publisher_client, settings.project, settings.events_topic)
 
 
@@ -97,8 +97,9 @@ def vertex_auth(settings: Settings) -> httpx.Auth:
     return endpoint_auth(vertex_base_url(settings, "global"))
 
 
-def make_poller(settings: Settings, db, publisher_client, http, *, store: JobStore | None = None,
-                now=None) -> Poller:
+def make_poller(settings: Settings, db: FirestoreClient, publisher_client: PublisherClient,
+                http: HttpPool, *, store: JobStore | None = None,
+                now: Callable[[], dt.datetime] | None = None) -> Poller:
     """The tick's Poller over real clients (``store`` may be given, e.g. an instrumented one; ``now``, a
     clock, for tests of the cadence)."""
     from .poller.tick import Poller
@@ -108,15 +109,18 @@ def make_poller(settings: Settings, db, publisher_client, http, *, store: JobSto
     return Poller(settings, store, api, event_publisher(settings, publisher_client), now=now)
 
 
-async def run_tick(settings: Settings, db, publisher_client, *,
-                   transport: httpx.AsyncBaseTransport | None = None,
-                   shards: tuple[int, int] | None = None, now=None, part=None) -> dict[str, Any]:
+async def run_tick(settings: Settings, db: FirestoreClient, publisher_client: PublisherClient, *,
+                   transport: httpx.AsyncBaseTransport | None = None, shards: tuple[int, int] | None = None,
+                   now: Callable[[], dt.datetime] | None = None, part: Part | None = None) -> dict[str, Any]:
     """One tick with clients that belong to this event loop (built here, closed here): the whole tick, one
-    ``part`` of a fan-out, or — when ``RELAY_TICK_FANOUT`` > 1 and no part is given — the coordinator."""
+    ``part`` of a fan-out, or — when ``RELAY_TICK_FANOUT`` > 1 and no part is given — the coordinator
+    (``poller.coordinator``)."""
     async with make_http_pool(settings.poll_concurrency, settings.request_timeout_s, transport=transport) as http:
         poller = make_poller(settings, db, publisher_client, http, now=now)
         if part is None and shards is None and settings.tick_fanout > 1:
-            return await _coordinate(settings, db, publisher_client, poller)
+            from .poller.coordinator import coordinate
+
+            return await coordinate(settings, poller, publisher_client, JobStore(db, settings))
         if part is not None:
             summary = await poller.tick(part=part)
         else:
@@ -125,47 +129,8 @@ async def run_tick(settings: Settings, db, publisher_client, *,
     return summary.as_dict()
 
 
-async def _coordinate(settings: Settings, db, publisher_client, poller: Poller) -> dict[str, Any]:
-    """The coordinator of a fanned-out tick (``poller.fanout``): publish parts 1..K-1, run part 0, then
-    wait (a little, within the deadline) for the others' heartbeats and add up what they reported."""
-    from .log import get_logger, log
-    from .poller import fanout
-    from .record import cadence
-
-    logger = get_logger("fanout")
-    started = poller.clock()
-    tick = cadence.tick_number(poller.now(), settings)
-    parts = fanout.plan(settings.tick_fanout, tick)
-    topic = f"projects/{settings.project}/topics/{settings.tick_parts_topic}"
-    futures = [publisher_client.publish(topic, p.to_message(), part=str(p.index), tick=str(tick)) for p in parts[1:]]
-    published = 0
-    for part, future in zip(parts[1:], futures, strict=True):
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(future), 60)
-            published += 1
-        except Exception as exc:  # noqa: BLE001 - that part's shards wait for the next tick
-            log(logger, logging.ERROR, "tick part not published", part=part.index,
-                error=f"{type(exc).__name__}: {exc}"[:300])
-    summary = (await poller.tick(part=parts[0])).as_dict()
-    store = JobStore(db, settings)
-    own_s = poller.clock() - started
-    deadline = started + settings.tick_deadline_s
-    until = min(deadline, poller.clock() + max(10.0, 3 * own_s))
-    reported: dict[int, dict[str, Any]] = {}
-    while len(reported) < len(parts) - 1 and poller.clock() < until:
-        reported = await asyncio.to_thread(store.part_heartbeats, tick, range(1, len(parts)))
-        if len(reported) < len(parts) - 1:
-            await asyncio.sleep(0.5)
-    total = fanout.add_up(summary, list(reported.values()))
-    total.update(duration_s=round(poller.clock() - started, 3), parts=len(parts), parts_published=published,
-                 parts_reported=len(reported))
-    total["errors"] += len(parts) - 1 - published
-    await asyncio.to_thread(store.heartbeat, total, dt.datetime.now(dt.UTC), None, tick)
-    return total
-
-
-def poll_once(settings: Settings, db, publisher_client, *, shards: tuple[int, int] | None = None,
-              part=None) -> dict[str, Any]:
+def poll_once(settings: Settings, db: FirestoreClient, publisher_client: PublisherClient, *,
+              shards: tuple[int, int] | None = None, part: Part | None = None) -> dict[str, Any]:
     return asyncio.run(run_tick(settings, db, publisher_client, shards=shards, part=part))
 
 
@@ -174,7 +139,7 @@ def poll_once(settings: Settings, db, publisher_client, *, shards: tuple[int, in
 WEBHOOK_DEADLINE_S = 15.0  # the Gemini API expects a 2xx within a few seconds
 
 
-def nudge(settings: Settings, db, publisher_client, name: str, *,
+def nudge(settings: Settings, db: FirestoreClient, publisher_client: PublisherClient, name: str, *,
           transport: httpx.AsyncBaseTransport | None = None) -> str:
     """A webhook's nudge: fetch one batch now and apply it as a tick would (``Poller.nudge``)."""
 
@@ -218,7 +183,7 @@ async def webhook_admin(settings: Settings, *,
 # -- the reactor --------------------------------------------------------------------------------------------
 
 @contextlib.asynccontextmanager
-async def reactor(settings: Settings, db: firestore.Client, publisher_client: pubsub_v1.PublisherClient, *,
+async def reactor(settings: Settings, db: FirestoreClient, publisher_client: PublisherClient, *,
                   store: JobStore | None = None,
                   transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[Reactor]:
     """A Reactor over the async clients of one invocation (closed when the block ends): Cloud Storage, and
@@ -239,8 +204,8 @@ async def reactor(settings: Settings, db: firestore.Client, publisher_client: pu
         yield Reactor(store, Copier(storage, GeminiOutputs(gemini_http, settings), settings), outbox)
 
 
-def react_to_cloud_event(cloud_event: Any, settings: Settings, db: firestore.Client,
-                         publisher_client: pubsub_v1.PublisherClient, *,
+def react_to_cloud_event(cloud_event: Any, settings: Settings, db: FirestoreClient,
+                         publisher_client: PublisherClient, *,
                          transport: httpx.AsyncBaseTransport | None = None) -> Reaction:
     """Entry of ``on_job_event``. Returns what happened; raises only to have the event redelivered."""
     from .reactor.handler import Reaction, triage
@@ -254,24 +219,3 @@ def react_to_cloud_event(cloud_event: Any, settings: Settings, db: firestore.Cli
             return await r.handle(trigger)
 
     return asyncio.run(run())
-
-
-def recopy(name: str, settings: Settings, db, publisher_client) -> dict[str, Any]:
-    """``batch-relay recopy``: a new attempt of a failed or stuck copy, run here; returns the copy map."""
-    from .errors import UsageError
-    from .record.machine import ClaimResult
-
-    store = JobStore(db, settings)
-    record = store.recopy(name)
-    now = dt.datetime.now(dt.UTC)
-
-    async def run() -> None:
-        async with reactor(settings, db, publisher_client, store=store) as r:
-            result, claimed = await asyncio.to_thread(store.claim_copy, record.name, now)
-            if result != ClaimResult.CLAIMED:
-                raise UsageError(f"could not start the copy of {name}: {result.value}")
-            await r.run_copy(claimed, now)
-
-    asyncio.run(run())
-    after = store.load(record.name)
-    return after.public()["copy"] if after else {}

@@ -86,14 +86,14 @@ def test_an_unchanged_job_is_polled_less_and_less_often_and_a_change_is_seen_wit
         relay.tick(s, now=at_tick(k))
         if simulator.stats()["per_job_gets"].get("batches/cad-1", 0) > before:
             gets.append(k)
-        if relay.store.get("batches/cad-1")["terminal"]:
+        if relay.store.load("batches/cad-1").terminal:
             break
     # tracked: every tick; unchanged: 4 ticks (less the one of the step), then the 16-tick cap
     assert gets[:5] == [0, 1, 4, 19, 35]
     # the count change at minute 22 is seen at the next poll (35: within one interval), then every tick again
     assert gets[gets.index(35) + 1] == 36
-    record = relay.store.get("batches/cad-1")
-    assert record["completion_stats"]["successful"] == 5 and record["state"] == "JOB_STATE_SUCCEEDED"
+    record = relay.store.load("batches/cad-1")
+    assert record.completion_stats["successful"] == 5 and record.state == "JOB_STATE_SUCCEEDED"
     assert gets[-1] - 40 <= 16  # the end, within one interval
     assert len(gets) <= 10  # against 55 polls at every tick
     assert [m["attributes"]["state"] for m in relay.drain()] == ["JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"]
@@ -106,7 +106,7 @@ def test_at_or_below_the_tick_interval_every_tick_as_before(relay, simulator):
     for k in range(6):
         relay.tick(s, now=at_tick(k))
     assert simulator.stats()["per_job_gets"]["batches/cad-2"] == 6
-    assert relay.store.get("batches/cad-2")["poll_slot"] == "1:0"
+    assert relay.store.load("batches/cad-2").poll_slot == "1:0"
 
 
 def test_stalls_and_lost_still_work_with_a_cadence(relay, simulator):
@@ -124,8 +124,8 @@ def test_stalls_and_lost_still_work_with_a_cadence(relay, simulator):
     stalls = [m for m in messages if m["attributes"]["ce-type"] == "batchrelay.job.v1.stalled"]
     assert [m["attributes"]["job"] for m in stalls] == ["batches/cad-3"]
     assert stalls[0]["data"]["stalled_for_s"] <= 40 * 60  # seen at the first poll past 30 min
-    lost = relay.store.get("batches/cad-4")
-    assert lost["terminal"] and lost["last_poll_error"]["kind"] == "not_found"
+    lost = relay.store.load("batches/cad-4")
+    assert lost.terminal and lost.last_poll_error["kind"] == "not_found"
     assert [m["attributes"]["job"] for m in messages if m["attributes"]["ce-type"] == "batchrelay.job.v1.lost"] == [
         "batches/cad-4"]
 
@@ -138,9 +138,9 @@ def test_a_webhook_nudge_makes_a_job_due_every_tick_again(relay, simulator, func
     relay.store.track("batches/cad-5")
     for k in range(6):
         relay.tick(s, now=at_tick(k))
-    assert relay.store.get("batches/cad-5")["poll_slot"].startswith("10:")
+    assert relay.store.load("batches/cad-5").poll_slot.startswith("10:")
     assert wiring.nudge(s, relay.db, relay.publisher, "batches/cad-5") == "unchanged"
-    assert relay.store.get("batches/cad-5")["poll_slot"] == "1:0"
+    assert relay.store.load("batches/cad-5").poll_slot == "1:0"
 
 
 def test_records_off_the_ladder_are_brought_back_when_the_setting_changes(relay, simulator):
@@ -149,8 +149,8 @@ def test_records_off_the_ladder_are_brought_back_when_the_setting_changes(relay,
     relay.store.track("batches/cad-6")
     for k in (0, 1, 4, 19):
         relay.tick(long, now=at_tick(k))
-    assert relay.store.get("batches/cad-6")["poll_slot"].startswith("60:")
+    assert relay.store.load("batches/cad-6").poll_slot.startswith("60:")
     short = dataclasses.replace(long, max_poll_interval_s=300)  # 60 is no longer on the ladder
     summary = relay.tick(short, now=at_tick(22))
     assert summary["migrated"] == 1 and summary["polled"] == 1
-    assert relay.store.get("batches/cad-6")["poll_slot"].split(":")[0] in ("1", "5")
+    assert relay.store.load("batches/cad-6").poll_slot.split(":")[0] in ("1", "5")

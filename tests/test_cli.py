@@ -40,7 +40,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(args, needle, relay,
     code, out, err = run(args, capsys)
     assert code == 2
     assert err.count("\n") == 1 and needle in err and err.startswith("error:")
-    assert list(relay.store.list()) == []
+    assert list(relay.store.records()) == []
 
 
 def test_bad_settings_exit_2(function_env, monkeypatch, capsys):
@@ -55,8 +55,8 @@ def test_track_list_show_poll_republish_untrack(relay, simulator, function_env, 
     assert code == 0 and "tracking batches/cli-1" in out
     code, out, _ = run(["track", "batches/cli-1", "--label", "run=2"], capsys)  # harmless, updates options only
     assert code == 0 and "already tracked" in out
-    record = relay.store.get("batches/cli-1")
-    assert record["labels"] == {"team": "ml", "run": "2"} and record["destination"] == "gs://out-bkt/x"
+    record = relay.store.load("batches/cli-1")
+    assert record.labels == {"team": "ml", "run": "2"} and record.destination == "gs://out-bkt/x"
     code, out, _ = run(["poll"], capsys)
     summary = json.loads(out)
     assert code == 0 and summary["changed"] == 1 and set(summary) >= {"polled", "changed", "published", "errors",
@@ -78,7 +78,7 @@ def test_track_list_show_poll_republish_untrack(relay, simulator, function_env, 
     assert code == 0 and json.loads(out) == {"job": "batches/cli-1", "published": 0, "unpublished": 0}
     assert len(relay.drain()) == 2
     code, out, _ = run(["untrack", "batches/cli-1"], capsys)
-    assert code == 0 and relay.store.get("batches/cli-1") is None
+    assert code == 0 and relay.store.load("batches/cli-1") is None
     code, _, err = run(["show", "batches/cli-1"], capsys)
     assert code == 2 and "not tracked" in err
 
@@ -101,7 +101,7 @@ def test_python_track_api(relay, function_env):
 
     record = track("projects/p1/locations/us-central1/batchPredictionJobs/77", destination="gs://out-bkt/y")
     assert record["api"] == "vertex" and record["version"] == 0 and record["state"] == "JOB_STATE_UNSPECIFIED"
-    assert relay.store.get(record["name"])["copy"]["attempt"] == 1
+    assert relay.store.load(record["name"]).copy.attempt == 1
     with pytest.raises(UsageError):
         track("nope")
 

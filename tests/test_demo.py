@@ -70,59 +70,59 @@ def check_end_state(stack, jobs: list[demo.DemoJob]) -> dict:
         by_job.setdefault(message["attributes"]["job"], []).append(message)
     assert set(by_job) == {job.name for job in jobs}
     for job in jobs:
-        record = store.get(job.name)
-        assert record["terminal"] and record["state"] == job.expected, (job.name, record["state"])
-        assert record["tracked_by"] == ("watch" if job.via == "watch" else "track"), job.name
-        tid = record["tracking_id"]
+        record = store.load(job.name)
+        assert record.terminal and record.state == job.expected, (job.name, record.state)
+        assert record.tracked_by == ("watch" if job.via == "watch" else "track"), job.name
+        tid = record.tracking_id
         transitions = store.transitions(job.name)
         # transitions: versions 1..n, a chain from UNSPECIFIED to the terminal state, all published
-        assert [t["version"] for t in transitions] == list(range(1, record["version"] + 1))
+        assert [t["version"] for t in transitions] == list(range(1, record.version + 1))
         assert [t["from_state"] for t in transitions] == ["JOB_STATE_UNSPECIFIED"] + [
             t["to_state"] for t in transitions[:-1]]
         assert transitions[-1]["to_state"] == job.expected
-        assert all(t["published"] for t in transitions) and not record["has_unpublished"]
+        assert all(t["published"] for t in transitions) and not record.has_unpublished
         # every transition delivered as exactly one event, in version order, with the A5 ids
         got = by_job[job.name]
         changed = [m for m in got if m["attributes"]["ce-type"] == STATE_CHANGED]
         assert [m["attributes"]["ce-id"] for m in changed] == [t["event_id"] for t in transitions] == [
-            f"{tid}-{v}" for v in range(1, record["version"] + 1)]
+            f"{tid}-{v}" for v in range(1, record.version + 1)]
         assert [(m["attributes"]["previous_state"], m["attributes"]["state"]) for m in changed] == [
             (t["from_state"], t["to_state"]) for t in transitions]
         stalls = [m["attributes"]["ce-id"] for m in got if m["attributes"]["ce-type"] == "batchrelay.job.v1.stalled"]
         assert all(re.fullmatch(rf"{tid}-\d+-stalled", s) for s in stalls) and (stalls or not job.stalls), job.name
         others = [m["attributes"]["ce-id"] for m in got
                   if m["attributes"]["ce-type"] not in (STATE_CHANGED, "batchrelay.job.v1.stalled")]
-        copy = record["copy"]
+        copy = record.copy
         if job.copy is None:
-            assert others == [] and copy["status"] == "pending", (job.name, others, copy)
+            assert others == [] and copy.status == "pending", (job.name, others, copy)
             bucket, _, prefix = (job.destination or "gs://x/").removeprefix("gs://").partition("/")
             assert gcs_names(gcs, bucket, prefix + "/") == []  # nothing copied for it
             continue
         assert others == [f"{tid}-copy1-ready"], (job.name, others)
         assert got[-1]["attributes"]["ce-type"] == "batchrelay.job.v1.outputsReady"  # after the success
-        assert copy["status"] == job.copy and copy["announced"], (job.name, copy)
+        assert copy.status == job.copy and copy.announced, (job.name, copy)
         if job.copy == "not_applicable":
-            assert copy["manifest_uri"] is None and copy["objects"] == 0
+            assert copy.manifest_uri is None and copy.objects == 0
             continue
         # outputs copied, with a manifest whose entries match the objects fake-gcs holds
-        manifest = json.loads(gcs_get(gcs, copy["manifest_uri"]))
+        manifest = json.loads(gcs_get(gcs, copy.manifest_uri))
         assert manifest["job"] == job.name and manifest["state"] == job.expected
-        bucket, _, prefix = copy["uri"].removeprefix("gs://").partition("/")
+        bucket, _, prefix = copy.uri.removeprefix("gs://").partition("/")
         names = sorted(o["name"] for o in manifest["objects"])
         assert gcs_names(gcs, bucket, prefix + "/") == sorted(f"{prefix}/{n}" for n in [*names, "_manifest.json"])
         for entry in manifest["objects"]:
-            data = gcs_get(gcs, f"{copy['uri']}/{entry['name']}")
+            data = gcs_get(gcs, f"{copy.uri}/{entry['name']}")
             assert (len(data), crc32c_of(data)) == (entry["size"], entry["crc32c"]), (job.name, entry["name"])
-        assert manifest["total_bytes"] == copy["bytes"] and len(names) == copy["objects"]
+        assert manifest["total_bytes"] == copy.bytes and len(names) == copy.objects
         if job.sources:  # Vertex: the objects under the output directory, byte for byte; not the sibling
             directory = job.spec["output"]["uri"].split("/", 3)[3]
             expected = {n[len(directory) + 1:]: d for n, d in job.sources.items() if n.startswith(directory + "/")}
             assert names == sorted(expected)
             for name, data in expected.items():
-                assert gcs_get(gcs, f"{copy['uri']}/{name}") == data
+                assert gcs_get(gcs, f"{copy.uri}/{name}") == data
         else:  # Gemini: responses.jsonl, one line per request
             assert names == ["responses.jsonl"]
-            lines = gcs_get(gcs, f"{copy['uri']}/responses.jsonl").decode().splitlines()
+            lines = gcs_get(gcs, f"{copy.uri}/responses.jsonl").decode().splitlines()
             output = job.spec["output"]
             assert len(lines) == output.get("lines", output.get("count"))
             assert all("key" in json.loads(line) for line in lines)

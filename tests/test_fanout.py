@@ -70,7 +70,7 @@ def test_a_fanned_out_tick_polls_every_job_exactly_once_over_four_instances(tmp_
             reply = httpx.post(stack.url("poll_jobs") + "/", json={}, timeout=120).json()  # what Scheduler sends
             assert reply["parts"] == 4 and reply["parts_published"] == 3, reply
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not all(store.get(n)["version"] == 1 for n in names):
+            while time.monotonic() < deadline and not all(store.load(n).version == 1 for n in names):
                 time.sleep(0.5)
             per_job = sim.stats()["per_job_gets"]
             assert all(per_job.get(n) == 1 for n in names), {n: per_job.get(n) for n in names if per_job.get(n) != 1}
@@ -100,5 +100,5 @@ def test_a_fanned_out_tick_polls_every_job_exactly_once_over_four_instances(tmp_
                 versions = by_job[name]
                 firsts = [v for i, v in enumerate(versions) if v not in versions[:i]]
                 assert firsts == sorted(firsts) and firsts[0] == 1, (name, versions)
-                assert store.get(name)["version"] == len(firsts)
+                assert store.load(name).version == len(firsts)
             db.close()

@@ -159,12 +159,12 @@ def test_any_api_reply_is_recorded_as_that_jobs_error_and_the_tick_goes_on(relay
     try:
         summary = relay.tick(transport=httpx.MockTransport(handler))  # completes: no exception, a summary
         assert summary["polled"] == 2
-        assert relay.store.get(control)["state"] == "JOB_STATE_RUNNING"  # the healthy job was not held up
-        record = relay.store.get(name)
-        error = record["last_poll_error"]
+        assert relay.store.load(control).state == "JOB_STATE_RUNNING"  # the healthy job was not held up
+        record = relay.store.load(name)
+        error = record.last_poll_error
         if error is None:  # the reply was a readable status after all, and it was stored
             parsed = (JobStatus.from_gemini if api == "gemini" else JobStatus.from_vertex)(json.loads(content))
-            assert 200 <= status_code < 300 and record["state"] == parsed.state  # any 2xx carries a body
+            assert 200 <= status_code < 300 and record.state == parsed.state  # any 2xx carries a body
         elif status_code < 300:
             assert error["kind"] == "bad_response", error
         assert relay.store.read_heartbeat()["summary"]["polled"] == 2
@@ -308,7 +308,7 @@ def cli_env(settings, function_env):
 @given(command=st.sampled_from(["track", "untrack", "show", "republish", "recopy"]), name=bad_names)
 def test_cli_rejects_bad_job_names(capsys, cli_env, relay, command, name):
     assert_one_line_error(*run_cli(capsys, [command, name], cli_env))
-    assert list(relay.store.list()) == []
+    assert list(relay.store.records()) == []
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=FIXTURES)
@@ -321,14 +321,14 @@ def test_cli_rejects_bad_states(capsys, cli_env, state):
 @given(destination=bad_destinations)
 def test_cli_rejects_bad_destinations(capsys, cli_env, relay, destination):
     assert_one_line_error(*run_cli(capsys, ["track", "batches/dest-1", "--destination", destination], cli_env))
-    assert list(relay.store.list()) == []
+    assert list(relay.store.records()) == []
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=FIXTURES)
 @given(label=bad_labels)
 def test_cli_rejects_bad_labels(capsys, cli_env, relay, label):
     assert_one_line_error(*run_cli(capsys, ["track", "batches/label-1", "--label", label], cli_env))
-    assert list(relay.store.list()) == []
+    assert list(relay.store.records()) == []
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=FIXTURES)
@@ -400,5 +400,5 @@ def test_a_tick_with_hostile_replies_runs_through_poll_jobs(relay, simulator, fu
     assert response.status_code == 200, response.data
     summary = response.get_json()
     assert summary["errors"] == 1 and summary["changed"] == 1
-    assert relay.store.get("batches/garbage-1")["last_poll_error"]["kind"] == "bad_response"
-    assert relay.store.get("batches/fine-1")["state"] == "JOB_STATE_RUNNING"
+    assert relay.store.load("batches/garbage-1").last_poll_error["kind"] == "bad_response"
+    assert relay.store.load("batches/fine-1").state == "JOB_STATE_RUNNING"

@@ -142,7 +142,7 @@ def test_the_writer_of_a_change_knows_its_pending_events_unless_an_older_one_is_
     # version 1 still unpublished when version 2 is committed: only the store's transitions know it
     _, second = machine.apply_status(first.record, status("JOB_STATE_SUCCEEDED", updated=20), at(2), "me", S)
     assert second.record.version == 2 and machine.pending_of_change(second) is None
-    published = machine.mark_published(first.record, [("00000001", first.events[0])], "me").record
+    published = machine.mark_published(first.record, [("00000001", first.events[0])], "me").change.record
     _, third = machine.apply_status(published, status("JOB_STATE_SUCCEEDED", updated=20), at(2), "me", S)
     assert [key for key, _ in machine.pending_of_change(third)] == ["00000002"]
     # a change that made no transition (counts alone) has nothing the writer could know
@@ -153,62 +153,65 @@ def test_the_writer_of_a_change_knows_its_pending_events_unless_an_older_one_is_
 
 def test_publish_lease_take_and_give_back():
     r = fresh()
-    mine = machine.take_publish_lease(r, "me", at(0), S)
+    mine = machine.take_publish_lease(r, "me", at(0), S).change.record
     assert mine.publish_lease == Lease("me", at(60))
-    assert machine.take_publish_lease(mine, "other", at(1), S) is None
-    assert machine.take_publish_lease(mine, "other", at(1), S, force=True).publish_lease.owner == "other"
-    assert machine.give_back_publish_lease(mine, "other") is None
-    assert machine.give_back_publish_lease(mine, "me").publish_lease is None
+    assert machine.take_publish_lease(mine, "other", at(1), S) == (False, None)
+    assert machine.take_publish_lease(mine, "other", at(1), S, force=True).change.record.publish_lease.owner == "other"
+    assert machine.give_back_publish_lease(mine, "other") == (False, None)
+    assert machine.give_back_publish_lease(mine, "me").change.record.publish_lease is None
 
 
 def test_mark_published_moves_the_watermark_and_empties_the_outbox():
     _, one = machine.apply_status(fresh(), status("JOB_STATE_SUCCEEDED"), at(1), "me", S)
     r = one.record
-    claim, claimed = machine.claim_copy(r, at(2), S)
-    finished = machine.finish_copy(claimed, 1, at(3), S, status=CopyStatus.DONE, uri="gs://b/x", objects=1, size=3)
+    claimed = machine.claim_copy(r, at(2), S).result.record
+    _event, finished = machine.finish_copy(claimed, 1, at(3), S, status=CopyStatus.DONE, uri="gs://b/x", objects=1,
+                                           size=3)
     r = finished.record
     assert r.has_unpublished and set(r.outbox) == {"copy"}
     pending = [("00000001", one.events[0]), *machine.outbox_events(r)]
-    done = machine.mark_published(r, pending, "me")
+    _, done = machine.mark_published(r, pending, "me")
     assert [t.id for t in done.transitions] == ["00000001"]
     after = done.record
     assert (after.published_version, after.outbox, after.has_unpublished) == (1, {}, False)
     assert after.copy.announced and after.publish_lease is None
     # half of it published: still something to publish
-    half = machine.mark_published(r, pending[:1], "me").record
+    half = machine.mark_published(r, pending[:1], "me").change.record
     assert half.has_unpublished and "copy" in half.outbox and not half.copy.announced
 
 
 def test_claim_copy_results():
     ok = fresh().replace(state="JOB_STATE_SUCCEEDED", terminal=True, version=1)
-    assert machine.claim_copy(None, at(0), S) == (ClaimResult.GONE, None)
-    assert machine.claim_copy(ok.replace(state="JOB_STATE_FAILED"), at(0), S)[0] == ClaimResult.NOT_SUCCESS
-    result, claimed = machine.claim_copy(ok, at(0), S)
-    assert result == ClaimResult.CLAIMED and claimed.copy.status == CopyStatus.COPYING
-    assert claimed.copy_lease_until == at(600)
-    assert machine.claim_copy(claimed, at(10), S)[0] == ClaimResult.BUSY
-    assert machine.claim_copy(claimed, at(601), S)[0] == ClaimResult.CLAIMED  # an expired lease is taken over
+    assert machine.claim_copy(None, at(0), S) == (None, None)  # not tracked: no claim, nothing written
+    assert machine.claim_copy(ok.replace(state="JOB_STATE_FAILED"), at(0), S).result.result == ClaimResult.NOT_SUCCESS
+    claim, change = machine.claim_copy(ok, at(0), S)
+    claimed = claim.record
+    assert claim.result == ClaimResult.CLAIMED and claimed.copy.status == CopyStatus.COPYING
+    assert claimed.copy_lease_until == at(600) and change.record == claimed
+    assert machine.claim_copy(claimed, at(10), S).result.result == ClaimResult.BUSY
+    assert machine.claim_copy(claimed, at(601), S).result.result == ClaimResult.CLAIMED  # an expired lease: ours
     for status_, expected in ((CopyStatus.DONE, ClaimResult.DONE), (CopyStatus.NOT_APPLICABLE, ClaimResult.DONE),
                               (CopyStatus.FAILED, ClaimResult.FAILED)):
         r = ok.replace(copy=dataclasses.replace(ok.copy, status=status_))
-        assert machine.claim_copy(r, at(0), S) == (expected, r)
+        assert machine.claim_copy(r, at(0), S) == (machine.Claim(expected, r), None)
 
 
 def test_finish_release_stuck_and_recopy():
     ok = fresh().replace(state="JOB_STATE_PARTIALLY_SUCCEEDED", terminal=True, version=1)
-    _, claimed = machine.claim_copy(ok, at(0), S)
-    assert machine.finish_copy(claimed, 2, at(1), S, status=CopyStatus.DONE) is None  # not this attempt's
-    failed = machine.finish_copy(claimed, 1, at(1), S, status=CopyStatus.FAILED,
-                                 error={"kind": "missing_source", "message": "x"})
+    claimed = machine.claim_copy(ok, at(0), S).result.record
+    assert machine.finish_copy(claimed, 2, at(1), S, status=CopyStatus.DONE) == (None, None)  # not this attempt's
+    announced, failed = machine.finish_copy(claimed, 1, at(1), S, status=CopyStatus.FAILED,
+                                            error={"kind": "missing_source", "message": "x"})
     assert failed.events[0].id == "tid-copy1-failed" and failed.record.copy_lease_until is None
-    released = machine.release_copy(claimed, 1, at(5))
+    assert announced == failed.events[0]
+    released = machine.release_copy(claimed, 1, at(5)).change.record
     assert released.copy.status == CopyStatus.COPYING and released.copy_lease_until == at(5)
     assert not machine.copy_stuck(released, at(600), S) and machine.copy_stuck(released, at(605), S)
-    swept = machine.fail_stuck_copy(released, at(605), S)
+    _, swept = machine.fail_stuck_copy(released, at(605), S)
     assert swept.record.copy.status == CopyStatus.FAILED and swept.record.copy.error["kind"] == "timeout"
-    assert machine.fail_stuck_copy(claimed, at(10), S) is None
-    again = machine.recopy(swept.record, ok.name)
-    assert again.copy == CopyState(attempt=2)
+    assert machine.fail_stuck_copy(claimed, at(10), S) == (False, None)
+    again, change = machine.recopy(swept.record, ok.name)
+    assert again.copy == CopyState(attempt=2) and change.record == again
     with pytest.raises(UsageError, match="already done"):
         machine.recopy(ok.replace(copy=CopyState(status=CopyStatus.DONE)), ok.name)
     with pytest.raises(UsageError, match="not tracked"):
@@ -219,9 +222,9 @@ def test_finish_release_stuck_and_recopy():
 
 def test_track_again_changes_only_the_options_given():
     r = fresh().replace(labels={"a": "1"}, destination="gs://b/x")
-    assert machine.update_tracking(r, destination=None, labels={}) is None
-    assert machine.update_tracking(r, destination="gs://b/x", labels={"a": "1"}) is None
-    after = machine.update_tracking(r, destination=None, labels={"b": "2"})
+    assert machine.update_tracking(r, destination=None, labels={}).change is None
+    assert machine.update_tracking(r, destination="gs://b/x", labels={"a": "1"}).change is None
+    after = machine.update_tracking(r, destination=None, labels={"b": "2"}).change.record
     assert after.labels == {"a": "1", "b": "2"} and after.destination == "gs://b/x"
 
 
@@ -234,10 +237,10 @@ def test_changes_from_lists_only_changed_fields():
 def test_stall_due_once_per_version_and_ordered_with_the_jobs_events():
     s = dataclasses.replace(S, stall_after_s=600)
     _, one = machine.apply_status(fresh(), status(), at(0), "me", s)
-    r = machine.mark_published(one.record, [("00000001", one.events[0])], "me").record
+    r = machine.mark_published(one.record, [("00000001", one.events[0])], "me").change.record
     assert not machine.stall_due(r, at(599), s) and machine.stall_due(r, at(600), s)
     assert not machine.stall_due(r, at(10_000), dataclasses.replace(s, stall_after_s=0))
-    change = machine.stall(r, at(700), "me", s)
+    _, change = machine.stall(r, at(700), "me", s)
     [event] = change.events
     assert event.id == "tid-1-stalled" and change.record.stalled_at == at(700) and change.lease
     data = json.loads(event.data)
@@ -250,3 +253,24 @@ def test_stall_due_once_per_version_and_ordered_with_the_jobs_events():
     assert sorted(["copy", "lost", "00000003", "stalled-00000002", "00000002"], key=machine.pending_order) == [
         "00000002", "stalled-00000002", "00000003", "lost", "copy"]
     assert two.record.stalled_at is None
+
+
+def test_track_creates_or_updates_through_one_outcome():
+    job = JobName.parse("batches/m1")
+    (record, created), change = machine.track(None, job, destination="gs://b/x", labels={"a": "1"}, now=at(0))
+    assert created and change.record == record and (record.version, record.destination) == (0, "gs://b/x")
+    assert machine.track(record, job, destination=None, labels={"a": "1"}, now=at(1)) == ((record, False), None)
+    (after, created), change = machine.track(record, job, destination=None, labels={"b": "2"}, now=at(1))
+    assert not created and change.record == after and after.labels == {"a": "1", "b": "2"}
+
+
+def test_unwatch_writes_only_a_watched_record():
+    watched = fresh().replace(watch_scope="gemini", watch_part=3, poll_slot="")
+    result, change = machine.unwatch(watched)
+    assert result == PollResult.UPDATED
+    assert (change.record.watch_scope, change.record.watch_part, change.record.poll_slot) == ("", 0, "1:0")
+    assert machine.unwatch(change.record) == (PollResult.UNCHANGED, None)
+    # a discovered job is watched under its route, and its first status applied at once
+    result, change = machine.discover(JobName.parse("batches/m1"), status(), at(1), "me", S, machine.Route("gemini", 5))
+    assert result == PollResult.CHANGED and change.record.version == 1
+    assert (change.record.watch_scope, change.record.watch_part, change.record.poll_slot) == ("gemini", 5, "")

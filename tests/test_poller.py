@@ -42,9 +42,9 @@ def ticks_until_terminal(client, relay, names, limit=15) -> list[dict]:
     summaries = []
     for _ in range(limit):
         summaries.append(tick_http(client))
-        if all(relay.store.get(n)["terminal"] for n in names):
+        if all(relay.store.load(n).terminal for n in names):
             return summaries
-    raise AssertionError(f"not terminal after {limit} ticks: {[relay.store.get(n)['state'] for n in names]}")
+    raise AssertionError(f"not terminal after {limit} ticks: {[relay.store.load(n).state for n in names]}")
 
 
 def events_by_job(messages) -> dict[str, list[dict]]:
@@ -56,12 +56,12 @@ def events_by_job(messages) -> dict[str, list[dict]]:
 
 def check_stream(relay, name, expected_states):
     """Exactly one event per transition, in version order, matching the transitions subcollection."""
-    record = relay.store.get(name)
+    record = relay.store.load(name)
     transitions = relay.store.transitions(name)
     assert [t["to_state"] for t in transitions] == expected_states
     assert [t["version"] for t in transitions] == list(range(1, len(expected_states) + 1))
     assert all(t["published"] for t in transitions)
-    assert record["version"] == len(expected_states) and not record["has_unpublished"]
+    assert record.version == len(expected_states) and not record.has_unpublished
     return record, transitions
 
 
@@ -79,16 +79,16 @@ def test_gemini_lifecycle_one_event_per_transition(relay, simulator, poll_client
     messages = relay.drain()
     by_job = events_by_job(messages)
     rec, _ = check_stream(relay, names[0], ["JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"])
-    assert rec["completion_stats"] == {"successful": 2, "failed": 1, "incomplete": 0}
-    assert rec["output"] == {"file_name": "files/batch-life-1"}
+    assert rec.completion_stats == {"successful": 2, "failed": 1, "incomplete": 0}
+    assert rec.output == {"file_name": "files/batch-life-1"}
     check_stream(relay, names[1], ["JOB_STATE_PENDING", "JOB_STATE_CANCELLED"])
-    assert relay.store.get(names[1])["error"]["code"] == 1
+    assert relay.store.load(names[1]).error["code"] == 1
     check_stream(relay, names[2], ["JOB_STATE_PENDING", "JOB_STATE_EXPIRED"])
     for name in names:
-        record = relay.store.get(name)
+        record = relay.store.load(name)
         got = by_job[name]
         assert [m["attributes"]["ce-id"] for m in got] == [
-            f"{record['tracking_id']}-{v}" for v in range(1, record["version"] + 1)]
+            f"{record.tracking_id}-{v}" for v in range(1, record.version + 1)]
         previous = "JOB_STATE_UNSPECIFIED"
         for version, m in enumerate(got, start=1):
             validate_event(m)
@@ -114,10 +114,10 @@ def test_vertex_lifecycle_paused_resumes_and_partial_success(relay, simulator, p
     ticks_until_terminal(poll_client, relay, names)
     full = [f"JOB_STATE_{s}" for s in states]
     rec, _ = check_stream(relay, names[0], full)
-    assert rec["terminal"] and rec["output"] == {"gcs_uri": "gs://vertex-out/run-501/prediction-x"}
+    assert rec.terminal and rec.output == {"gcs_uri": "gs://vertex-out/run-501/prediction-x"}
     check_stream(relay, names[1], ["JOB_STATE_RUNNING", "JOB_STATE_CANCELLING", "JOB_STATE_CANCELLED"])
     failed, _ = check_stream(relay, names[2], ["JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_FAILED"])
-    assert failed["error"]["code"] != 0
+    assert failed.error["code"] != 0
     by_job = events_by_job(relay.drain())
     assert [m["attributes"]["state"] for m in by_job[names[0]]] == full
     paused = by_job[names[0]][2]
@@ -143,9 +143,9 @@ def test_unchanged_tick_writes_nothing_and_counts_update_without_event(relay, si
     simulator.set_state("batches/quiet", "RUNNING", stats={"successful": 4, "failed": 0, "incomplete": 2})
     summary = relay.tick()
     assert (summary["changed"], summary["updated"], summary["published"]) == (0, 1, 0)
-    record = relay.store.get("batches/quiet")
-    assert record["completion_stats"] == {"successful": 4, "failed": 0, "incomplete": 2}
-    assert record["version"] == 1
+    record = relay.store.load("batches/quiet")
+    assert record.completion_stats == {"successful": 4, "failed": 0, "incomplete": 2}
+    assert record.version == 1
     assert relay.drain() == []
 
 
@@ -155,7 +155,7 @@ def test_untrack_and_retrack_never_reuse_an_event_id(relay, simulator):
     relay.tick()
     first = relay.drain()
     assert relay.store.untrack("batches/again") is True
-    assert relay.store.get("batches/again") is None and relay.store.transitions("batches/again") == []
+    assert relay.store.load("batches/again") is None and relay.store.transitions("batches/again") == []
     relay.store.track("batches/again")
     relay.tick()
     second = relay.drain()
@@ -198,23 +198,23 @@ def test_publish_failure_is_delivered_later_before_newer_events(relay, simulator
     broken = dataclasses.replace(relay.settings, events_topic="no-such-topic")
     summary = relay.tick(broken)
     assert summary["changed"] == 1 and summary["published"] == 0
-    record = relay.store.get("batches/pubfail")
-    assert record["has_unpublished"] and record["publish_lease"] is None
+    record = relay.store.load("batches/pubfail")
+    assert record.has_unpublished and record.publish_lease is None
     assert relay.drain() == []
     summary = relay.tick()  # republishes v1 first, then commits and publishes v2
     assert summary["republished"] == 1 and summary["changed"] == 1
     relay.tick()
     versions = [m["data"]["version"] for m in relay.drain()]
     assert versions == [1, 2, 3]
-    assert relay.store.get("batches/pubfail")["has_unpublished"] is False
+    assert relay.store.load("batches/pubfail").has_unpublished is False
 
 
 def test_terminal_record_left_unpublished_is_republished(relay, simulator):
     simulator.add_job(gemini_spec("crashy", ["SUCCEEDED"], output={"kind": "inline", "count": 2}))
     relay.store.track("batches/crashy")
     relay.tick(dataclasses.replace(relay.settings, events_topic="missing-topic"))
-    record = relay.store.get("batches/crashy")
-    assert record["terminal"] and record["has_unpublished"]
+    record = relay.store.load("batches/crashy")
+    assert record.terminal and record.has_unpublished
     summary = relay.tick()
     assert summary["polled"] == 0 and summary["republished"] == 1
     [message] = relay.drain()
@@ -241,13 +241,13 @@ def test_faults_on_some_jobs_leave_the_others_correct(relay, simulator):
     started = time.monotonic()
     summary = relay.tick(fast)
     assert summary["changed"] == 2 and summary["errors"] == 7
-    kinds = {n: (relay.store.get(f"batches/{n}")["last_poll_error"] or {}).get("kind") for n in faults}
+    kinds = {n: (relay.store.load(f"batches/{n}").last_poll_error or {}).get("kind") for n in faults}
     assert kinds == {"f404": "not_found", "f403": "forbidden", "fmal": "bad_response", "fgarb": "bad_response",
                      "f503": "unavailable", "fslow": "unavailable", "f429": None, "fok": None}
-    assert relay.store.get("batches/not-in-simulator")["last_poll_error"]["kind"] == "not_found"
-    assert relay.store.get("batches/fok")["state"] == relay.store.get("batches/f429")["state"] == "JOB_STATE_RUNNING"
+    assert relay.store.load("batches/not-in-simulator").last_poll_error["kind"] == "not_found"
+    assert relay.store.load("batches/fok").state == relay.store.load("batches/f429").state == "JOB_STATE_RUNNING"
     assert time.monotonic() - started >= 1.0  # the 429's Retry-After was honoured
-    error = relay.store.get("batches/f503")["last_poll_error"]
+    error = relay.store.load("batches/f503").last_poll_error
     assert "503" in error["message"] and error["at"] is not None
     # the same error again writes nothing
     before = relay.store.snapshot("batches/f503").update_time
@@ -264,20 +264,20 @@ def test_job_unknown_for_long_enough_is_lost(relay, simulator):
     simulator.delete("batches/vanish")
     quick = dataclasses.replace(relay.settings, lost_after_s=1.0)
     relay.tick(quick)
-    record = relay.store.get("batches/vanish")
-    assert record["last_poll_error"]["kind"] == "not_found" and not record["terminal"]
+    record = relay.store.load("batches/vanish")
+    assert record.last_poll_error["kind"] == "not_found" and not record.terminal
     time.sleep(1.1)
     summary = relay.tick(quick)
     assert summary["lost"] == 1
-    record = relay.store.get("batches/vanish")
-    assert record["terminal"] and record["state"] == "JOB_STATE_RUNNING"
+    record = relay.store.load("batches/vanish")
+    assert record.terminal and record.state == "JOB_STATE_RUNNING"
     messages = relay.drain()
     assert [m["attributes"]["ce-type"] for m in messages] == ["batchrelay.job.v1.stateChanged",
                                                               "batchrelay.job.v1.lost"]
     lost = messages[-1]
     validate_event(lost)
-    assert lost["attributes"]["ce-id"] == f"{record['tracking_id']}-lost"
-    assert not relay.store.get("batches/vanish")["has_unpublished"]
+    assert lost["attributes"]["ce-id"] == f"{record.tracking_id}-lost"
+    assert not relay.store.load("batches/vanish").has_unpublished
     assert all(t["expire_at"] for t in relay.store.transitions("batches/vanish"))
     assert relay.tick(quick)["polled"] == 0  # terminal: no longer polled
 
@@ -321,8 +321,8 @@ def test_tracking_same_job_twice_is_harmless(relay):
     again, created_again = relay.store.track("batches/twice", destination="gs://bucket-b/p/")
     assert created and not created_again
     assert again.tracking_id == record.tracking_id
-    stored = relay.store.get("batches/twice")
-    assert stored["labels"] == {"team": "a"} and stored["destination"] == "gs://bucket-b/p"
+    stored = relay.store.load("batches/twice")
+    assert stored.labels == {"team": "a"} and stored.destination == "gs://bucket-b/p"
 
 
 def test_a_tick_can_cover_a_shard_range(relay, simulator, poll_client):
@@ -336,7 +336,7 @@ def test_a_tick_can_cover_a_shard_range(relay, simulator, poll_client):
     low = [n for n in names if shard_of(n) < half]
     response = poll_client.post("/", json={"shard_lo": 0, "shard_hi": half})
     assert response.status_code == 200 and response.get_json()["polled"] == len(low)
-    assert {n for n in names if relay.store.get(n)["version"] == 1} == set(low)
+    assert {n for n in names if relay.store.load(n).version == 1} == set(low)
     rest = poll_client.post("/", json={"shard_lo": half, "shard_hi": SHARDS}).get_json()
     assert rest["polled"] == len(names) - len(low)
     for bad in ({"shard_lo": 5, "shard_hi": 5}, {"shard_lo": -1}, {"shard_hi": SHARDS + 1}, [1, 2], {"shard_lo": "0"}):
@@ -348,16 +348,16 @@ def test_finished_jobs_and_all_their_transitions_get_an_expiry(relay, simulator)
     relay.store.track("batches/ttl-1")
     for _ in range(3):
         relay.tick()
-    record = relay.store.get("batches/ttl-1")
-    assert record["terminal"] and record["expire_at"] is not None
-    days = (record["expire_at"] - record["polled_at"]).days
+    record = relay.store.load("batches/ttl-1")
+    assert record.terminal and record.expire_at is not None
+    days = (record.expire_at - record.polled_at).days
     assert days == relay.settings.retention_days == 30
-    assert [t["expire_at"] for t in relay.store.transitions("batches/ttl-1")] == [record["expire_at"]] * 3
+    assert [t["expire_at"] for t in relay.store.transitions("batches/ttl-1")] == [record.expire_at] * 3
     keep = dataclasses.replace(relay.settings, retention_days=0)
     simulator.add_job(gemini_spec("ttl-2", ["SUCCEEDED"]))
     relay.store.track("batches/ttl-2")
     relay.tick(keep)
-    assert relay.store.get("batches/ttl-2")["expire_at"] is None
+    assert relay.store.load("batches/ttl-2").expire_at is None
 
 
 def test_a_failed_publish_pauses_the_job_key_and_is_resumed(relay, simulator):
@@ -410,16 +410,16 @@ def test_the_writer_of_a_change_marks_it_published_without_reading_unless_the_re
 
     change, pending = commit("batches/guard-a", "JOB_STATE_RUNNING")
     assert relay.store.mark_published_after(change, pending, "writer")
-    record = relay.store.get("batches/guard-a")
-    assert (record["published_version"], record["has_unpublished"], record["publish_lease"]) == (1, False, None)
+    record = relay.store.load("batches/guard-a")
+    assert (record.published_version, record.has_unpublished, record.publish_lease) == (1, False, None)
     assert relay.store.transitions("batches/guard-a")[0]["published"] is True
     # written in between (here: new labels): the guard refuses, nothing is marked, the transaction does it
     change, pending = commit("batches/guard-b", "JOB_STATE_RUNNING")
     relay.store.track("batches/guard-b", labels={"team": "x"})
     assert not relay.store.mark_published_after(change, pending, "writer")
-    assert relay.store.get("batches/guard-b")["has_unpublished"] is True
+    assert relay.store.load("batches/guard-b").has_unpublished is True
     relay.store.mark_published("batches/guard-b", pending, "writer")
-    assert relay.store.get("batches/guard-b")["published_version"] == 1
+    assert relay.store.load("batches/guard-b").published_version == 1
 
 
 def test_due_records_read_in_several_chunks_are_each_polled_once(relay, simulator, monkeypatch):
@@ -434,7 +434,7 @@ def test_due_records_read_in_several_chunks_are_each_polled_once(relay, simulato
     summary = relay.tick()
     assert (summary["polled"], summary["changed"], summary["deferred"]) == (23, 23, 0)
     assert simulator.stats()["per_job_gets"] == {n: 1 for n in names}
-    assert {relay.store.get(n)["version"] for n in names} == {1}
+    assert {relay.store.load(n).version for n in names} == {1}
     # 24: a chunk that ends exactly at the end reads one more, empty chunk and stops
     simulator.add_job(gemini_spec("batches/chunk-23", ["RUNNING"]))
     relay.store.track("batches/chunk-23")

@@ -33,13 +33,13 @@ def succeed(relay, simulator, spec, destination=None, settings=None):
     relay.store.track(spec["name"], destination=destination)
     for _ in range(10):
         relay.tick(settings)
-        if relay.store.get(spec["name"])["terminal"]:
+        if relay.store.load(spec["name"]).terminal:
             break
     messages = relay.drain()
     success = [m for m in messages if m["attributes"]["state"] in
                ("JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED")]
     assert success, [m["attributes"] for m in messages]
-    return relay.store.get(spec["name"]), success[-1]
+    return relay.store.load(spec["name"]), success[-1]
 
 
 def copy_events(relay) -> list[dict]:
@@ -66,20 +66,20 @@ def test_vertex_gcs_output_is_copied_server_side_with_a_manifest(relay, simulato
     for name, data in files.items():
         assert gcs.get(dst, f"out/701/{name}") == data
     manifest = json.loads(gcs.get(dst, "out/701/_manifest.json"))
-    assert manifest["job"] == record["name"] and manifest["state"] == "JOB_STATE_SUCCEEDED"
+    assert manifest["job"] == record.name and manifest["state"] == "JOB_STATE_SUCCEEDED"
     assert sorted(o["name"] for o in manifest["objects"]) == sorted(files)
     for entry in manifest["objects"]:
         assert entry["size"] == len(files[entry["name"]]) and entry["crc32c"] == crc32c_of(files[entry["name"]])
     assert manifest["total_bytes"] == sum(len(d) for d in files.values())
-    copy = relay.store.get(record["name"])["copy"]
-    assert copy == {"status": "done", "attempt": 1, "uri": f"gs://{dst}/out/701",
+    copy = relay.store.load(record.name).copy
+    assert copy.to_doc() == {"status": "done", "attempt": 1, "uri": f"gs://{dst}/out/701",
                     "manifest_uri": f"gs://{dst}/out/701/_manifest.json", "objects": len(files),
                     "bytes": manifest["total_bytes"], "error": None, "announced": True}
     [ready] = copy_events(relay)
     validate_event(ready)
     assert ready["attributes"]["ce-type"] == "batchrelay.job.v1.outputsReady"
-    assert ready["attributes"]["ce-id"] == f"{record['tracking_id']}-copy1-ready"
-    assert ready["data"]["manifest_uri"] == copy["manifest_uri"] and ready["data"]["objects"] == len(files)
+    assert ready["attributes"]["ce-id"] == f"{record.tracking_id}-copy1-ready"
+    assert ready["data"]["manifest_uri"] == copy.manifest_uri and ready["data"]["objects"] == len(files)
     # the outputsReady event arrives on the same topic: the reactor acks it without acting
     assert deliver(event_client, ready).status_code == 200
 
@@ -90,7 +90,7 @@ def test_gemini_responses_file_is_streamed_into_the_bucket(relay, simulator, gcs
                        output={"kind": "file", "file_id": "batch-file-1-" + "x" * 40, "lines": 3000, "line_bytes": 300})
     record, message = succeed(relay, simulator, spec, f"gs://{dst}/gem")
     assert deliver(event_client, message).status_code == 200
-    original = httpx.get(f"{simulator_service.url}/download/v1beta/{record['output']['file_name']}:download",
+    original = httpx.get(f"{simulator_service.url}/download/v1beta/{record.output['file_name']}:download",
                          params={"alt": "media"}, headers={"x-goog-api-key": relay.settings.gemini_api_key}).content
     copied = gcs.get(dst, "gem/responses.jsonl")
     assert copied == original and len(copied.splitlines()) == 3000
@@ -115,7 +115,7 @@ def test_bigquery_output_is_not_applicable(relay, simulator, event_client):
                        output={"kind": "bigquery", "table": "bq://proj-a.ds.predictions_1"})
     record, message = succeed(relay, simulator, spec)
     assert deliver(event_client, message).status_code == 200
-    assert relay.store.get(record["name"])["copy"]["status"] == "not_applicable"
+    assert relay.store.load(record.name).copy.status == "not_applicable"
     [ready] = copy_events(relay)
     validate_event(ready)
     assert (ready["data"]["destination"], ready["data"]["manifest_uri"], ready["data"]["objects"]) == (None, None, 0)
@@ -137,8 +137,8 @@ def test_duplicate_and_concurrent_deliveries_copy_once(relay, simulator, gcs, ev
         assert deliver(event_client, message).status_code == 200
     assert gcs.meta(dst, "d/_manifest.json")["generation"] == manifest_gen  # one manifest
     ready = copy_events(relay)
-    assert {m["attributes"]["ce-id"] for m in ready} == {f"{record['tracking_id']}-copy1-ready"}
-    assert relay.store.get(record["name"])["copy"]["status"] == "done"
+    assert {m["attributes"]["ce-id"] for m in ready} == {f"{record.tracking_id}-copy1-ready"}
+    assert relay.store.load(record.name).copy.status == "done"
 
 
 def test_storage_503_fails_the_delivery_and_the_redelivery_completes(relay, simulator, gcs, event_client, gcs_emulator,
@@ -156,13 +156,13 @@ def test_storage_503_fails_the_delivery_and_the_redelivery_completes(relay, simu
         record, message = succeed(relay, simulator, vertex_job("t503", f"gs://{src}/run/prediction-p"), f"gs://{dst}/t")
         proxy.fail_next(2, "rewriteTo")
         assert deliver(event_client, message).status_code == 500  # raised: Pub/Sub will redeliver
-        released = relay.store.get(record["name"])
-        assert released["copy"]["status"] == "copying"  # claim given back: its lease ended now
-        assert released["copy_lease_until"] <= dt.datetime.now(dt.UTC)
+        released = relay.store.load(record.name)
+        assert released.copy.status == "copying"  # claim given back: its lease ended now
+        assert released.copy_lease_until <= dt.datetime.now(dt.UTC)
         assert proxy.failed == 2
         assert deliver(event_client, message).status_code == 200
         assert gcs.get(dst, "t/predictions.jsonl") == b"hello"
-        assert relay.store.get(record["name"])["copy"]["status"] == "done"
+        assert relay.store.load(record.name).copy.status == "done"
     finally:
         proxy.stop()
 
@@ -186,11 +186,11 @@ def test_permanent_copy_failures_are_recorded_announced_and_acked(case, relay, s
     client = create_app(target="on_job_event", source=MAIN, signature_type="cloudevent").test_client()
     record, message = succeed(relay, simulator, vertex_job(f"perm-{case}", f"gs://{src}/run/prediction-p"), destination)
     assert deliver(client, message).status_code == 200  # acked: retrying cannot help
-    copy = relay.store.get(record["name"])["copy"]
-    assert copy["status"] == "failed" and copy["error"]["kind"] == case and copy["announced"]
+    copy = relay.store.load(record.name).copy
+    assert copy.status == "failed" and copy.error["kind"] == case and copy.announced
     [failed] = copy_events(relay)
     validate_event(failed)
-    assert failed["attributes"]["ce-id"] == f"{record['tracking_id']}-copy1-failed"
+    assert failed["attributes"]["ce-id"] == f"{record.tracking_id}-copy1-failed"
     assert failed["data"]["error"]["kind"] == case
     assert gcs.names(dst) == []
 
@@ -237,9 +237,9 @@ def test_push_subscription_delivers_to_a_served_reactor(relay, simulator, gcs, f
             "ack_deadline_seconds": 30})
         record, _ = succeed(relay, simulator, vertex_job("push-1", f"gs://{src}/run/prediction-p"), f"gs://{dst}/x")
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and relay.store.get(record["name"])["copy"]["status"] != "done":
+        while time.monotonic() < deadline and relay.store.load(record.name).copy.status != "done":
             time.sleep(0.2)
-        assert relay.store.get(record["name"])["copy"]["status"] == "done", server.tail()
+        assert relay.store.load(record.name).copy.status == "done", server.tail()
         assert gcs.get(dst, "x/predictions.jsonl") == b"pushed"
     finally:
         server.stop()
@@ -252,21 +252,21 @@ def test_recopy_runs_a_new_attempt_and_the_sweep_fails_stuck_copies(relay, simul
     record, message = succeed(relay, simulator, vertex_job("re-1", f"gs://{src}/run/prediction-p"), f"gs://{dst}/r")
     client = create_app(target="on_job_event", source=MAIN, signature_type="cloudevent").test_client()
     assert deliver(client, message).status_code == 200
-    assert relay.store.get(record["name"])["copy"]["status"] == "failed"  # nothing to copy yet
+    assert relay.store.load(record.name).copy.status == "failed"  # nothing to copy yet
     gcs.put(src, "run/prediction-p/predictions.jsonl", b"late")
-    assert cli.main(["recopy", record["name"]]) == 0
-    copy = relay.store.get(record["name"])["copy"]
-    assert (copy["status"], copy["attempt"], copy["announced"]) == ("done", 2, True)
+    assert cli.main(["recopy", record.name]) == 0
+    copy = relay.store.load(record.name).copy
+    assert (copy.status, copy.attempt, copy.announced) == ("done", 2, True)
     ids = [m["attributes"]["ce-id"] for m in copy_events(relay)]
-    assert ids == [f"{record['tracking_id']}-copy1-failed", f"{record['tracking_id']}-copy2-ready"]
+    assert ids == [f"{record.tracking_id}-copy1-failed", f"{record.tracking_id}-copy2-ready"]
     # a copy stuck in "copying" (the reactor died) is failed by a tick once its lease is long gone
     stuck, _ = succeed(relay, simulator, vertex_job("stuck-1", f"gs://{src}/run/prediction-p"), f"gs://{dst}/s")
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
-    relay.store.claim_copy(stuck["name"], long_ago)
+    relay.store.claim_copy(stuck.name, long_ago)
     summary = relay.tick(dataclasses.replace(relay.settings, copy_lease_s=60))
     assert summary["swept"] == 1
-    copy = relay.store.get(stuck["name"])["copy"]
-    assert copy["status"] == "failed" and copy["error"]["kind"] == "timeout" and copy["announced"]
+    copy = relay.store.load(stuck.name).copy
+    assert copy.status == "failed" and copy.error["kind"] == "timeout" and copy.announced
     assert [m["attributes"]["ce-type"] for m in copy_events(relay)] == ["batchrelay.job.v1.outputsFailed"]
 
 
@@ -283,7 +283,7 @@ def test_objects_already_copied_with_the_same_crc32c_are_skipped(relay, simulato
     assert gcs.meta(dst, "k/a.jsonl")["generation"] == kept  # not copied again
     assert gcs.meta(dst, "k/b.jsonl")["generation"] != stale and gcs.get(dst, "k/b.jsonl") == b"new content"
     assert gcs.get(dst, "k/c.jsonl") == b"c"
-    assert relay.store.get(record["name"])["copy"]["objects"] == 3
+    assert relay.store.load(record.name).copy.objects == 3
 
 
 def test_a_dead_lettered_copy_is_failed_and_announced_by_the_sweep(relay, simulator, gcs, gcs_emulator, function_env,
@@ -308,16 +308,16 @@ def test_a_dead_lettered_copy_is_failed_and_announced_by_the_sweep(relay, simula
             assert deliver(client, message).status_code == 500
     finally:
         proxy.stop()
-    assert relay.store.get(record["name"])["copy"]["status"] == "copying"
+    assert relay.store.load(record.name).copy.status == "copying"
     relay.tick(dataclasses.replace(relay.settings, copy_lease_s=0.5))  # too early: lease + grace not over
-    assert relay.store.get(record["name"])["copy"]["status"] == "copying"
+    assert relay.store.load(record.name).copy.status == "copying"
     time.sleep(1.1)
     summary = relay.tick(dataclasses.replace(relay.settings, copy_lease_s=0.5))
     assert summary["swept"] == 1
-    copy = relay.store.get(record["name"])["copy"]
-    assert copy["status"] == "failed" and copy["error"]["kind"] == "timeout" and copy["announced"]
+    copy = relay.store.load(record.name).copy
+    assert copy.status == "failed" and copy.error["kind"] == "timeout" and copy.announced
     [failed] = copy_events(relay)
-    assert failed["attributes"]["ce-id"] == f"{record['tracking_id']}-copy1-failed"
+    assert failed["attributes"]["ce-id"] == f"{record.tracking_id}-copy1-failed"
 
 
 def test_an_announcement_that_could_not_be_published_is_sent_by_the_next_tick(relay, simulator, gcs, function_env,
@@ -331,14 +331,14 @@ def test_an_announcement_that_could_not_be_published_is_sent_by_the_next_tick(re
     load_settings.cache_clear()
     client = create_app(target="on_job_event", source=MAIN, signature_type="cloudevent").test_client()
     assert deliver(client, message).status_code == 200
-    stored = relay.store.get(record["name"])
-    assert stored["copy"]["status"] == "done" and not stored["copy"]["announced"] and stored["has_unpublished"]
+    stored = relay.store.load(record.name)
+    assert stored.copy.status == "done" and not stored.copy.announced and stored.has_unpublished
     assert copy_events(relay) == []
     summary = relay.tick()
     assert summary["republished"] == 1
     [ready] = copy_events(relay)
-    assert ready["attributes"]["ce-id"] == f"{record['tracking_id']}-copy1-ready"
-    assert relay.store.get(record["name"])["copy"]["announced"]
+    assert ready["attributes"]["ce-id"] == f"{record.tracking_id}-copy1-ready"
+    assert relay.store.load(record.name).copy.announced
 
 
 def test_responses_file_redirects_keep_the_key_at_home():

@@ -77,7 +77,7 @@ def test_a_record_locked_by_a_dead_transaction_does_not_stop_the_tick(relay, sim
         simulator.add_job(gemini_spec(name, ["RUNNING", "SUCCEEDED"]))
         relay.store.track(name)
     relay.tick(dataclasses.replace(relay.settings, events_topic="no-such-topic"))  # committed, unpublished
-    assert all(relay.store.get(n)["has_unpublished"] for n in names)
+    assert all(relay.store.load(n).has_unpublished for n in names)
     dead = firestore.Client(project=relay.settings.project, database=relay.settings.database)
     transaction = dead.transaction()
     transaction._begin()  # a transaction that never ends, holding the first record: what a SIGKILL leaves
@@ -86,8 +86,8 @@ def test_a_record_locked_by_a_dead_transaction_does_not_stop_the_tick(relay, sim
         summary = relay.tick()  # must complete (poll_jobs would answer 500 otherwise)
         assert summary["errors"] >= 1
         for name in names[1:]:
-            record = relay.store.get(name)
-            assert record["state"] == "JOB_STATE_SUCCEEDED" and not record["has_unpublished"], record
+            record = relay.store.load(name)
+            assert record.state == "JOB_STATE_SUCCEEDED" and not record.has_unpublished, record
     finally:
         transaction._rollback()
     for _ in range(3):
@@ -97,4 +97,4 @@ def test_a_record_locked_by_a_dead_transaction_does_not_stop_the_tick(relay, sim
         by_job.setdefault(m["attributes"]["job"], []).append(m["data"]["version"])
     for name in names:
         assert sorted(set(by_job[name])) == [1, 2], (name, by_job.get(name))
-        assert relay.store.get(name)["state"] == "JOB_STATE_SUCCEEDED"
+        assert relay.store.load(name).state == "JOB_STATE_SUCCEEDED"

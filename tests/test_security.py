@@ -30,7 +30,7 @@ from batch_relay.errors import PermanentError
 from batch_relay.events.publisher import EventPublisher
 from batch_relay.poller.tick import Poller
 from batch_relay.reactor.plans import MANIFEST, destination_for, safe_relative
-from batch_relay.record.model import JobRecord
+from batch_relay.record.model import CopyState, JobRecord
 from batch_relay.settings import Settings
 from devtools import emulators
 from devtools.simulator import gemini_spec, vertex_spec
@@ -153,9 +153,9 @@ def test_gemini_key_never_reaches_logs_events_or_records(style, relay, function_
     assert deliver(reactor, success[0]).status_code == 200  # the download is refused: a permanent failure
     messages += relay.drain()
     out, err = capfd.readouterr()
-    done = relay.store.get(names[-1])
-    assert done["copy"]["status"] == "failed" and done["copy"]["error"]["kind"] == "forbidden"
-    assert relay.store.get(f"batches/e404-{tag}")["terminal"]  # given up as lost: a lost event went out
+    done = relay.store.load(names[-1])
+    assert done.copy.status == "failed" and done.copy.error["kind"] == "forbidden"
+    assert relay.store.load(f"batches/e404-{tag}").terminal  # given up as lost: a lost event went out
     assert {m["attributes"]["ce-type"] for m in messages} >= {"batchrelay.job.v1.lost",
                                                                "batchrelay.job.v1.outputsFailed"}
     assert "status fetch failed" in out  # the errors were logged...
@@ -346,16 +346,16 @@ def _succeed(relay, simulator, spec, destination=None):
     relay.store.track(spec["name"], destination=destination)
     for _ in range(6):
         relay.tick()
-        if relay.store.get(spec["name"])["terminal"]:
+        if relay.store.load(spec["name"]).terminal:
             break
     [message] = [m for m in relay.drain() if m["attributes"]["state"] == "JOB_STATE_SUCCEEDED"]
     return message
 
 
-def _refused(relay, client, message, kind) -> dict:
+def _refused(relay, client, message, kind) -> CopyState:
     assert deliver(client, message).status_code == 200  # acked: a permanent failure
-    copy = relay.store.get(message["attributes"]["job"])["copy"]
-    assert copy["status"] == "failed" and copy["error"]["kind"] == kind, copy
+    copy = relay.store.load(message["attributes"]["job"]).copy
+    assert copy.status == "failed" and copy.error["kind"] == kind, copy
     [failed] = [m for m in relay.drain() if m["attributes"]["ce-type"] == "batchrelay.job.v1.outputsFailed"]
     assert failed["data"]["error"]["kind"] == kind
     return copy
@@ -383,7 +383,7 @@ def test_traversal_in_a_responses_file_name_is_refused_before_any_request(relay,
         dst = _bucket(gcs, "fdst")
         spec = gemini_spec("trav-2", ["SUCCEEDED"], output={"kind": "file", "file_id": "../../v1beta/batches/x"})
         message = _succeed(relay, simulator, spec, f"gs://{dst}/job")
-        assert relay.store.get("batches/trav-2")["output"]["file_name"] == "files/../../v1beta/batches/x"
+        assert relay.store.load("batches/trav-2").output["file_name"] == "files/../../v1beta/batches/x"
         simulator.reset_stats()
         client = create_app(target="on_job_event", source=MAIN, signature_type="cloudevent").test_client()
         _refused(relay, client, message, "bad_source")
@@ -425,9 +425,9 @@ def test_poll_jobs_runs_only_on_post(method, relay, simulator, function_env):
     assert response.status_code not in (200, 500) or method == "options"
     assert relay.store.read_heartbeat() is None  # no tick ran
     assert simulator.stats()["status_gets"] == 0
-    assert relay.store.get("batches/post-only")["version"] == 0
+    assert relay.store.load("batches/post-only").version == 0
     assert client.post("/").status_code == 200  # and POST does run one
-    assert relay.store.get("batches/post-only")["state"] == "JOB_STATE_RUNNING"
+    assert relay.store.load("batches/post-only").state == "JOB_STATE_RUNNING"
 
 
 def test_served_poll_jobs_refuses_get_over_http(relay, function_env):

@@ -24,12 +24,12 @@ def test_a_job_unchanged_for_stall_after_gets_one_stalled_event_per_version(rela
     time.sleep(1.2)
     summary = relay.tick(s)
     assert summary["stalled"] == 1
-    record = relay.store.get("batches/st-1")
-    assert record["stalled_at"] is not None and record["version"] == 1 and not record["has_unpublished"]
+    record = relay.store.load("batches/st-1")
+    assert record.stalled_at is not None and record.version == 1 and not record.has_unpublished
     messages = relay.drain()
     [event] = stalled_events(messages)
     validate_event(event)
-    assert event["attributes"]["ce-id"] == f"{record['tracking_id']}-1-stalled"
+    assert event["attributes"]["ce-id"] == f"{record.tracking_id}-1-stalled"
     assert event["attributes"]["state"] == "JOB_STATE_RUNNING"
     assert event["data"]["state"] == "JOB_STATE_RUNNING" and event["data"]["stalled_for_s"] >= 1
     assert event["data"]["since"] == event["data"]["job"]["changed_at"]
@@ -39,11 +39,11 @@ def test_a_job_unchanged_for_stall_after_gets_one_stalled_event_per_version(rela
     # a state change clears it, and the new version may stall again
     simulator.set_state("batches/st-1", "PENDING")
     relay.tick(s)
-    record = relay.store.get("batches/st-1")
-    assert record["version"] == 2 and record["stalled_at"] is None
+    record = relay.store.load("batches/st-1")
+    assert record.version == 2 and record.stalled_at is None
     time.sleep(1.2)
     assert relay.tick(s)["stalled"] == 1
-    assert [m["attributes"]["ce-id"] for m in stalled_events(relay.drain())] == [f"{record['tracking_id']}-2-stalled"]
+    assert [m["attributes"]["ce-id"] for m in stalled_events(relay.drain())] == [f"{record.tracking_id}-2-stalled"]
 
 
 def test_counts_that_keep_moving_never_stall(relay, simulator):
@@ -57,7 +57,7 @@ def test_counts_that_keep_moving_never_stall(relay, simulator):
         relay.tick(s)
         time.sleep(0.5)
     assert time.monotonic() - started > 2 * s.stall_after_s
-    assert relay.store.get("batches/st-2")["stalled_at"] is None and stalled_events(relay.drain()) == []
+    assert relay.store.load("batches/st-2").stalled_at is None and stalled_events(relay.drain()) == []
 
 
 def test_stalls_are_off_at_zero_and_never_for_finished_jobs(relay, simulator):
@@ -71,7 +71,7 @@ def test_stalls_are_off_at_zero_and_never_for_finished_jobs(relay, simulator):
     time.sleep(1.2)
     assert relay.tick(off)["stalled"] == 0
     assert relay.tick(on)["stalled"] == 1  # only the running one
-    assert relay.store.get("batches/st-4")["stalled_at"] is None
+    assert relay.store.load("batches/st-4").stalled_at is None
 
 
 def test_a_watched_job_that_stops_moving_stalls_too(relay, simulator):
@@ -84,6 +84,6 @@ def test_a_watched_job_that_stops_moving_stalls_too(relay, simulator):
     time.sleep(1.2)
     assert relay.tick(s)["stalled"] == 1
     assert relay.tick(s)["stalled"] == 0
-    record = relay.store.get(name)
-    assert record["stalled_at"] is not None and record["watch_scope"] == scope
-    assert [m["attributes"]["ce-id"] for m in stalled_events(relay.drain())] == [f"{record['tracking_id']}-1-stalled"]
+    record = relay.store.load(name)
+    assert record.stalled_at is not None and record.watch_scope == scope
+    assert [m["attributes"]["ce-id"] for m in stalled_events(relay.drain())] == [f"{record.tracking_id}-1-stalled"]

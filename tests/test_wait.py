@@ -61,7 +61,7 @@ def test_wait_returns_0_on_success_as_ticks_move_the_job(relay, simulator, funct
     assert record["state"] == "JOB_STATE_SUCCEEDED" and record["version"] == 3 and "shard" not in record
     lines = [line for line in err.splitlines() if "batches/w-ok" in line]  # not a terminal: a line per change
     assert any("PENDING" in line for line in lines) and any("3/0/1" in line for line in lines)
-    assert simulator.stats()["per_job_gets"]["batches/w-ok"] == relay.store.get("batches/w-ok")["version"] + 1
+    assert simulator.stats()["per_job_gets"]["batches/w-ok"] == relay.store.load("batches/w-ok").version + 1
 
 
 def test_wait_returns_3_when_the_job_ends_otherwise(relay, simulator, function_env):
@@ -86,7 +86,7 @@ def test_wait_outputs_waits_for_the_reactors_copy(relay, simulator, gcs, functio
     time.sleep(1.0)
     relay.tick()
     relay.tick()
-    assert relay.store.get(name)["state"] == "JOB_STATE_SUCCEEDED"
+    assert relay.store.load(name).state == "JOB_STATE_SUCCEEDED"
     time.sleep(1.5)
     assert proc.poll() is None  # succeeded, but the copy has not run
     reactor = create_app(target="on_job_event", source=MAIN, signature_type="cloudevent").test_client()
@@ -106,7 +106,7 @@ def test_wait_timeout_is_4_and_untracked_is_2_with_nothing_written(relay, simula
     assert code == 4 and "not done after 1.5s" in err and time.monotonic() - started < 20
     code, _, err = finish(start_wait(function_env, "batches/nobody"))
     assert code == 2 and "not tracked" in err and err.count("\n") == 1
-    assert relay.store.get("batches/nobody") is None and relay.store.get("batches/w-slow")["version"] == 1
+    assert relay.store.load("batches/nobody") is None and relay.store.load("batches/w-slow").version == 1
     code, _, err = finish(start_wait(function_env, "batches/w-slow", "--timeout", "-1"))
     assert code == 2 and err.startswith("error:")
 
@@ -134,7 +134,7 @@ def test_the_listener_survives_a_dropped_connection(relay, simulator, function_e
         proxy.refuse(True)  # first: no reconnection can slip in between the cut and the refusal
         assert proxy.cut() >= 1  # every connection of the waiting process dropped
         relay.tick()  # the job ends while the waiter cannot reach Firestore
-        assert relay.store.get("batches/w-drop")["state"] == "JOB_STATE_SUCCEEDED"
+        assert relay.store.load("batches/w-drop").state == "JOB_STATE_SUCCEEDED"
         time.sleep(2.0)
         assert proc.poll() is None
         proxy.refuse(False)

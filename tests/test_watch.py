@@ -41,20 +41,20 @@ def test_listed_jobs_nobody_tracked_are_discovered_and_followed(relay, simulator
     simulator.add_job(vertex_spec(PROJECT, "europe-west4", "elsewhere", ["RUNNING"]))  # another scope
     summary = relay.tick(s)
     assert summary["discovered"] == 1 and summary["changed"] == 1 and summary["listed"] == 1
-    record = relay.store.get(vname("d1"))
-    assert record["tracked_by"] == "watch" and record["state"] == "JOB_STATE_RUNNING" and record["version"] == 1
-    assert record["destination"] is None and record["watch_scope"] == SCOPE and record["poll_slot"] == ""
-    assert relay.store.get(vname("elsewhere", location="europe-west4")) is None
+    record = relay.store.load(vname("d1"))
+    assert record.tracked_by == "watch" and record.state == "JOB_STATE_RUNNING" and record.version == 1
+    assert record.destination is None and record.watch_scope == SCOPE and record.poll_slot == ""
+    assert relay.store.load(vname("elsewhere", location="europe-west4")) is None
     [first] = relay.drain()
     validate_event(first)
     assert first["attributes"]["previous_state"] == "JOB_STATE_UNSPECIFIED"
     assert first["data"]["job"]["tracked_by"] == "watch"
-    assert first["attributes"]["ce-id"] == f"{record['tracking_id']}-1"
+    assert first["attributes"]["ce-id"] == f"{record.tracking_id}-1"
     assert simulator.stats()["status_gets"] == 0  # lists are observations: no GET at all
     simulator.set_state(vname("d1"), "SUCCEEDED")
     relay.tick(s)
-    record = relay.store.get(vname("d1"))
-    assert record["state"] == "JOB_STATE_SUCCEEDED" and record["terminal"] and record["watch_scope"] == ""
+    record = relay.store.load(vname("d1"))
+    assert record.state == "JOB_STATE_SUCCEEDED" and record.terminal and record.watch_scope == ""
     assert [m["attributes"]["state"] for m in relay.drain()] == ["JOB_STATE_SUCCEEDED"]
     assert simulator.stats()["status_gets"] == 0
 
@@ -64,9 +64,9 @@ def test_a_tracked_job_in_a_watched_scope_is_observed_by_the_list_not_fetched(re
     simulator.add_job(vertex_spec(PROJECT, LOC, "t1", ["QUEUED", "RUNNING"], after_s=600))
     relay.store.track(vname("t1"), destination="gs://mine/t1", labels={"team": "a"})
     relay.tick(s)
-    record = relay.store.get(vname("t1"))
-    assert record["tracked_by"] == "track" and record["state"] == "JOB_STATE_QUEUED"
-    assert record["watch_scope"] == SCOPE and record["poll_slot"] == ""  # handed over to the list
+    record = relay.store.load(vname("t1"))
+    assert record.tracked_by == "track" and record.state == "JOB_STATE_QUEUED"
+    assert record.watch_scope == SCOPE and record.poll_slot == ""  # handed over to the list
     assert simulator.stats()["status_gets"] == 0
     # steady ticks: no GET, no write
     before = relay.store.snapshot(vname("t1")).update_time
@@ -121,21 +121,21 @@ def test_unchanged_watched_jobs_cost_no_record_reads(relay, simulator):
     simulator.set_state(vname("u7"), "RUNNING", stats={"successful": 3, "failed": 0, "incomplete": 7})
     summary = asyncio.run(tick())
     assert summary["updated"] == 1 and Counting.record_reads == 1
-    assert relay.store.get(vname("u7"))["completion_stats"] == {"successful": 3, "failed": 0, "incomplete": 7}
+    assert relay.store.load(vname("u7")).completion_stats == {"successful": 3, "failed": 0, "incomplete": 7}
 
 
 def test_finished_history_is_left_alone_but_a_job_finished_between_ticks_is_caught(relay, simulator):
     s = watching(relay)
     simulator.add_job(vertex_spec(PROJECT, LOC, "old", ["SUCCEEDED"], created_ago_s=7200))
     relay.tick(s)  # the scope's first tick: its start is now
-    assert relay.store.get(vname("old")) is None
+    assert relay.store.load(vname("old")) is None
     simulator.add_job(vertex_spec(PROJECT, LOC, "quick", ["SUCCEEDED"]))  # started and ended between ticks
     relay.tick(s)
-    record = relay.store.get(vname("quick"))
-    assert record["state"] == "JOB_STATE_SUCCEEDED" and record["version"] == 1 and record["tracked_by"] == "watch"
+    record = relay.store.load(vname("quick"))
+    assert record.state == "JOB_STATE_SUCCEEDED" and record.version == 1 and record.tracked_by == "watch"
     [event] = relay.drain()
     assert event["attributes"]["previous_state"] == "JOB_STATE_UNSPECIFIED"
-    assert relay.store.get(vname("old")) is None
+    assert relay.store.load(vname("old")) is None
     relay.tick(s)
     assert relay.drain() == []  # known now: nothing again
 
@@ -144,19 +144,19 @@ def test_untracked_watched_jobs_are_not_discovered_again_until_tracked(relay, si
     s = watching(relay)
     simulator.add_job(vertex_spec(PROJECT, LOC, "gone", ["RUNNING"]))
     relay.tick(s)
-    assert relay.store.get(vname("gone"))["tracked_by"] == "watch"
+    assert relay.store.load(vname("gone")).tracked_by == "watch"
     assert relay.store.untrack(vname("gone"))
     for _ in range(2):
         relay.tick(s)
-        assert relay.store.get(vname("gone")) is None
+        assert relay.store.load(vname("gone")) is None
     simulator.set_state(vname("gone"), "RUNNING", stats={"successful": 1, "failed": 0, "incomplete": 1})
     relay.tick(s)
-    assert relay.store.get(vname("gone")) is None  # a change does not bring it back either
+    assert relay.store.load(vname("gone")) is None  # a change does not bring it back either
     relay.store.track(vname("gone"))
     relay.tick(s)
-    record = relay.store.get(vname("gone"))
-    assert record["tracked_by"] == "track" and record["state"] == "JOB_STATE_RUNNING"
-    assert record["watch_scope"] == SCOPE
+    record = relay.store.load(vname("gone"))
+    assert record.tracked_by == "track" and record.state == "JOB_STATE_RUNNING"
+    assert record.watch_scope == SCOPE
 
 
 def test_a_stale_page_writes_nothing_and_publishes_nothing(relay, simulator):
@@ -167,17 +167,17 @@ def test_a_stale_page_writes_nothing_and_publishes_nothing(relay, simulator):
     relay.tick(s)
     simulator.set_state(vname("st"), "RUNNING", stats={"successful": 4, "failed": 0, "incomplete": 6})
     relay.tick(s)
-    record = relay.store.get(vname("st"))
-    assert (record["state"], record["version"]) == ("JOB_STATE_RUNNING", 2)
+    record = relay.store.load(vname("st"))
+    assert (record.state, record.version) == ("JOB_STATE_RUNNING", 2)
     before = relay.store.snapshot(vname("st")).update_time
     relay.drain()
     simulator.stale_lists(vname("st"), 3)  # the next pages show it QUEUED, with no counts
     for _ in range(3):
         summary = relay.tick(s)
         assert summary["changed"] == summary["updated"] == 0
-    record = relay.store.get(vname("st"))
-    assert (record["state"], record["version"]) == ("JOB_STATE_RUNNING", 2)
-    assert record["completion_stats"] == {"successful": 4, "failed": 0, "incomplete": 6}
+    record = relay.store.load(vname("st"))
+    assert (record.state, record.version) == ("JOB_STATE_RUNNING", 2)
+    assert record.completion_stats == {"successful": 4, "failed": 0, "incomplete": 6}
     assert relay.store.snapshot(vname("st")).update_time == before and relay.drain() == []
 
 
@@ -185,15 +185,15 @@ def test_a_job_gone_from_its_list_goes_back_to_get_and_can_be_lost(relay, simula
     s = watching(relay, lost_after_s=0)
     simulator.add_job(vertex_spec(PROJECT, LOC, "del", ["RUNNING"]))
     relay.tick(s)
-    assert relay.store.get(vname("del"))["watch_scope"] == SCOPE
+    assert relay.store.load(vname("del")).watch_scope == SCOPE
     simulator.delete(vname("del"))
     relay.tick(s)  # not listed: back to the GET path
-    record = relay.store.get(vname("del"))
-    assert record["watch_scope"] == "" and record["poll_slot"] == "1:0"
+    record = relay.store.load(vname("del"))
+    assert record.watch_scope == "" and record.poll_slot == "1:0"
     relay.drain()
     relay.tick(s)  # GET: 404, and with RELAY_LOST_AFTER_S=0 lost at once
-    record = relay.store.get(vname("del"))
-    assert record["terminal"] and record["last_poll_error"]["kind"] == "not_found"
+    record = relay.store.load(vname("del"))
+    assert record.terminal and record.last_poll_error["kind"] == "not_found"
     assert [m["attributes"]["ce-type"] for m in relay.drain()] == ["batchrelay.job.v1.lost"]
 
 
@@ -205,15 +205,15 @@ def test_vertex_names_by_project_number_match_records_tracked_by_id(relay, simul
     relay.tick(s)
     simulator.set_state(vname("num"), "SUCCEEDED")
     relay.tick(s)
-    assert relay.store.get(vname("num"))["state"] == "JOB_STATE_SUCCEEDED"
-    assert relay.store.get(vname("num", project="424242")) is None  # no second record under the number
+    assert relay.store.load(vname("num")).state == "JOB_STATE_SUCCEEDED"
+    assert relay.store.load(vname("num", project="424242")) is None  # no second record under the number
     assert simulator.stats()["status_gets"] == 0
     # a GET of the id form answered with the number form is the same job
     s_get = dataclasses.replace(relay.settings)
     simulator.add_job(vertex_spec(PROJECT, "asia-east1", "g1", ["RUNNING"]))
     relay.store.track(vname("g1", location="asia-east1"))
     relay.tick(s_get)
-    assert relay.store.get(vname("g1", location="asia-east1"))["state"] == "JOB_STATE_RUNNING"
+    assert relay.store.load(vname("g1", location="asia-east1")).state == "JOB_STATE_RUNNING"
 
 
 def test_the_filter_and_the_window_are_sent_and_a_refused_window_falls_back(relay, simulator):
@@ -221,7 +221,7 @@ def test_the_filter_and_the_window_are_sent_and_a_refused_window_falls_back(rela
     simulator.add_job(vertex_spec(PROJECT, LOC, "evals", ["RUNNING"], labels={"team": "evals"}))
     simulator.add_job(vertex_spec(PROJECT, LOC, "other", ["RUNNING"], labels={"team": "other"}))
     relay.tick(s)
-    assert relay.store.get(vname("evals")) is not None and relay.store.get(vname("other")) is None
+    assert relay.store.load(vname("evals")) is not None and relay.store.load(vname("other")) is None
     relay.tick(s)
     filters = simulator.stats()["list_filters"]
     assert filters[0] == "labels.team=evals"
@@ -235,7 +235,7 @@ def test_gemini_scope_lists_every_batch_the_key_lists(relay, simulator):
     simulator.configure(list_page_max={"gemini": 1})  # one batch per page
     summary = relay.tick(s)
     assert summary["discovered"] == 2 and summary["list_pages"] == 2
-    assert relay.store.get("batches/g-w1")["tracked_by"] == "watch"
+    assert relay.store.load("batches/g-w1").tracked_by == "watch"
     assert simulator.stats()["status_gets"] == 0
 
 
@@ -259,15 +259,15 @@ def test_garbage_list_pages_write_nothing_and_the_jobs_fall_back_to_get(relay, s
     simulator.list_faults("vertex", [{"kind": kind, "count": 50}])
     summary = relay.tick(s)
     assert summary["errors"] >= 1
-    known = relay.store.get(vname("known"))
-    assert known["state"] == "JOB_STATE_RUNNING"
+    known = relay.store.load(vname("known"))
+    assert known.state == "JOB_STATE_RUNNING"
     if kind == "endless":  # the first page was fine: what it showed is used, the endless rest cut
-        assert relay.store.get(vname("new"))["tracked_by"] == "watch"
+        assert relay.store.load(vname("new")).tracked_by == "watch"
     else:  # nothing usable listed: no discovery, and the tracked job fetched with GET instead
-        assert relay.store.get(vname("new")) is None
+        assert relay.store.load(vname("new")) is None
         assert simulator.stats()["per_job_gets"] == {vname("known"): 1}
-    assert relay.store.get(vname("x", project="elsewhere", location="mars")) is None
-    names = {r.name for r in relay.store.list()}
+    assert relay.store.load(vname("x", project="elsewhere", location="mars")) is None
+    names = {r.name for r in relay.store.records()}
     assert names <= {vname("known"), vname("new")}
 
 
@@ -291,7 +291,7 @@ def test_hostile_list_pages_never_stop_the_tick_or_write(relay, body):
 
     summary = relay.tick(s, transport=httpx.MockTransport(handler))
     assert isinstance(summary["errors"], int)
-    for record in relay.store.list():
+    for record in relay.store.records():
         assert record.name.startswith(f"projects/{PROJECT}/locations/{LOC}/batchPredictionJobs/")
 
 
@@ -320,7 +320,7 @@ def test_a_lost_or_stale_digest_costs_reads_never_events(relay, simulator):
     assert [m["attributes"]["state"] for m in relay.drain()] == ["JOB_STATE_FAILED"]
     relay.tick(s)
     assert relay.drain() == []
-    states = {relay.store.get(vname(f"dg{i}"))["state"] for i in (0, 3, 4)}
+    states = {relay.store.load(vname(f"dg{i}")).state for i in (0, 3, 4)}
     assert states == {"JOB_STATE_RUNNING"}
 
 
@@ -328,13 +328,13 @@ def test_a_scope_no_longer_watched_hands_its_jobs_back_to_get(relay, simulator):
     s = watching(relay)
     simulator.add_job(vertex_spec(PROJECT, LOC, "ret", ["RUNNING"]))
     relay.tick(s)
-    assert relay.store.get(vname("ret"))["poll_slot"] == ""
+    assert relay.store.load(vname("ret")).poll_slot == ""
     relay.tick(relay.settings)  # RELAY_WATCH no longer names the scope
-    record = relay.store.get(vname("ret"))
-    assert record["watch_scope"] == "" and record["poll_slot"] == "1:0"
+    record = relay.store.load(vname("ret"))
+    assert record.watch_scope == "" and record.poll_slot == "1:0"
     simulator.set_state(vname("ret"), "SUCCEEDED")
     relay.tick(relay.settings)
-    assert relay.store.get(vname("ret"))["state"] == "JOB_STATE_SUCCEEDED"
+    assert relay.store.load(vname("ret")).state == "JOB_STATE_SUCCEEDED"
 
 
 def test_records_of_the_previous_version_are_polled_after_the_upgrade(relay, simulator):
@@ -349,7 +349,7 @@ def test_records_of_the_previous_version_are_polled_after_the_upgrade(relay, sim
     relay.db.collection(relay.settings.meta_collection).document("schema").delete()
     summary = relay.tick()
     assert summary["migrated"] == 1 and summary["changed"] == 1
-    record = relay.store.get("batches/legacy")
+    record = relay.store.get("batches/legacy")  # the stored document: the migration wrote the fields
     assert record["state"] == "JOB_STATE_RUNNING" and record["poll_slot"] == "1:0"
     assert relay.drain()[0]["data"]["job"]["tracked_by"] == "track"
     assert dt.datetime.now(dt.UTC) - record["changed_at"] < dt.timedelta(minutes=5)

@@ -228,15 +228,15 @@ def test_unverified_deliveries_are_401_and_fetch_nothing(relay, simulator, hook,
                    "webhook-signature": "v1," + base64.b64encode(mac).decode()}
     response = post(hook, body, headers)
     assert response.status_code == 401
-    assert simulator.stats()["status_gets"] == 0 and relay.store.get("batches/wh-2")["version"] == 0
+    assert simulator.stats()["status_gets"] == 0 and relay.store.load("batches/wh-2").version == 0
 
 
 def test_the_payload_never_sets_a_state(relay, simulator, hook):
     simulator.add_job(gemini_spec("wh-3", ["RUNNING"]))
     relay.store.track("batches/wh-3")
     assert post(hook, delivery("batch.succeeded", "batches/wh-3")).status_code == 200
-    record = relay.store.get("batches/wh-3")
-    assert record["state"] == "JOB_STATE_RUNNING" and not record["terminal"]  # what the API says
+    record = relay.store.load("batches/wh-3")
+    assert record.state == "JOB_STATE_RUNNING" and not record.terminal  # what the API says
     assert [m["attributes"]["state"] for m in relay.drain()] == ["JOB_STATE_RUNNING"]
 
 
@@ -258,12 +258,12 @@ def test_reordered_and_repeated_deliveries_add_no_events(relay, simulator, hook)
 def test_batches_without_a_record_are_tracked_only_when_gemini_is_watched(relay, simulator, hook, monkeypatch):
     simulator.add_job(gemini_spec("wh-5", ["RUNNING"]))
     assert post(hook, delivery("batch.succeeded", "batches/wh-5")).get_json()["result"] == "ignored"
-    assert relay.store.get("batches/wh-5") is None and list(relay.store.list()) == []
+    assert relay.store.load("batches/wh-5") is None and list(relay.store.records()) == []
     monkeypatch.setenv("RELAY_WATCH", "gemini")
     load_settings.cache_clear()
     assert post(hook, delivery("batch.succeeded", "wh-5")).get_json()["result"] == "discovered"
-    record = relay.store.get("batches/wh-5")
-    assert record["tracked_by"] == "watch" and record["state"] == "JOB_STATE_RUNNING" and record["version"] == 1
+    record = relay.store.load("batches/wh-5")
+    assert record.tracked_by == "watch" and record.state == "JOB_STATE_RUNNING" and record.version == 1
     [event] = relay.drain()
     assert event["attributes"]["previous_state"] == "JOB_STATE_UNSPECIFIED"
 
@@ -277,7 +277,7 @@ def test_the_other_replies(relay, hook):
         assert post(hook, body).status_code == 400, body
     assert post(hook, b'{"type": "interaction.completed", "data": {"id": "i1"}}').status_code == 202
     assert post(hook, b'{"type": "batch.succeeded", "data": {"id": "../../etc"}}').status_code == 202
-    assert list(relay.store.list()) == []
+    assert list(relay.store.records()) == []
 
 
 
@@ -301,7 +301,7 @@ def test_hostile_verified_bodies_never_5xx_and_never_write(relay, hook, payload)
     body = json.dumps(payload).encode()
     response = post(hook, body)
     assert response.status_code in (200, 202, 400), (payload, response.data)
-    assert list(relay.store.list()) == []
+    assert list(relay.store.records()) == []
 
 
 def test_the_simulator_sends_signed_webhooks_that_the_served_function_takes(relay, simulator, webhook_env):
@@ -322,9 +322,9 @@ def test_the_simulator_sends_signed_webhooks_that_the_served_function_takes(rela
         relay.store.track("batches/wh-6")
         relay.tick()
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and relay.store.get("batches/wh-6")["state"] != "JOB_STATE_SUCCEEDED":
+        while time.monotonic() < deadline and relay.store.load("batches/wh-6").state != "JOB_STATE_SUCCEEDED":
             time.sleep(0.1)
-        assert relay.store.get("batches/wh-6")["state"] == "JOB_STATE_SUCCEEDED", server.tail()
+        assert relay.store.load("batches/wh-6").state == "JOB_STATE_SUCCEEDED", server.tail()
         stats = simulator.stats()["webhooks"]
         time.sleep(0.5)
         assert simulator.stats()["webhooks"]["delivered"] == 2 and stats["failed"] == 0  # the duplicate too
@@ -356,9 +356,9 @@ def test_register_with_the_cli_then_deliveries_verify_end_to_end(relay, simulato
         relay.store.track("batches/wh-7")
         relay.tick()
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and relay.store.get("batches/wh-7")["state"] != "JOB_STATE_FAILED":
+        while time.monotonic() < deadline and relay.store.load("batches/wh-7").state != "JOB_STATE_FAILED":
             time.sleep(0.1)
-        assert relay.store.get("batches/wh-7")["state"] == "JOB_STATE_FAILED", server.tail()
+        assert relay.store.load("batches/wh-7").state == "JOB_STATE_FAILED", server.tail()
         assert relay.store.transitions("batches/wh-7")[-1]["via"] == "webhook"
     finally:
         server.stop()
@@ -381,9 +381,9 @@ def test_v1a_deliveries_verify_against_the_jwks_end_to_end(relay, simulator, fun
         relay.tick()  # RUNNING seen; the batch ends only now, however long the tick took under load
         simulator.set_state("batches/wh-8", "SUCCEEDED")
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and relay.store.get("batches/wh-8")["state"] != "JOB_STATE_SUCCEEDED":
+        while time.monotonic() < deadline and relay.store.load("batches/wh-8").state != "JOB_STATE_SUCCEEDED":
             time.sleep(0.1)
-        assert relay.store.get("batches/wh-8")["state"] == "JOB_STATE_SUCCEEDED", server.tail()
+        assert relay.store.load("batches/wh-8").state == "JOB_STATE_SUCCEEDED", server.tail()
         while time.monotonic() < deadline and '"scheme": "v1a"' not in server.tail():
             time.sleep(0.1)  # the delivery's log line follows the commit it made
         assert '"scheme": "v1a"' in server.tail() and '"result": "changed"' in server.tail()

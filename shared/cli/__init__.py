@@ -1,5 +1,5 @@
 """``batch-relay`` command line (contract A7). ``views`` formats records; ``live`` holds the commands that
-follow Firestore listeners (``wait``, ``list --follow``).
+follow the store's listeners (``wait``, ``list --follow``).
 
 Exit codes: 0 done; 1 could not run (e.g. Firestore unreachable); 2 bad usage or input, one clear
 line on stderr and nothing written. ``--json`` prints one JSON document.
@@ -13,13 +13,17 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..batchapi import states
 from ..batchapi.names import JobName
 from ..errors import UsageError
 from ..record.model import JobRecord, to_json_value
+from ..record.store import JobStore
 from ..settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..record.client import FirestoreClient
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,14 +129,13 @@ def main(argv: Sequence[str] | None = None, *, env: dict[str, str] | None = None
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from .. import wiring
     from ..log import configure
-    from ..record.store import JobStore
 
     configure(stream="stderr")
     if args.command == "webhook":  # the Gemini API only: no Firestore needed
         return _webhook(args, settings)
     db = wiring.make_firestore(settings)
-    _probe(db, settings)
     store = JobStore(db, settings)
+    _probe(store)
     command = args.command
     if command == "track":
         record, created = store.track(args.name, destination=args.destination, labels=dict(args.label))
@@ -155,39 +158,47 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         except LookupError as exc:
             raise UsageError(str(exc)) from None
     elif command == "list":
-        rows = sorted((r.public() for r in store.list(args.state)), key=lambda r: r["name"])
+        rows = sorted((r.public() for r in store.records(args.state)), key=lambda r: r["name"])
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
             _print_table(rows)
     elif command == "show":
-        record = store.load(args.name)
-        if record is None:
+        shown = store.load(args.name)
+        if shown is None:
             raise UsageError(f"{args.name} is not tracked")
-        view = _show(record)
+        view = _show(shown)
         print(json.dumps(view, indent=2) if args.json else _format_show(view))
     elif command == "republish":
         return _republish(args.name, settings, store)
     elif command == "recopy":
-        result = wiring.recopy(args.name, settings, db, wiring.make_publisher(settings))
+        result = _recopy(args.name, settings, db, store)
         print(json.dumps(result))
         return 0 if result.get("status") in ("done", "not_applicable") else 1
     return 0
 
 
-def _probe(db, settings: Settings, deadline_s: float = 10.0) -> None:
+def _probe(store: JobStore, deadline_s: float = 10.0) -> None:
     """One bounded read, so an unreachable Firestore ends the command (exit 1) within seconds rather
     than after the client library's long default retries."""
-    from google.api_core.retry import Retry
-
     try:
-        db.collection(settings.meta_collection).document("heartbeat").get(
-            retry=Retry(initial=0.25, maximum=2.0, timeout=deadline_s), timeout=deadline_s)
+        store.probe(deadline_s)
     except Exception as exc:  # noqa: BLE001 - any failure here means we cannot run
         raise RuntimeError(f"Firestore is unreachable ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
-def _republish(name: str, settings: Settings, store) -> int:
+def _recopy(name: str, settings: Settings, db: FirestoreClient, store: JobStore) -> dict[str, Any]:
+    """A new attempt of a failed or stuck copy, run here by a reactor with the CLI's settings."""
+    from .. import wiring
+
+    async def run() -> dict[str, Any]:
+        async with wiring.reactor(settings, db, wiring.make_publisher(settings), store=store) as reactor:
+            return await reactor.recopy(name)
+
+    return asyncio.run(run())
+
+
+def _republish(name: str, settings: Settings, store: JobStore) -> int:
     from .. import wiring
     from ..events.outbox import Outbox
 

@@ -1,4 +1,4 @@
-"""The live commands: ``wait`` (one record) and ``list --follow`` (every record), both on Firestore
+"""The live commands: ``wait`` (one record) and ``list --follow`` (every record), both on the store's
 listeners. On a terminal with ``rich`` installed they draw (a progress bar; a live table); otherwise
 they print one plain line per change."""
 
@@ -9,12 +9,16 @@ import queue
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..record.model import JobRecord
+from ..record.store import JobStore
 from ..settings import Settings
 from ..waiting import succeeded, watch_record
 from . import views
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..record.client import FirestoreClient
 
 
 def drawing(out: TextIO) -> bool:
@@ -54,7 +58,7 @@ class _WaitView:
                 self._first = (now, progress[0])
             elif now > self._first[0] and progress[0] > self._first[1]:
                 rate = f"{(progress[0] - self._first[1]) / (now - self._first[0]):.1f}/s"
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             total = progress[1] if progress else None
             self._progress.update(self._task, total=total, completed=progress[0] if progress else 0,
                                   state=views.short_state(public), version=record.version, rate=rate,
@@ -71,8 +75,8 @@ class _WaitView:
             self._progress.stop()
 
 
-def wait_command(db: Any, settings: Settings, name: str, *, timeout: float | None, outputs: bool, as_json: bool,
-                 out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def wait_command(db: FirestoreClient, settings: Settings, name: str, *, timeout: float | None, outputs: bool,
+                 as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """0: SUCCEEDED / PARTIALLY_SUCCEEDED (copied, with ``outputs``); 3: ended otherwise; 4: timeout;
     2: not tracked (raised as ``LookupError`` for the caller)."""
     import json
@@ -95,22 +99,12 @@ def wait_command(db: Any, settings: Settings, name: str, *, timeout: float | Non
 
 # -- list --follow ----------------------------------------------------------------------------------------------
 
-def follow_command(db: Any, settings: Settings, *, state: str | None = None, out: TextIO = sys.stdout,
+def follow_command(db: FirestoreClient, settings: Settings, *, state: str | None = None, out: TextIO = sys.stdout,
                    stop: threading.Event | None = None) -> int:
     """A live view of the tracked jobs until Ctrl-C (or ``stop``): a redrawn table, or one line per change."""
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    query = db.collection(settings.collection)
-    if state:
-        query = query.where(filter=FieldFilter("state", "==", state))
-    changes: queue.Queue = queue.Queue()
-
-    def callback(_docs, doc_changes, _read_time) -> None:
-        changes.put([(c.type.name, JobRecord.from_doc(c.document.to_dict() or {}).public()) for c in doc_changes])
-
     records: dict[str, dict[str, Any]] = {}
     stop = stop or threading.Event()
-    watch = query.on_snapshot(callback)
+    feed = JobStore(db, settings).listen_records(state)
     live = None
     try:
         if drawing(out):
@@ -123,10 +117,8 @@ def follow_command(db: Any, settings: Settings, *, state: str | None = None, out
             live.start()
         while not stop.is_set():
             try:
-                batch = changes.get(timeout=1.0)
-            except queue.Empty:
-                if not watch.is_active:
-                    watch = query.on_snapshot(callback)
+                batch = [(kind, typed.public()) for kind, typed in feed.get(timeout=1.0)]
+            except queue.Empty:  # (the listener is checked meanwhile)
                 continue
             for kind, record in batch:
                 if kind == "REMOVED":
@@ -147,5 +139,5 @@ def follow_command(db: Any, settings: Settings, *, state: str | None = None, out
     finally:
         if live is not None:
             live.stop()
-        watch.unsubscribe()
+        feed.close()
     return 0

@@ -8,22 +8,23 @@ and nothing newer of that job goes out before the failed event.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import secrets
 
 from ..log import get_logger, log
 from ..record import machine
+from ..record.async_store import AsyncStore
 from ..record.machine import Change
 from ..record.model import JobRecord
 from ..record.store import JobStore
+from .event import Event
 from .publisher import EventPublisher
 
 _log = get_logger("outbox")
 
 
-def _lag(event, published_at: dt.datetime) -> float | None:
+def _lag(event: Event, published_at: dt.datetime) -> float | None:
     """Seconds from the event's making (``ce-time``: the observation, or the end of a copy) to its publish."""
     try:
         made = dt.datetime.fromisoformat(event.attributes["ce-time"].replace("Z", "+00:00"))
@@ -34,7 +35,7 @@ def _lag(event, published_at: dt.datetime) -> float | None:
 
 class Outbox:
     def __init__(self, store: JobStore, publisher: EventPublisher, owner: str | None = None) -> None:
-        self._store = store
+        self._store = AsyncStore(store)
         self._publisher = publisher
         self.owner = owner or secrets.token_hex(6)
 
@@ -44,9 +45,9 @@ class Outbox:
         time, so neither is read again unless the record was written since (then the transaction)."""
         pending = machine.pending_of_change(change) if change is not None else None
         if pending is None:
-            pending = await asyncio.to_thread(self._store.pending_events, record)
+            pending = await self._store.pending_events(record)
         if not pending:
-            await asyncio.to_thread(self._store.give_back_publish_lease, record.name, self.owner)
+            await self._store.give_back_publish_lease(record.name, self.owner)
             return 0, 0
         ok = await self._publisher.publish_in_order([event for _, event in pending])
         if ok:
@@ -55,19 +56,18 @@ class Outbox:
                 log(_log, logging.INFO, "event published", job=event.job, event_id=event.id,
                     type=event.type.rsplit(".", 1)[-1], lag_s=_lag(event, published_at))
             done = pending[:ok]
-            if change is None or not await asyncio.to_thread(self._store.mark_published_after, change, done,
-                                                              self.owner):
-                await asyncio.to_thread(self._store.mark_published, record.name, done, self.owner)
+            if change is None or not await self._store.mark_published_after(change, done, self.owner):
+                await self._store.mark_published(record.name, done, self.owner)
         if ok < len(pending):
-            await asyncio.to_thread(self._store.give_back_publish_lease, record.name, self.owner)
+            await self._store.give_back_publish_lease(record.name, self.owner)
         return ok, len(pending) - ok
 
     async def flush_name(self, name: str, *, force: bool = False) -> tuple[int, int] | None:
         """Take the publish lease of ``name`` and flush it; None if the record is gone or another holds it."""
-        snap = await asyncio.to_thread(self._store.snapshot, name)
+        snap = await self._store.snapshot(name)
         if snap is None:
             return None
         now = dt.datetime.now(dt.UTC)
-        if not await asyncio.to_thread(self._store.take_publish_lease, snap, self.owner, now, force=force):
+        if not await self._store.take_publish_lease(snap, self.owner, now, force=force):
             return None
         return await self.flush(snap.record)

@@ -15,6 +15,8 @@ from ..log import get_logger, log
 from .event import Event
 
 if TYPE_CHECKING:  # pragma: no cover
+    import concurrent.futures
+
     from google.cloud import pubsub_v1
 
 _log = get_logger("publisher")
@@ -27,9 +29,10 @@ class EventPublisher:
         self.topic_path = f"projects/{project}/topics/{topic}"
         self._timeout = timeout_s
 
-    def _submit(self, event: Event):
-        return self._client.publish(self.topic_path, event.data.encode("utf-8"), ordering_key=event.job,
-                                    **event.attributes)
+    def _submit(self, event: Event) -> concurrent.futures.Future[str]:
+        future: concurrent.futures.Future[str] = self._client.publish(
+            self.topic_path, event.data.encode("utf-8"), ordering_key=event.job, **event.attributes)
+        return future
 
     async def publish_in_order(self, events: list[Event]) -> int:
         """Publish one job's events in order; return how many (from the first) were accepted."""

@@ -20,6 +20,8 @@ For each scope, concurrently with the tick's record query:
    - a watched job a complete list no longer shows goes back to the GET path (so 404s still end in
      ``lost``); one an incomplete list may have hidden is fetched with GET this tick.
 3. **Write back** only what changed: digest parts, the scope's bookkeeping. An unchanged tick writes none.
+
+What a listing observes is applied by the tick's ``Applier`` (``apply.py``), as a GET's status is.
 """
 
 from __future__ import annotations
@@ -27,22 +29,24 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
+from ..batchapi.client import BatchApiClient
 from ..batchapi.listing import ListedJob, vertex_filter
 from ..batchapi.names import GEMINI, JobName, ProjectMatch, project_match
 from ..batchapi.scopes import WatchScope
 from ..errors import BadResponseError, DeadlineExceeded, PermanentError, RelayError
 from ..log import get_logger, log
 from ..record import digest as digests
-from ..record import machine
+from ..record.async_store import AsyncStore
+from ..record.base import Snapshot
 from ..record.digest import Digest, Entry
 from ..record.machine import PollResult, Route
 from ..record.model import JobRecord
-from ..record.store import JobStore, Snapshot
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .tick import Poller, TickSummary
+from ..settings import Settings
+from .apply import Applier
+from .summary import TickSummary
 
 _log = get_logger("watch")
 MAX_PAGES = 1000  # a list longer than this is cut (incomplete): an endless page token ends here
@@ -57,13 +61,18 @@ def _naive_utc(value: Any) -> dt.datetime | None:
 
 
 class ScopeRun:
-    """One watched scope in one tick."""
+    """One watched scope in one tick: its listing (``read_listing``), then what it shows applied
+    (``settle``) through the tick's ``Applier``."""
 
-    def __init__(self, scope: WatchScope, poller: Poller, store: JobStore) -> None:
+    def __init__(self, scope: WatchScope, settings: Settings, store: AsyncStore, api: BatchApiClient,
+                 apply: Applier, clock: Callable[[], float]) -> None:
         self.scope = scope
         self.route_id = scope.id
-        self._poller = poller
+        self._settings = settings
         self._store = store
+        self._api = api
+        self._apply = apply
+        self._clock = clock
         self.items: dict[str, ListedJob] = {}
         self.complete = False
         self.listed = asyncio.Event()
@@ -73,7 +82,8 @@ class ScopeRun:
         self._listing_started: dt.datetime | None = None
 
     # -- 1. list ------------------------------------------------------------------------------------------
-    async def list(self, summary: TickSummary, deadline: float) -> None:
+    async def read_listing(self, summary: TickSummary, deadline: float) -> None:
+        """List every page of the scope (``listed`` is set when done, whatever happened)."""
         try:
             await self._list(summary, deadline)
         except Exception as exc:  # noqa: BLE001 - a broken scope must not stop the tick
@@ -84,26 +94,25 @@ class ScopeRun:
             self.listed.set()
 
     async def _list(self, summary: TickSummary, deadline: float) -> None:
-        poller = self._poller
-        self._listing_started = poller.now()
-        self._meta = await asyncio.to_thread(self._store.load_scope, self.route_id) or {}
-        digest_task = asyncio.create_task(asyncio.to_thread(self._store.load_digest, self.route_id))
-        window = None
+        self._listing_started = self._apply.now()
+        self._meta = await self._store.load_scope(self.route_id) or {}
+        digest_task = asyncio.create_task(self._store.load_digest(self.route_id))
+        window: dt.datetime | None = None
         if self.scope.api != GEMINI and self.route_id not in _refused_filters:
             window = _naive_utc(self._meta.get("window_at"))
             if window is None and isinstance(self._meta.get("started_at"), dt.datetime):
                 window = self._meta["started_at"] - WINDOW_MARGIN
-        user_filter = poller.settings.watch_filter if self.scope.api != GEMINI else None
+        user_filter = self._settings.watch_filter if self.scope.api != GEMINI else None
         flt = vertex_filter(user_filter, window) if self.scope.api != GEMINI else None
         token: str | None = None
         seen: set[str] = set()
         pages, degraded = 0, False
         try:
             while True:
-                if poller.clock() >= deadline:
+                if self._clock() >= deadline:
                     raise DeadlineExceeded("tick deadline reached while listing")
                 try:
-                    page = await poller.api.list_page(self.scope, token, deadline, filter=flt)
+                    page = await self._api.list_page(self.scope, token, deadline, filter=flt)
                 except PermanentError as exc:
                     if window is not None and token is None and exc.kind == "bad_request":
                         _refused_filters.add(self.route_id)
@@ -166,13 +175,13 @@ class ScopeRun:
         dig = self._digest
         if dig is None:
             return
-        now = self._poller.now()
+        now = self._apply.now()
         settled: set[str] = set(self._meta.get("settled") or [])
         settled_before = set(settled)
         known: list[tuple[str, ListedJob, Entry]] = []
         unknown: list[tuple[str, ListedJob]] = []
         stalls: list[tuple[str, Entry]] = []
-        stall_after = self._poller.settings.stall_after_s
+        stall_after = self._settings.stall_after_s
         for key, item in self.items.items():
             if key in self.handed:
                 continue
@@ -191,14 +200,14 @@ class ScopeRun:
             await self._observe(dig, settled, key, self.items[key], snap, summary)
         if known:
             names = {key: self._record_name(key, entry) for key, _item, entry in known}
-            snaps = await asyncio.to_thread(self._store.snapshots, list(set(names.values())))
+            snaps = await self._store.snapshots(list(set(names.values())))
             for key, item, _entry in known:
-                snap = snaps.get(names[key])
-                if snap is None:
+                found = snaps.get(names[key])
+                if found is None:
                     dig.drop(key)
                     unknown.append((key, item))
                 else:
-                    await self._observe(dig, settled, key, item, snap, summary)
+                    await self._observe(dig, settled, key, item, found, summary)
         if unknown:
             await self._settle_unknown(dig, settled, unknown, now, summary)
         if stalls:
@@ -212,11 +221,11 @@ class ScopeRun:
             settled &= set(self.items)
         if len(settled) > SETTLED_MAX:
             settled = set(sorted(settled)[:SETTLED_MAX])
-        await asyncio.to_thread(self._store.save_digest, dig)
+        await self._store.save_digest(dig)
         await self._save_meta(now, settled if settled != settled_before else None)
 
-    def _record_name(self, key: str, entry: Entry) -> str:
-        return entry.name or self.scope.job_name(key)
+    def _record_name(self, key: str, entry: Entry | None) -> str:
+        return (entry.name if entry is not None else "") or self.scope.job_name(key)
 
     def _entry(self, key: str, item: ListedJob | None, record: JobRecord, previous: Entry | None = None) -> Entry:
         """What the digest keeps of a record just checked (against ``item``, when it was listed)."""
@@ -238,10 +247,10 @@ class ScopeRun:
             summary.errors += 1
             log(_log, logging.WARNING, "listed job unreadable; fetched with GET", scope=self.route_id, job=snap.name,
                 error=str(exc)[:300])
-            await self._poller.poll_snapshot(snap, summary)
+            await self._apply.poll_snapshot(snap, summary)
             return
         route = Route(self.route_id, digests.part_of(key))
-        result, after = await self._poller.observe(snap, status, summary, route=route, via="list")
+        result, after = await self._apply.observe(snap, status, summary, route=route, via="list")
         if after is None:  # conflict: the next tick looks again
             return
         if after.terminal:
@@ -255,11 +264,11 @@ class ScopeRun:
         """Listed jobs with no digest entry: a record under either form of the name, a tombstone, or new."""
         forms = {key: list(dict.fromkeys([self.scope.job_name(key), item.name])) for key, item in unknown}
         every = [name for names in forms.values() for name in names]
-        snaps = await asyncio.to_thread(self._store.snapshots, every)
+        snaps = await self._store.snapshots(every)
         missing = [name for name in every if name not in snaps]
-        gone = await asyncio.to_thread(self._store.tombstoned, missing)
+        gone = await self._store.tombstoned(missing)
         started = _naive_utc(self._meta.get("started_at")) or self._listing_started or now
-        retention = self._poller.settings.retention_days
+        retention = self._settings.retention_days
         for key, item in unknown:
             snap = next((snaps[n] for n in forms[key] if n in snaps), None)
             if snap is not None:
@@ -286,33 +295,25 @@ class ScopeRun:
             log(_log, logging.WARNING, "listed job unreadable; not tracked", scope=self.route_id, job=item.name,
                 error=str(exc)[:300])
             return
-        poller = self._poller
         job = JobName.parse(self.scope.job_name(key))
         route = Route(self.route_id, digests.part_of(key))
-        _result, change = machine.discover(job, status, now, poller.owner, poller.settings, route)
-        change = await asyncio.to_thread(self._store.discover, change)
+        change = await self._apply.discover(job, status, route, summary, now=now)
         if change is None:
             return  # tracked meanwhile: the next tick sees the record
-        summary.discovered += 1
         record = change.record
-        log(_log, logging.INFO, "job discovered", job=record.name, api=record.api, scope=self.route_id,
-            state=record.state, version=record.version)
-        if change.events:
-            summary.changed += 1
-        await poller.after_commit(record.name, change, summary)
         if not record.terminal:
             dig.put(key, self._entry(key, item, record, None))
 
     async def _stalls(self, dig: Digest, stalls: list[tuple[str, Entry]], summary: TickSummary) -> None:
         """Unchanged watched jobs whose stall the digest says is due: read, checked, committed."""
         names = {key: self._record_name(key, entry) for key, entry in stalls}
-        snaps = await asyncio.to_thread(self._store.snapshots, list(set(names.values())))
+        snaps = await self._store.snapshots(list(set(names.values())))
         for key, entry in stalls:
             snap = snaps.get(names[key])
             if snap is None or snap.record.terminal:
                 dig.drop(key)
                 continue
-            if await self._poller.check_stall(snap, summary) or snap.record.stalled_at is not None:
+            if await self._apply.check_stall(snap, summary) or snap.record.stalled_at is not None:
                 dig.put(key, Entry(entry.fingerprint, snap.record.version, digests.epoch(snap.record.changed_at),
                                    snap.record.version, entry.name))
             else:  # the record says otherwise (it changed meanwhile): learn it, and read it when next listed
@@ -325,19 +326,19 @@ class ScopeRun:
         if not missing:
             return
         names = {key: self._record_name(key, dig.get(key)) for key in missing}
-        snaps = await asyncio.to_thread(self._store.snapshots, list(set(names.values())))
+        snaps = await self._store.snapshots(list(set(names.values())))
         for key in missing:
             snap = snaps.get(names[key])
             if snap is None or snap.record.terminal or snap.record.watch_scope != self.route_id:
                 dig.drop(key)
                 continue
             if self.complete:
-                if await asyncio.to_thread(self._store.unwatch, snap):
+                if await self._store.unwatch(snap):
                     dig.drop(key)
                     log(_log, logging.INFO, "job no longer listed; back to the GET path", job=snap.name,
                         scope=self.route_id)
             else:
-                await self._poller.poll_snapshot(snap, summary)
+                await self._apply.poll_snapshot(snap, summary)
 
     async def _reconcile(self, dig: Digest, now: dt.datetime) -> None:
         """Check one digest part's membership against the records watched under it (a lost or stale
@@ -345,7 +346,7 @@ class ScopeRun:
         part_no = dig.due_for_reconcile(now)
         if part_no is None:
             return
-        records = await asyncio.to_thread(lambda: list(self._store.watched(self.route_id, part_no)))
+        records = await self._store.watched(self.route_id, part_no)
         part = dig.parts[part_no]
         keys = set()
         for snap in records:
@@ -373,7 +374,7 @@ class ScopeRun:
         if settled is not None:
             fields["settled"] = sorted(settled)
         if fields:
-            await asyncio.to_thread(self._store.save_scope, self.route_id, fields)
+            await self._store.save_scope(self.route_id, fields)
 
 
 def _newer(item: ListedJob, than: ListedJob) -> bool:

@@ -24,6 +24,7 @@ from ..errors import PermanentError, TransientError, UsageError
 from ..events import event as events
 from ..events.outbox import Outbox
 from ..log import get_logger, log, storable
+from ..record.async_store import AsyncStore
 from ..record.machine import ClaimResult
 from ..record.model import CopyStatus, JobRecord
 from ..record.store import JobStore
@@ -72,7 +73,8 @@ def decode(cloud_event: Any) -> Trigger | None:
         raise UsageError("message data is not base64 JSON") from None
     record = body.get("job") if isinstance(body, dict) else None
     tracking_id = record.get("tracking_id") if isinstance(record, dict) else None
-    if not isinstance(tracking_id, str) or not tracking_id or record.get("name") != job.name:
+    if not isinstance(tracking_id, str) or not tracking_id or not isinstance(record, dict) \
+            or record.get("name") != job.name:
         raise UsageError("event data does not carry the job's record")
     return Trigger(job.name, tracking_id, attributes["state"], attributes.get("ce-id", ""))
 
@@ -99,20 +101,21 @@ class Reactor:
     """Copies one job's outputs. Clients come in; ``batch_relay.wiring`` builds them."""
 
     def __init__(self, store: JobStore, copier: Copier, outbox: Outbox) -> None:
-        self._store = store
+        self._store = AsyncStore(store)
         self._copier = copier
         self._outbox = outbox
 
     async def handle(self, trigger: Trigger) -> Reaction:
         """React to one trigger; raises (``TransientError``) only for what should be redelivered."""
         now = dt.datetime.now(dt.UTC)
-        result, record = await asyncio.to_thread(self._store.claim_copy, trigger.job, now)
+        claim = await self._store.claim_copy(trigger.job, now)
         fields = {"job": trigger.job, "event_id": trigger.event_id}
-        if result == ClaimResult.GONE or (record is not None and record.tracking_id != trigger.tracking_id):
+        if claim is None or claim.record.tracking_id != trigger.tracking_id:
             log(_log, logging.INFO, "event for a job no longer tracked as such: ignored", **fields)
-            if result == ClaimResult.CLAIMED:
-                await asyncio.to_thread(self._store.release_copy, trigger.job, record.copy.attempt)
+            if claim is not None and claim.result == ClaimResult.CLAIMED:
+                await self._store.release_copy(trigger.job, claim.record.copy.attempt)
             return Reaction.IGNORED
+        result, record = claim.result, claim.record
         if result == ClaimResult.NOT_SUCCESS:
             log(_log, logging.INFO, "record is not in a success state: ignored", state=record.state, **fields)
             return Reaction.IGNORED
@@ -135,17 +138,16 @@ class Reactor:
         except PermanentError as exc:
             error = {"kind": exc.kind, "message": storable(str(exc))}
             log(_log, logging.ERROR, "copy failed", error=error, **fields)
-            await asyncio.to_thread(self._store.finish_copy, name, attempt, now, status=CopyStatus.FAILED,
-                                    error=error)
+            await self._store.finish_copy(name, attempt, now, status=CopyStatus.FAILED, error=error)
             await self._outbox.flush_name(name, force=True)
             return Reaction.FAILED
         except BaseException as exc:
             log(_log, logging.WARNING, "copy interrupted; the event will be redelivered",
                 error=f"{type(exc).__name__}: {exc}"[:500], **fields)
-            await asyncio.to_thread(self._store.release_copy, name, attempt)
+            await self._store.release_copy(name, attempt)
             raise
-        event = await asyncio.to_thread(
-            self._store.finish_copy, name, attempt, dt.datetime.now(dt.UTC), status=result.status, uri=result.uri,
+        event = await self._store.finish_copy(
+            name, attempt, dt.datetime.now(dt.UTC), status=result.status, uri=result.uri,
             manifest_uri=result.manifest_uri, objects=len(result.objects), size=result.size)
         if event is not None:
             await self._outbox.flush_name(name, force=True)
@@ -154,6 +156,19 @@ class Reactor:
             duration_s=round(asyncio.get_running_loop().time() - started, 3), **fields)
         return Reaction.COPIED
 
+    async def recopy(self, name: str) -> dict[str, Any]:
+        """``batch-relay recopy``: a new attempt of a failed or stuck copy, claimed and run here at once
+        (``UsageError`` when there is nothing to recopy or the copy cannot start); the copy map after."""
+        record = await self._store.recopy(name)
+        now = dt.datetime.now(dt.UTC)
+        claim = await self._store.claim_copy(record.name, now)
+        if claim is None or claim.result != ClaimResult.CLAIMED:
+            state = claim.result.value if claim is not None else "gone"
+            raise UsageError(f"could not start the copy of {name}: {state}")
+        await self.run_copy(claim.record, now)
+        after = await self._store.load(record.name)
+        copy: dict[str, Any] = after.public()["copy"] if after else {}
+        return copy
 
 
 def triage(cloud_event: Any) -> Trigger | Reaction:

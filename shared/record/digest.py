@@ -103,13 +103,14 @@ class Digest:
 
     def due_for_reconcile(self, now: dt.datetime) -> int | None:
         """The part to reconcile now: never reconciled first, else the oldest past ``RECONCILE_S``."""
-        oldest = None
+        oldest: int | None = None
+        oldest_at: dt.datetime | None = None
         for index, part in sorted(self.parts.items()):
             if part.reconciled_at is None:
                 return index
             if (now - part.reconciled_at).total_seconds() >= RECONCILE_S and (
-                    oldest is None or part.reconciled_at < self.parts[oldest].reconciled_at):
-                oldest = index
+                    oldest_at is None or part.reconciled_at < oldest_at):
+                oldest, oldest_at = index, part.reconciled_at
         return oldest
 
 

@@ -1,6 +1,8 @@
-"""The record's state machine, as pure functions: each takes a ``JobRecord`` and what happened, and
-returns what to write — a ``Change`` (the record after, the transition documents, the events) — or
-``None`` when nothing is to be written. Nothing here touches Firestore; ``store.py`` commits Changes.
+"""The record's state machine, as pure functions: each takes a ``JobRecord`` (or ``None`` where the
+record may be missing) and what happened, and returns one shape, an ``Outcome``: what it found or did
+(``result``, typed per function) and what to write — a ``Change`` (the record after, the transition
+documents, the events) — or ``None`` when nothing is to be written. Nothing here touches Firestore; the
+store commits any ``Outcome`` the same way.
 
 Two leases, two names: the **publish lease** (``publish_lease``: which tick or function publishes the
 record's events now) and the **copy lease** (``copy_lease_until``: which reactor delivery copies the
@@ -12,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-from typing import Any
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from ..batchapi import states
 from ..batchapi.names import JobName
@@ -42,7 +44,6 @@ class ClaimResult(enum.StrEnum):
     DONE = "done"  # already done or not applicable: only make sure it is announced
     FAILED = "failed"  # already failed: only make sure it is announced
     BUSY = "busy"  # another delivery holds a live copy lease
-    GONE = "gone"  # not tracked
     NOT_SUCCESS = "not_success"  # the record is not in a success state
 
 
@@ -76,7 +77,27 @@ class Change:
     transitions: tuple[TransitionWrite, ...] = ()
     events: tuple[events.Event, ...] = ()
     lease: bool = False
-    guard: Any = None  # set by the store once committed: the record's update time as this change left it
+    guard: dt.datetime | None = None  # set by the store once committed: the record's update time as it left it
+
+
+R = TypeVar("R")
+
+
+class Outcome(NamedTuple, Generic[R]):
+    """What every function of the machine returns: its ``result`` and the ``Change`` to commit (None:
+    nothing to write). A tuple, so ``result, change = machine.apply_status(…)`` reads as it did."""
+
+    result: R
+    change: Change | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """What claiming a record's copy found (``result``) and the record after: with the copy lease when
+    ``CLAIMED``, as it is otherwise. A job that is not tracked has no ``Claim`` at all (None)."""
+
+    result: ClaimResult
+    record: JobRecord
 
 
 # -- observations -------------------------------------------------------------------------------------------
@@ -116,14 +137,18 @@ def _expire_transitions(upto: int, expire_at: dt.datetime | None) -> tuple[Trans
     return tuple(TransitionWrite(v, {"expire_at": expire_at}) for v in range(1, upto + 1))
 
 
-def watch(record: JobRecord, route: Route) -> JobRecord:
+def _watched(record: JobRecord, route: Route) -> JobRecord:
     """The record observed by its scope's list from now on (and no longer by the GET path)."""
     return record.replace(watch_scope=route.scope, watch_part=route.part, poll_slot="")
 
 
-def unwatch(record: JobRecord) -> JobRecord:
-    """The record handed back to the GET path (its scope's list no longer shows it)."""
-    return record.replace(watch_scope="", watch_part=0, poll_slot="" if record.terminal else EVERY_TICK)
+def unwatch(record: JobRecord) -> Outcome[PollResult]:
+    """Hand the record back to the GET path (its scope's list no longer shows it, or the scope is no
+    longer watched): ``UPDATED``, or ``UNCHANGED`` (nothing to write) when it is not watched."""
+    if not record.watch_scope:
+        return Outcome(PollResult.UNCHANGED)
+    after = record.replace(watch_scope="", watch_part=0, poll_slot="" if record.terminal else EVERY_TICK)
+    return Outcome(PollResult.UPDATED, Change(after))
 
 
 def _finished(record: JobRecord) -> JobRecord:
@@ -132,37 +157,37 @@ def _finished(record: JobRecord) -> JobRecord:
 
 
 def apply_status(record: JobRecord, status: JobStatus, now: dt.datetime, owner: str,
-                 settings: Settings, route: Route | None = None, via: str = "get") -> tuple[PollResult, Change | None]:
+                 settings: Settings, route: Route | None = None, via: str = "get") -> Outcome[PollResult]:
     """Apply an observed status (``via``: a tick's ``get``, a ``list`` page or a ``webhook``'s fetch; the
     transition notes it). With ``route``, the observation came from a list that covers the job: the
     record is watched under it from now on."""
-    result, change = _apply(record, status, now, owner, settings, via)
+    result, change = outcome = _apply(record, status, now, owner, settings, via)
     if route is None:
-        return result, change
+        return outcome
     after = change.record if change else record
     if after.terminal or (after.watch_scope, after.watch_part) == (route.scope, route.part):
-        return result, change
+        return outcome
     if change is None:
-        return result, Change(watch(after, route))
-    return result, dataclasses.replace(change, record=watch(after, route))
+        return Outcome(result, Change(_watched(after, route)))
+    return Outcome(result, dataclasses.replace(change, record=_watched(after, route)))
 
 
 def discover(job: JobName, status: JobStatus, now: dt.datetime, owner: str, settings: Settings,
-             route: Route, via: str = "list") -> tuple[PollResult, Change]:
+             route: Route, via: str = "list") -> Outcome[PollResult]:
     """A job of a watched scope without a record (found in its list, or nudged by a webhook): tracked
     (``tracked_by = watch``, default destination) and its status applied at once: version 1 from
     UNSPECIFIED, as after ``track``."""
     fresh = JobRecord.new(job, destination=None, labels={}, now=now, tracked_by=TrackedBy.WATCH)
     result, change = apply_status(fresh, status, now, owner, settings, route, via)
-    return result, change or Change(watch(fresh, route))
+    return Outcome(result, change or Change(_watched(fresh, route)))
 
 
 def _apply(record: JobRecord, status: JobStatus, now: dt.datetime, owner: str,
-           settings: Settings, via: str) -> tuple[PollResult, Change | None]:
+           settings: Settings, via: str) -> Outcome[PollResult]:
     if is_stale(record, status):
-        return PollResult.STALE, None
+        return Outcome(PollResult.STALE)
     if not needs_write(record, status):
-        return PollResult.UNCHANGED, None
+        return Outcome(PollResult.UNCHANGED)
     changed_state = status.state != record.state
     moved = changed_state or status.completion_stats != record.completion_stats
     after = record.replace(
@@ -178,7 +203,7 @@ def _apply(record: JobRecord, status: JobStatus, now: dt.datetime, owner: str,
     if status.terminal:
         after = _finished(after).replace(expire_at=_expire_at(now, settings))
     if not changed_state:
-        return PollResult.UPDATED, Change(after)
+        return Outcome(PollResult.UPDATED, Change(after))
     version = record.version + 1
     take = record.publish_lease is None or not record.publish_lease.active(now)
     after = after.replace(version=version, has_unpublished=True, stalled_at=None,
@@ -190,28 +215,28 @@ def _apply(record: JobRecord, status: JobStatus, now: dt.datetime, owner: str,
         "via": via,
     }, create=True)
     expiring = _expire_transitions(version - 1, after.expire_at) if status.terminal else ()
-    return PollResult.CHANGED, Change(after, (transition, *expiring), (event,), take)
+    return Outcome(PollResult.CHANGED, Change(after, (transition, *expiring), (event,), take))
 
 
 def record_poll_error(record: JobRecord, kind: str, message: str, now: dt.datetime, owner: str,
-                      settings: Settings) -> tuple[PollResult, Change | None]:
+                      settings: Settings) -> Outcome[PollResult]:
     """Note why a status fetch failed; after ``lost_after_s`` of 404s give the job up as lost. The same
     error as last time writes nothing."""
     previous = record.last_poll_error or {}
     since = (previous.get("at") if previous.get("kind") == kind else None) or now
     lost = kind == "not_found" and (now - since).total_seconds() >= settings.lost_after_s
     if not lost and previous.get("kind") == kind and previous.get("message") == message:
-        return PollResult.ERROR, None
+        return Outcome(PollResult.ERROR)
     after = record.replace(last_poll_error={"kind": kind, "message": message, "at": since}, polled_at=now)
     if not lost:
-        return PollResult.ERROR, Change(after)
+        return Outcome(PollResult.ERROR, Change(after))
     take = record.publish_lease is None or not record.publish_lease.active(now)
     expire_at = _expire_at(now, settings)
     after = _finished(after).replace(terminal=True, has_unpublished=True, expire_at=expire_at,
                           publish_lease=_publish_lease(owner, now, settings) if take else record.publish_lease)
     event = events.lost(after, settings.event_source, now)
     after = after.replace(outbox={**after.outbox, "lost": event.to_doc()})
-    return PollResult.LOST, Change(after, _expire_transitions(record.version, expire_at), (event,), take)
+    return Outcome(PollResult.LOST, Change(after, _expire_transitions(record.version, expire_at), (event,), take))
 
 
 # -- stalls -------------------------------------------------------------------------------------------------
@@ -225,16 +250,17 @@ def stall_due(record: JobRecord, now: dt.datetime, settings: Settings) -> bool:
     return since is not None and (now - since).total_seconds() >= settings.stall_after_s
 
 
-def stall(record: JobRecord, now: dt.datetime, owner: str, settings: Settings) -> Change | None:
-    """The ``stalled`` event of the current version, through the record's outbox (``stalled_at`` set)."""
+def stall(record: JobRecord, now: dt.datetime, owner: str, settings: Settings) -> Outcome[PollResult]:
+    """The ``stalled`` event of the current version, through the record's outbox (``stalled_at`` set):
+    ``UPDATED``, or ``UNCHANGED`` (nothing to write) when it is not due."""
     if not stall_due(record, now, settings):
-        return None
+        return Outcome(PollResult.UNCHANGED)
     take = record.publish_lease is None or not record.publish_lease.active(now)
     after = record.replace(stalled_at=now, has_unpublished=True,
                            publish_lease=_publish_lease(owner, now, settings) if take else record.publish_lease)
     event = events.stalled(after, settings.event_source, now)
     after = after.replace(outbox={**after.outbox, stalled_key(record.version): event.to_doc()})
-    return Change(after, events=(event,), lease=take)
+    return Outcome(PollResult.UPDATED, Change(after, events=(event,), lease=take))
 
 
 def stalled_key(version: int) -> str:
@@ -246,19 +272,19 @@ def stalled_key(version: int) -> str:
 # -- the publish lease and the outbox ------------------------------------------------------------------------
 
 def take_publish_lease(record: JobRecord, owner: str, now: dt.datetime, settings: Settings, *,
-                       force: bool = False) -> JobRecord | None:
-    """The record with the publish lease ours, or None when another holds a live one (and not ``force``)."""
+                       force: bool = False) -> Outcome[bool]:
+    """Take the publish lease (True), unless another holds a live one and not ``force`` (False)."""
     lease = record.publish_lease
     if not force and lease is not None and lease.active(now) and lease.owner != owner:
-        return None
-    return record.replace(publish_lease=_publish_lease(owner, now, settings))
+        return Outcome(False)
+    return Outcome(True, Change(record.replace(publish_lease=_publish_lease(owner, now, settings))))
 
 
-def give_back_publish_lease(record: JobRecord, owner: str) -> JobRecord | None:
-    """The record without our publish lease, or None when it is not ours (nothing to write)."""
-    if record.publish_lease is None or record.publish_lease.owner != owner:
-        return None
-    return record.replace(publish_lease=None)
+def give_back_publish_lease(record: JobRecord | None, owner: str) -> Outcome[bool]:
+    """Drop our publish lease (True); False, and nothing to write, when it is not ours (or no record)."""
+    if record is None or record.publish_lease is None or record.publish_lease.owner != owner:
+        return Outcome(False)
+    return Outcome(True, Change(record.replace(publish_lease=None)))
 
 
 def unpublished_versions(record: JobRecord) -> range:
@@ -293,12 +319,15 @@ def pending_of_change(change: Change) -> list[tuple[str, events.Event]] | None:
     return sorted(out, key=lambda item: pending_order(item[0]))
 
 
-def mark_published(record: JobRecord, done: list[tuple[str, events.Event]], owner: str) -> Change:
+def mark_published(record: JobRecord | None, done: list[tuple[str, events.Event]], owner: str) -> Outcome[None]:
     """Record what was published: transitions (keys are zero-padded versions) and outbox entries (by
-    name, only if the entry is still the event published), and give back our publish lease."""
+    name, only if the entry is still the event published), and give back our publish lease. Nothing to
+    write when the record is gone."""
+    if record is None:
+        return Outcome(None)
     published = record.published_version
     outbox = dict(record.outbox)
-    marks = []
+    marks: list[TransitionWrite] = []
     copy = record.copy
     for key, event in done:
         if key.isdigit():
@@ -312,13 +341,25 @@ def mark_published(record: JobRecord, done: list[tuple[str, events.Event]], owne
         else record.publish_lease
     after = record.replace(published_version=published, outbox=outbox, copy=copy, publish_lease=lease,
                            has_unpublished=published < record.version or bool(outbox))
-    return Change(after, tuple(marks))
+    return Outcome(None, Change(after, tuple(marks)))
 
 
 # -- tracking -----------------------------------------------------------------------------------------------
 
-def update_tracking(record: JobRecord, *, destination: str | None, labels: dict[str, str]) -> JobRecord | None:
-    """``track`` of a tracked job: only the options given change (labels merge). None: nothing changes."""
+def track(record: JobRecord | None, job: JobName, *, destination: str | None, labels: dict[str, str],
+          now: dt.datetime, tracked_by: TrackedBy = TrackedBy.TRACK) -> Outcome[tuple[JobRecord, bool]]:
+    """``track``: a new record (state UNSPECIFIED, version 0), or the options given applied to the
+    tracked one (``update_tracking``). The result: the record after, and whether it was created."""
+    if record is None:
+        fresh = JobRecord.new(job, destination=destination, labels=labels, now=now, tracked_by=tracked_by)
+        return Outcome((fresh, True), Change(fresh))
+    after, change = update_tracking(record, destination=destination, labels=labels)
+    return Outcome((after, False), change)
+
+
+def update_tracking(record: JobRecord, *, destination: str | None, labels: dict[str, str]) -> Outcome[JobRecord]:
+    """``track`` of a tracked job: only the options given change (labels merge). The result is the record
+    after; no change when nothing changes."""
     after = record
     if destination is not None and destination != record.destination:
         after = after.replace(destination=destination)
@@ -326,28 +367,28 @@ def update_tracking(record: JobRecord, *, destination: str | None, labels: dict[
         merged = {**record.labels, **labels}
         if merged != record.labels:
             after = after.replace(labels=merged)
-    return None if after is record else after
+    return Outcome(after, None if after is record else Change(after))
 
 
 # -- the copy -----------------------------------------------------------------------------------------------
 
-def claim_copy(record: JobRecord | None, now: dt.datetime, settings: Settings) -> tuple[ClaimResult, JobRecord | None]:
-    """Take the copy lease (``pending``/expired ``copying`` -> ``copying``). Returns what was found and the
-    record after (with the lease when ``CLAIMED``)."""
+def claim_copy(record: JobRecord | None, now: dt.datetime, settings: Settings) -> Outcome[Claim | None]:
+    """Take the copy lease (``pending``/expired ``copying`` -> ``copying``). The result: what was found and
+    the record after (with the lease when ``CLAIMED``, the only case that writes); None: not tracked."""
     if record is None:
-        return ClaimResult.GONE, None
+        return Outcome(None)
     status = record.copy.status
     if status.finished_ok:
-        return ClaimResult.DONE, record
+        return Outcome(Claim(ClaimResult.DONE, record))
     if status == CopyStatus.FAILED:
-        return ClaimResult.FAILED, record
+        return Outcome(Claim(ClaimResult.FAILED, record))
     if record.state not in states.SUCCESS:
-        return ClaimResult.NOT_SUCCESS, record
+        return Outcome(Claim(ClaimResult.NOT_SUCCESS, record))
     if status == CopyStatus.COPYING and record.copy_lease_until and record.copy_lease_until > now:
-        return ClaimResult.BUSY, record
+        return Outcome(Claim(ClaimResult.BUSY, record))
     after = record.replace(copy=dataclasses.replace(record.copy, status=CopyStatus.COPYING),
                            copy_lease_until=now + dt.timedelta(seconds=settings.copy_lease_s))
-    return ClaimResult.CLAIMED, after
+    return Outcome(Claim(ClaimResult.CLAIMED, after), Change(after))
 
 
 def _owns_copy(record: JobRecord, attempt: int) -> bool:
@@ -356,27 +397,27 @@ def _owns_copy(record: JobRecord, attempt: int) -> bool:
 
 def finish_copy(record: JobRecord | None, attempt: int, now: dt.datetime, settings: Settings, *,
                 status: CopyStatus, uri: str | None = None, manifest_uri: str | None = None, objects: int = 0,
-                size: int = 0, error: dict[str, Any] | None = None) -> Change | None:
-    """Commit a copy's result and put its announcement in the outbox (``announced=false``). None when
-    this attempt no longer owns the copy."""
+                size: int = 0, error: dict[str, Any] | None = None) -> Outcome[events.Event | None]:
+    """Commit a copy's result and put its announcement in the outbox (``announced=false``); the result is
+    the announcement. None, and nothing to write, when this attempt no longer owns the copy."""
     if record is None or not _owns_copy(record, attempt):
-        return None
+        return Outcome(None)
     copy = dataclasses.replace(record.copy, status=status, uri=uri, manifest_uri=manifest_uri, objects=int(objects),
                                bytes=int(size), error=error, announced=False)
     after = record.replace(copy=copy, copy_lease_until=None)
     build = events.outputs_failed if status == CopyStatus.FAILED else events.outputs_ready
     event = build(after, settings.event_source, now)
     after = after.replace(outbox={**after.outbox, "copy": event.to_doc()}, has_unpublished=True)
-    return Change(after, events=(event,))
+    return Outcome(event, Change(after, events=(event,)))
 
 
-def release_copy(record: JobRecord | None, attempt: int, now: dt.datetime) -> JobRecord | None:
+def release_copy(record: JobRecord | None, attempt: int, now: dt.datetime) -> Outcome[bool]:
     """Give a claimed copy back after a transient failure: it stays ``copying`` with its lease ended now,
     so a redelivery takes it over at once, and if none ever comes (the dead-letter topic took the message)
     the sweep fails and announces it a lease later."""
     if record is None or not _owns_copy(record, attempt):
-        return None
-    return record.replace(copy_lease_until=now)
+        return Outcome(False)
+    return Outcome(True, Change(record.replace(copy_lease_until=now)))
 
 
 def copy_stuck(record: JobRecord, now: dt.datetime, settings: Settings) -> bool:
@@ -388,19 +429,20 @@ def copy_stuck(record: JobRecord, now: dt.datetime, settings: Settings) -> bool:
     return lease is None or lease + dt.timedelta(seconds=settings.copy_lease_s) <= now
 
 
-def fail_stuck_copy(record: JobRecord | None, now: dt.datetime, settings: Settings) -> Change | None:
-    """Fail (and put in the outbox) a copy still stuck; one a redelivery or ``recopy`` took up is left alone."""
+def fail_stuck_copy(record: JobRecord | None, now: dt.datetime, settings: Settings) -> Outcome[bool]:
+    """Fail (and put in the outbox) a copy still stuck (True); one a redelivery or ``recopy`` took up is
+    left alone (False)."""
     if record is None or not copy_stuck(record, now, settings):
-        return None
+        return Outcome(False)
     copy = dataclasses.replace(record.copy, status=CopyStatus.FAILED, announced=False, error={
         "kind": "timeout", "message": "copy did not finish within its lease (RELAY_COPY_LEASE_S)"})
     after = record.replace(copy=copy, copy_lease_until=None)
     event = events.outputs_failed(after, settings.event_source, now)
     after = after.replace(outbox={**after.outbox, "copy": event.to_doc()}, has_unpublished=True)
-    return Change(after, events=(event,))
+    return Outcome(True, Change(after, events=(event,)))
 
 
-def recopy(record: JobRecord | None, name: str) -> JobRecord:
+def recopy(record: JobRecord | None, name: str) -> Outcome[JobRecord]:
     """A new attempt of a failed or stuck copy: ``attempt + 1``, status ``pending``."""
     if record is None:
         raise UsageError(f"{name} is not tracked")
@@ -408,4 +450,5 @@ def recopy(record: JobRecord | None, name: str) -> JobRecord:
         raise UsageError(f"{name} is {record.state}: only succeeded jobs have outputs to copy")
     if record.copy.status.finished_ok:
         raise UsageError(f"the copy of {name} is already {record.copy.status.value}")
-    return record.replace(copy=CopyState(attempt=record.copy.attempt + 1), copy_lease_until=None)
+    after = record.replace(copy=CopyState(attempt=record.copy.attempt + 1), copy_lease_until=None)
+    return Outcome(after, Change(after))
