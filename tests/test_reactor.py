@@ -427,11 +427,11 @@ def test_the_reactor_of_wiring_takes_a_transport_and_a_cut_download_starts_again
     transport = CutFirstDownload(announce_size)
     reaction = wiring.react_to_cloud_event(cloud_event, relay.settings, relay.db, relay.publisher, transport=transport)
     assert reaction == Reaction.COPIED
-    original = httpx.get(f"{simulator_service.url}/download/v1beta/{record['output']['file_name']}:download",
+    original = httpx.get(f"{simulator_service.url}/download/v1beta/{record.output['file_name']}:download",
                          params={"alt": "media"}, headers={"x-goog-api-key": relay.settings.gemini_api_key}).content
     assert gcs.get(dst, "cut/responses.jsonl") == original
     hosts = {host for host, _ in transport.seen}
     assert httpx.URL(simulator_service.url).netloc.decode() in hosts  # the Gemini API...
     assert httpx.URL(gcs_emulator.url).netloc.decode() in hosts  # ...and Cloud Storage, through the one transport
     assert sum(path.endswith(":download") for _, path in transport.seen) == 2
-    assert relay.store.get(record["name"])["copy"]["attempt"] == 1
+    assert relay.store.load(record.name).copy.attempt == 1
