@@ -29,8 +29,11 @@ checkov: $(CHECKOV_VENV)/.installed
 demo: $(STAMP)
 	$(PY) -m devtools.demo $(DEMO_ARGS)
 
+# mypy reads what to check, and how strictly, from pyproject.toml ([tool.mypy]: shared/, strict for record/,
+# events/, retry.py and errors.py).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check shared functions devtools tests examples
+	$(VENV)/bin/mypy
 
 test: $(STAMP) $(CHECKOV_VENV)/.installed lint
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest $(PYTEST_ARGS)

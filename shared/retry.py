@@ -19,11 +19,17 @@ import email.utils
 import random
 import time
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import httpx
 
 from .errors import BadResponseError, DeadlineExceeded, ForbiddenError, NotFoundError, PermanentError, TransientError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .batchapi.http import HttpPool
+
+# What ``send`` sends over: an ``httpx.AsyncClient``, or the tick's pool of them (``build_request``/``send``).
+HttpSender: TypeAlias = "httpx.AsyncClient | HttpPool"
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 T = TypeVar("T")
@@ -52,8 +58,8 @@ def transient(exc: BaseException) -> bool:
 
 async def retry(attempt: Callable[[], Awaitable[T]], policy: RetryPolicy, *,
                 retry_if: Callable[[BaseException], bool] = transient, deadline: float | None = None,
-                clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], Any] = asyncio.sleep,
-                rng: random.Random | None = None) -> T:
+                clock: Callable[[], float] = time.monotonic,
+                sleep: Callable[[float], Awaitable[object]] = asyncio.sleep, rng: random.Random | None = None) -> T:
     """``await attempt()`` until it returns; retries what ``retry_if`` accepts, at most
     ``policy.max_attempts`` attempts in all, never sleeping past ``deadline`` (a ``clock`` time)."""
     tries = 0
@@ -117,11 +123,11 @@ def classify(response: httpx.Response) -> Exception | None:
     return BadResponseError(message)
 
 
-async def send(http: Any, method: str, url: str | httpx.URL, *, ok: Collection[int] = (), stream: bool = False,
+async def send(http: HttpSender, method: str, url: str | httpx.URL, *, ok: Collection[int] = (), stream: bool = False,
                auth: Any = httpx.USE_CLIENT_DEFAULT, **kw: Any) -> httpx.Response:
-    """One HTTP request over ``http`` (an ``httpx.AsyncClient`` or anything with its ``build_request``
-    and ``send``), with failures mapped to ``errors.py``. With ``stream=True`` the caller closes the
-    response (a failed one is read and closed here)."""
+    """One HTTP request over ``http`` (an ``httpx.AsyncClient`` or an ``HttpPool``), with failures mapped
+    to ``errors.py``. With ``stream=True`` the caller closes the response (a failed one is read and closed
+    here). ``auth``: an ``httpx.Auth``, or ``httpx.USE_CLIENT_DEFAULT`` (whose type httpx keeps private)."""
     request = http.build_request(method, url, **kw)
     where = f"{method} {request.url.path}"
     try:

@@ -15,6 +15,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
+from typing import Literal, overload
 from urllib.parse import urlsplit
 
 from .batchapi.endpoints import GEMINI_BASE_URL
@@ -125,6 +126,11 @@ def load_settings() -> Settings:
 class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
+
+    @overload
+    def text(self, var: str, *, required: Literal[True]) -> str: ...
+    @overload
+    def text(self, var: str, *, required: bool = False) -> str | None: ...
 
     def text(self, var: str, *, required: bool = False) -> str | None:
         value = (self._env.get(var) or "").strip()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterable, AsyncIterator, Collection
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Collection
 from typing import Any
 from urllib.parse import quote
 
@@ -92,6 +92,18 @@ def _persisted(response: httpx.Response) -> int:
         return int(value.strip().rpartition("-")[2]) + 1
     except ValueError as exc:
         raise BadResponseError(f"unreadable Range header in 308: {value[:50]!r}") from exc
+
+
+@dataclasses.dataclass
+class _UploadState:
+    """Where a resumable upload (``upload_stream``) stands."""
+
+    fill: int = 0  # bytes of the buffer in use
+    offset: int = 0  # absolute position of buf[0]: everything before it is persisted
+    pending: memoryview = _EMPTY  # the unread rest of the current source piece
+    exhausted: bool = False  # the source has given its last piece
+    unsure: bool = False  # the last PUT failed, so what the session holds is unknown
+    source_failed: bool = False  # the source itself raised: never retried
 
 
 class _Window:
@@ -204,7 +216,7 @@ class StorageClient:
             await response.aclose()
 
     @staticmethod
-    async def _body(response: httpx.Response, chunk_size: int | None) -> AsyncIterator[bytes]:
+    async def _body(response: httpx.Response, chunk_size: int | None) -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in response.aiter_bytes(chunk_size):
                 yield chunk
@@ -235,65 +247,62 @@ class StorageClient:
         session = await self._open_session(bucket, name, content_type)
         source = aiter(chunks)
         buf = memoryview(bytearray(chunk_size))  # fixed, filled up to ``fill``; writes are plain copies
-        state = {"fill": 0, "offset": 0, "pending": _EMPTY, "exhausted": False, "unsure": False,
-                 "source_failed": False}
-        # offset: absolute position of buf[0] (everything before it is persisted); pending: the unread rest
-        # of the current source piece; unsure: the last PUT failed, so what the session holds is unknown
+        state = _UploadState()
 
         def keep(persisted: int) -> None:
             """Drop from the buffer what the session now holds (everything before ``persisted``)."""
-            kept = persisted - state["offset"]
-            if not 0 <= kept <= state["fill"]:
+            kept = persisted - state.offset
+            if not 0 <= kept <= state.fill:
                 raise BadResponseError(f"upload session holds {persisted} bytes, not "
-                                       f"{state['offset']}-{state['offset'] + state['fill']}")
+                                       f"{state.offset}-{state.offset + state.fill}")
             if kept:
-                buf[: state["fill"] - kept] = buf[kept:state["fill"]]  # keep the rest (memmove)
-                state["fill"] -= kept
-                state["offset"] = persisted
+                buf[: state.fill - kept] = buf[kept:state.fill]  # keep the rest (memmove)
+                state.fill -= kept
+                state.offset = persisted
 
         async def refill() -> None:
-            while state["fill"] < chunk_size or not (state["pending"] or state["exhausted"]):
-                if not state["pending"]:
-                    if state["exhausted"]:
+            while state.fill < chunk_size or not (state.pending or state.exhausted):
+                if not state.pending:
+                    if state.exhausted:
                         return
                     try:
-                        state["pending"] = _view(await anext(source))
+                        state.pending = _view(await anext(source))
                     except StopAsyncIteration:
-                        state["exhausted"] = True
+                        state.exhausted = True
                     except BaseException:
-                        state["source_failed"] = True
+                        state.source_failed = True
                         raise
                     continue
-                pending, fill = state["pending"], state["fill"]
+                pending, fill = state.pending, state.fill
                 take = min(chunk_size - fill, len(pending))
                 buf[fill:fill + take] = pending[:take]
-                state["fill"] = fill + take
-                state["pending"] = pending[take:] if take < len(pending) else _EMPTY  # let go of a used piece
+                state.fill = fill + take
+                state.pending = pending[take:] if take < len(pending) else _EMPTY  # let go of a used piece
 
         async def step() -> ObjectInfo | None:
             """One attempt: learn what the session holds if the last PUT failed, fill, PUT. Returns the
             object when the upload is complete, None when the session made progress."""
-            if state["unsure"]:
-                total = state["offset"] + state["fill"] if state["exhausted"] and not state["pending"] else None
+            if state.unsure:
+                total = state.offset + state.fill if state.exhausted and not state.pending else None
                 held = await self._query_session(session, total)
                 if isinstance(held, ObjectInfo):
                     return held
                 keep(held)
-                state["unsure"] = False
+                state.unsure = False
             await refill()
-            total = state["offset"] + state["fill"] if not state["pending"] else None  # last PUT: the total
-            state["unsure"] = True
-            result = await self._put_chunk(session, _Window(buf, state["fill"]), state["offset"], total)
-            state["unsure"] = False
+            total = state.offset + state.fill if not state.pending else None  # last PUT: the total
+            state.unsure = True
+            result = await self._put_chunk(session, _Window(buf, state.fill), state.offset, total)
+            state.unsure = False
             if isinstance(result, ObjectInfo):
                 return result
-            if result == state["offset"]:  # a 308 that kept nothing counts as a failed attempt
-                raise TransientError(f"upload session keeps nothing past byte {state['offset']}")
+            if result == state.offset:  # a 308 that kept nothing counts as a failed attempt
+                raise TransientError(f"upload session keeps nothing past byte {state.offset}")
             keep(result)
             return None
 
         while True:
-            done = await retry(step, self.retry, retry_if=lambda exc: transient(exc) and not state["source_failed"])
+            done = await retry(step, self.retry, retry_if=lambda exc: transient(exc) and not state.source_failed)
             if done is not None:
                 return done
 

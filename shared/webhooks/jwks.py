@@ -14,12 +14,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from ..log import get_logger, log
 from .verify import ed25519_keys_from_jwks
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 _log = get_logger("jwks")
 MAX_BYTES = 64 * 1024  # a JWKS of a few keys is about a kilobyte; a larger reply is refused unread
@@ -48,18 +51,18 @@ class JwksKeys:
         self._ttl_s = ttl_s
         self._refresh_s = refresh_s
         self._clock = clock
-        self._keys: list = []
+        self._keys: list[Ed25519PublicKey] = []
         self._fetched_at: float | None = None
         self._lock = threading.Lock()
 
-    def keys(self) -> list:
+    def keys(self) -> list[Ed25519PublicKey]:
         """The cached keys, fetched first when there are none yet or they are older than ``ttl_s``."""
         with self._lock:
             if self._fetched_at is None or self._clock() - self._fetched_at >= self._ttl_s:
                 self._load()
             return list(self._keys)
 
-    def refreshed(self) -> list:
+    def refreshed(self) -> list[Ed25519PublicKey]:
         """The keys fetched again (when the last fetch is at least ``refresh_s`` old), for a signature the
         cached ones did not verify."""
         with self._lock:

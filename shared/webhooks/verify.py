@@ -20,6 +20,10 @@ import dataclasses
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover - imported where used: only v1a needs cryptography
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 TOLERANCE_S = 300
 _STAMP = re.compile(r"[0-9]{1,12}")  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
@@ -50,8 +54,8 @@ def _signatures(header: str) -> list[tuple[str, bytes]]:
 
 
 def verify(headers: Mapping[str, str], body: bytes, *, secrets: Sequence[str] = (),
-           ed25519_keys: Callable[[], Sequence[object]] | None = None,
-           refreshed_keys: Callable[[], Sequence[object]] | None = None,
+           ed25519_keys: Callable[[], Sequence[Ed25519PublicKey]] | None = None,
+           refreshed_keys: Callable[[], Sequence[Ed25519PublicKey]] | None = None,
            now: Callable[[], float] = time.time) -> Verified:
     """Check one delivery; raises ``Refused``. ``ed25519_keys`` returns the JWKS keys (cached by the
     caller), ``refreshed_keys`` fetches them again; both are only called for a ``v1a`` signature."""
@@ -101,25 +105,25 @@ def _verify_v1(msg_id: str, stamp: str, text: str, signatures: list[bytes], secr
     return False
 
 
-def _verify_v1a(content: bytes, signatures: list[bytes], keys: Sequence[object]) -> bool:
+def _verify_v1a(content: bytes, signatures: list[bytes], keys: Sequence[Ed25519PublicKey]) -> bool:
     from cryptography.exceptions import InvalidSignature
 
     for key in keys:
         for signature in signatures:
             try:
-                key.verify(signature, content)  # type: ignore[attr-defined]
+                key.verify(signature, content)
                 return True
             except (InvalidSignature, ValueError, TypeError):
                 continue
     return False
 
 
-def ed25519_keys_from_jwks(document: object) -> list[object]:
+def ed25519_keys_from_jwks(document: object) -> list[Ed25519PublicKey]:
     """The Ed25519 public keys of a JWKS (``{"keys": [{"kty": "OKP", "crv": "Ed25519", "x": …}]}``);
     other keys are skipped."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    keys = []
+    keys: list[Ed25519PublicKey] = []
     entries = document.get("keys") if isinstance(document, dict) else None
     for jwk in entries if isinstance(entries, list) else []:
         if not isinstance(jwk, dict) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
