@@ -1,10 +1,15 @@
+import datetime as dt
+import json
+
 import pytest
 
 from batch_relay.batchapi import states
 from batch_relay.batchapi.listing import parse_page
-from batch_relay.batchapi.names import JobName, ProjectMatch, doc_id, project_match
+from batch_relay.batchapi.names import Api, JobName, ProjectMatch, doc_id, project_match
 from batch_relay.batchapi.scopes import WatchScope
 from batch_relay.errors import UsageError
+from batch_relay.events import event as events
+from batch_relay.record.model import JobRecord
 
 
 def test_gemini_and_vertex_names():
@@ -82,3 +87,34 @@ def test_user_states(text):
 def test_unknown_user_state():
     with pytest.raises(UsageError, match="unknown state"):
         states.parse_user_state("DONE")
+
+
+def test_known_states_are_members_and_unknown_ones_pass_through_normalized():
+    assert states.normalize("running") is states.JobState.RUNNING
+    assert states.normalize("BATCH_STATE_PARTIALLY_SUCCEEDED") is states.JobState.PARTIALLY_SUCCEEDED
+    future = states.normalize(" batch_state_frobnicating ")
+    assert future == "JOB_STATE_FROBNICATING" and type(future) is str
+    assert states.stored("JOB_STATE_FROBNICATING") == "JOB_STATE_FROBNICATING"
+    assert states.stored("JOB_STATE_QUEUED") is states.JobState.QUEUED
+    assert states.stored(None) is states.stored("") is states.JobState.UNSPECIFIED
+    assert JobName.parse("batches/x").api is Api.GEMINI and WatchScope.parse("gemini").api is Api.GEMINI
+
+
+@pytest.mark.parametrize("state", ["RUNNING", "FROBNICATING"])
+def test_api_and_state_reach_firestore_json_and_pubsub_as_plain_strings(state):
+    now = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+    job = JobName.parse("projects/p/locations/us-central1/batchPredictionJobs/7")
+    record = JobRecord.new(job, destination=None, labels={}, now=now).replace(state=states.normalize(state))
+    full = f"JOB_STATE_{state}"
+    for view in (record.to_doc(), record.public()):
+        assert (view["api"], view["state"]) == ("vertex", full)
+        assert type(view["api"]) is str and type(view["state"]) is str
+    event = events.state_changed(record, states.JobState.UNSPECIFIED, "//src", now)
+    assert {k: event.attributes[k] for k in ("api", "state", "previous_state")} == {
+        "api": "vertex", "state": full, "previous_state": "JOB_STATE_UNSPECIFIED"}
+    assert all(type(v) is str for v in event.attributes.values())
+    data = json.loads(event.data)
+    assert (data["state"], data["previous_state"], data["job"]["api"]) == (full, "JOB_STATE_UNSPECIFIED", "vertex")
+    back = JobRecord.from_doc(record.to_doc())
+    assert back == record and back.api is Api.VERTEX
+    assert (back.state is states.JobState.RUNNING) == (state == "RUNNING")

@@ -24,7 +24,7 @@ from ..retry import RetryPolicy, retry, send
 from ..settings import Settings
 from .endpoints import gemini_key, list_url, status_url
 from .listing import PAGE_SIZE, VERTEX_READ_MASK, Page, parse_page
-from .names import GEMINI, JobName
+from .names import Api, JobName
 from .quota import RegionLimiter
 from .scopes import WatchScope
 from .wire import JobStatus
@@ -59,8 +59,8 @@ class BatchApiClient:
     async def get_status(self, job: JobName, deadline: float) -> JobStatus:
         """The job's status, or an error from ``batch_relay.errors`` (never anything else)."""
         body = await self.get_json(job.api, status_url(self._settings, job), deadline,
-                                   region=None if job.api == GEMINI else job.region_key)
-        status = (JobStatus.from_gemini if job.api == GEMINI else JobStatus.from_vertex)(body)
+                                   region=None if job.api == Api.GEMINI else job.region_key)
+        status = (JobStatus.from_gemini if job.api == Api.GEMINI else JobStatus.from_vertex)(body)
         if status.name != job.name:
             try:
                 same = job.same_job(JobName.parse(status.name))
@@ -78,7 +78,7 @@ class BatchApiClient:
         if token:
             params["pageToken"] = token
         region = None
-        if scope.api != GEMINI:
+        if scope.api != Api.GEMINI:
             params["readMask"] = VERTEX_READ_MASK
             if filter:
                 params["filter"] = filter
@@ -86,11 +86,11 @@ class BatchApiClient:
         body = await self.get_json(scope.api, list_url(self._settings, scope), deadline, region=region, params=params)
         return parse_page(scope, body)
 
-    async def get_json(self, api: str, url: str, deadline: float, *, region: str | None = None,
+    async def get_json(self, api: Api, url: str, deadline: float, *, region: str | None = None,
                        params: dict[str, Any] | None = None) -> Any:
         """GET ``url`` of ``api`` and decode its JSON body, retried; ``region``: the quota bucket to take
         a token from before each attempt (Vertex)."""
-        gemini_headers = gemini_key(self._settings) if api == GEMINI else None
+        gemini_headers = gemini_key(self._settings) if api == Api.GEMINI else None
 
         async def attempt() -> Any:
             if region is not None:
@@ -99,7 +99,7 @@ class BatchApiClient:
             if remaining <= 0:
                 raise DeadlineExceeded("tick deadline reached before the request")
             timeout = min(self._settings.request_timeout_s, remaining)
-            auth = httpx.USE_CLIENT_DEFAULT if api == GEMINI or self._vertex_auth is None else self._vertex_auth
+            auth = httpx.USE_CLIENT_DEFAULT if api == Api.GEMINI or self._vertex_auth is None else self._vertex_auth
             response = await send(self._http, "GET", url, params=params, headers=gemini_headers, timeout=timeout,
                                   auth=auth)
             try:

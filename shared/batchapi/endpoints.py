@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import ForbiddenError, PermanentError
-from .names import GEMINI, JobName
+from .names import Api, JobName
 from .scopes import WatchScope
 
 if TYPE_CHECKING:  # pragma: no cover - settings imports this module (for the default below)
@@ -77,13 +77,13 @@ def vertex_base_url(settings: Settings, location: str) -> str:
 
 def status_url(settings: Settings, job: JobName) -> str:
     """The GET of one job."""
-    if job.api == GEMINI:
+    if job.api == Api.GEMINI:
         return gemini_url(settings, job.name)
     return f"{vertex_base_url(settings, job.location or 'global')}/v1/{job.name}"
 
 
 def list_url(settings: Settings, scope: WatchScope) -> str:
     """The list of a watched scope's jobs."""
-    if scope.api == GEMINI:
+    if scope.api == Api.GEMINI:
         return gemini_url(settings, "batches")
     return f"{vertex_base_url(settings, scope.location or 'global')}/v1/{scope.parent}/batchPredictionJobs"

@@ -17,16 +17,17 @@ from typing import Any
 
 from ..errors import BadResponseError, UsageError
 from . import states
-from .names import GEMINI, JobName
+from .names import Api, JobName
 from .scopes import WatchScope
+from .states import JobState, State
 from .wire import JobStatus, parse_timestamp
 
 PAGE_SIZE = 1000  # the largest page either API is asked for; a page may hold fewer
 VERTEX_READ_MASK = ("name,state,completionStats,outputInfo,error,createTime,startTime,endTime,updateTime,"
                     "displayName,model,labels")
 # Non-terminal states, for the windowed Vertex filter (a plain OR list: no precedence questions).
-_OPEN_STATES = ("JOB_STATE_UNSPECIFIED", "JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING",
-                "JOB_STATE_CANCELLING", "JOB_STATE_PAUSED", "JOB_STATE_UPDATING")
+_OPEN_STATES = (JobState.UNSPECIFIED, JobState.QUEUED, JobState.PENDING, JobState.RUNNING, JobState.CANCELLING,
+                JobState.PAUSED, JobState.UPDATING)
 
 
 def vertex_filter(user_filter: str | None, window: dt.datetime | None) -> str | None:
@@ -50,7 +51,7 @@ class ListedJob:
 
     __slots__ = ("api", "key", "name", "project", "raw", "fingerprint", "_status")
 
-    def __init__(self, api: str, key: str, name: str, project: str | None, raw: dict[str, Any],
+    def __init__(self, api: Api, key: str, name: str, project: str | None, raw: dict[str, Any],
                  fingerprint: int) -> None:
         self.api = api
         self.key = key  # the job id: unique within its scope
@@ -63,12 +64,12 @@ class ListedJob:
     def status(self) -> JobStatus:
         """The item parsed as a status (``BadResponseError`` if it cannot be)."""
         if self._status is None:
-            self._status = (JobStatus.from_gemini if self.api == GEMINI else JobStatus.from_vertex)(self.raw)
+            self._status = (JobStatus.from_gemini if self.api == Api.GEMINI else JobStatus.from_vertex)(self.raw)
         return self._status
 
     @property
-    def state(self) -> str:
-        raw = self.raw.get("metadata", {}).get("state") if self.api == GEMINI else self.raw.get("state")
+    def state(self) -> State:
+        raw = self.raw.get("metadata", {}).get("state") if self.api == Api.GEMINI else self.raw.get("state")
         return states.normalize(raw if isinstance(raw, str) else None)
 
     @property
@@ -77,17 +78,17 @@ class ListedJob:
 
     def time(self, field: str) -> dt.datetime | None:
         """``createTime`` / ``updateTime`` of the item, or None (unreadable times are None)."""
-        holder = self.raw.get("metadata") if self.api == GEMINI else self.raw
+        holder = self.raw.get("metadata") if self.api == Api.GEMINI else self.raw
         try:
             return parse_timestamp((holder or {}).get(field), field)
         except BadResponseError:
             return None
 
 
-def fingerprint(api: str, item: dict[str, Any]) -> int:
+def fingerprint(api: Api, item: dict[str, Any]) -> int:
     """A hash of what a poll compares (state, counts, error, output) and the API's update time: two
     observations with the same fingerprint are the same observation."""
-    if api == GEMINI:
+    if api == Api.GEMINI:
         raw_meta = item.get("metadata")
         meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
         raw_output = meta.get("output")
@@ -111,7 +112,7 @@ def parse_page(scope: WatchScope, body: Any) -> Page:
     """Take one list page apart. Raises ``BadResponseError`` when the page as a whole is unusable."""
     if not isinstance(body, dict):
         raise BadResponseError("list page is not a JSON object")
-    key = "operations" if scope.api == GEMINI else "batchPredictionJobs"
+    key = "operations" if scope.api == Api.GEMINI else "batchPredictionJobs"
     raw_items = body.get(key, [])
     if not isinstance(raw_items, list):
         raise BadResponseError(f"list page: {key} is not a list")
@@ -131,7 +132,7 @@ def parse_page(scope: WatchScope, body: Any) -> Page:
 def _item(scope: WatchScope, raw: Any) -> ListedJob | None:
     if not isinstance(raw, dict):
         return None
-    if scope.api == GEMINI:
+    if scope.api == Api.GEMINI:
         meta = raw.get("metadata")
         name = (meta.get("name") if isinstance(meta, dict) else None) or raw.get("name")
     else:

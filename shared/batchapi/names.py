@@ -17,8 +17,12 @@ _VERTEX = re.compile(
     rf"/batchPredictionJobs/(?P<id>{_ID})$"
 )
 
-GEMINI = "gemini"
-VERTEX = "vertex"
+
+class Api(enum.StrEnum):
+    """Which API a job belongs to: the record's and events' ``api`` field, exactly these strings (A4)."""
+
+    GEMINI = "gemini"
+    VERTEX = "vertex"
 
 
 class ProjectMatch(enum.Enum):
@@ -46,7 +50,7 @@ def project_match(named: str | None, *known: str | None) -> ProjectMatch:
 @dataclasses.dataclass(frozen=True)
 class JobName:
     name: str
-    api: str
+    api: Api
     job_id: str
     project: str | None = None
     location: str | None = None
@@ -57,9 +61,9 @@ class JobName:
             raise UsageError(f"job name must be a string, not {type(name).__name__}")
         text = name.strip()
         if m := _GEMINI.match(text):
-            return cls(text, GEMINI, m["id"])
+            return cls(text, Api.GEMINI, m["id"])
         if m := _VERTEX.match(text):
-            return cls(text, VERTEX, m["id"], m["project"], m["location"])
+            return cls(text, Api.VERTEX, m["id"], m["project"], m["location"])
         shown = text if len(text) <= 200 else text[:200] + "…"
         raise UsageError(
             f"{shown!r} is not a job name: expected batches/ID (Gemini API) or "
@@ -71,7 +75,7 @@ class JobName:
         that ``project_match`` does not call another (either name may be the one the API wrote)."""
         if self.api != other.api:
             return False
-        if self.api == GEMINI:
+        if self.api == Api.GEMINI:
             return self.name == other.name
         return (self.location, self.job_id) == (other.location, other.job_id) and (
             project_match(self.project, other.project) is not ProjectMatch.OTHER
@@ -80,7 +84,7 @@ class JobName:
     @property
     def region_key(self) -> str:
         """The bucket of the per-region quota: Vertex location, or the Gemini API as a whole."""
-        return f"vertex:{self.location}" if self.api == VERTEX else GEMINI
+        return f"{Api.VERTEX}:{self.location}" if self.api == Api.VERTEX else Api.GEMINI.value
 
 
 def doc_id(name: str) -> str:

@@ -15,7 +15,8 @@ from typing import Any
 
 from ..errors import BadResponseError
 from . import states
-from .names import GEMINI, VERTEX
+from .names import Api
+from .states import State
 
 _TS = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})$"
@@ -73,7 +74,7 @@ def _str(value: Any, field: str) -> str | None:
     return value
 
 
-def _state(raw: Any) -> str:
+def _state(raw: Any) -> State:
     if raw is not None and not isinstance(raw, str):
         raise BadResponseError("state is not a string")
     state = states.normalize(raw)
@@ -135,8 +136,8 @@ class JobStatus:
     """The parts of a job's status that batch-relay stores."""
 
     name: str
-    api: str
-    state: str
+    api: Api
+    state: State
     display_name: str | None = None
     model: str | None = None
     create_time: dt.datetime | None = None
@@ -178,7 +179,7 @@ class JobStatus:
             output["inlined_count"] = len(items)
         return cls(
             name=name,
-            api=GEMINI,
+            api=Api.GEMINI,
             state=_state(meta.get("state")),
             display_name=_str(meta.get("displayName"), "displayName"),
             model=_str(meta.get("model"), "model"),
@@ -216,7 +217,7 @@ class JobStatus:
         labels = _obj(job.get("labels"), "labels")
         return cls(
             name=name,
-            api=VERTEX,
+            api=Api.VERTEX,
             state=_state(job.get("state")),
             display_name=_str(job.get("displayName"), "displayName"),
             model=_str(job.get("model"), "model"),

@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..batchapi import states
 from ..batchapi.names import JobName
@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one clear line, exit 2
+    def error(self, message: str) -> NoReturn:  # one clear line, exit 2
         message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         raise UsageError(f"{self.prog}: {message}")
 

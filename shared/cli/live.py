@@ -11,6 +11,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ..batchapi.states import JobState
 from ..record.model import JobRecord
 from ..record.store import JobStore
 from ..settings import Settings
@@ -99,7 +100,7 @@ def wait_command(db: FirestoreClient, settings: Settings, name: str, *, timeout:
 
 # -- list --follow ----------------------------------------------------------------------------------------------
 
-def follow_command(db: FirestoreClient, settings: Settings, *, state: str | None = None, out: TextIO = sys.stdout,
+def follow_command(db: FirestoreClient, settings: Settings, *, state: JobState | None = None, out: TextIO = sys.stdout,
                    stop: threading.Event | None = None) -> int:
     """A live view of the tracked jobs until Ctrl-C (or ``stop``): a redrawn table, or one line per change."""
     records: dict[str, dict[str, Any]] = {}

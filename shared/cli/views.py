@@ -10,9 +10,13 @@ import importlib.util
 from collections.abc import Callable, Iterable
 from typing import Any
 
-SUCCESS = ("JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED")
-STATE_STYLES = {"SUCCEEDED": "green", "PARTIALLY_SUCCEEDED": "yellow", "FAILED": "red", "CANCELLED": "magenta",
-                "CANCELLING": "magenta", "EXPIRED": "red", "RUNNING": "cyan", "PAUSED": "yellow"}
+from ..batchapi.states import SUCCESS, JobState
+
+STATE_STYLES: dict[str, str] = {
+    JobState.SUCCEEDED: "green", JobState.PARTIALLY_SUCCEEDED: "yellow", JobState.FAILED: "red",
+    JobState.CANCELLED: "magenta", JobState.CANCELLING: "magenta", JobState.EXPIRED: "red", JobState.RUNNING: "cyan",
+    JobState.PAUSED: "yellow",
+}
 
 
 def have_rich() -> bool:
@@ -29,7 +33,7 @@ def human_bytes(n: int) -> str:
 
 
 def short_state(record: dict[str, Any]) -> str:
-    return (record.get("state") or "JOB_STATE_UNSPECIFIED").removeprefix("JOB_STATE_")
+    return (record.get("state") or JobState.UNSPECIFIED).removeprefix("JOB_STATE_")
 
 
 def counts(record: dict[str, Any]) -> tuple[int, int | None] | None:
@@ -117,7 +121,6 @@ def rich_table(records: Iterable[dict[str, Any]], *, label: Callable[[str], str]
     table.add_column("COPY", no_wrap=True)
     table.add_column("NOTE", overflow="ellipsis", no_wrap=True)
     for record in records:
-        state = short_state(record)
         progress = counts(record)
         if progress is None:
             bar: Any = Text("-", style="dim")
@@ -125,7 +128,8 @@ def rich_table(records: Iterable[dict[str, Any]], *, label: Callable[[str], str]
             bar = ProgressBar(total=None, width=bar_width, pulse=not record.get("terminal"))
         else:
             bar = ProgressBar(total=progress[1], completed=progress[0], width=bar_width)
+        style = STATE_STYLES.get(record.get("state") or "", "")
         table.add_row(label(record.get("name", "?")), record.get("api") or "-",
-                      Text(state, style=STATE_STYLES.get(state, "")), str(record.get("version", 0)), bar,
+                      Text(short_state(record), style=style), str(record.get("version", 0)), bar,
                       counts_cell(record), copy_cell(record), Text(note_cell(record), style="dim"))
     return table

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from typing import Any
 
+from ..batchapi.states import State
 from ..record.model import JobRecord, rfc3339
 
 STATE_CHANGED = "batchrelay.job.v1.stateChanged"
@@ -49,8 +50,8 @@ def _event(ce_type: str, ce_id: str, record: JobRecord, source: str, time: dt.da
         "ce-time": rfc3339(time),
         "content-type": "application/json",
         "job": record.name,
-        "api": record.api,
-        "state": record.state,
+        "api": str(record.api),  # plain strings, as Pub/Sub carries them: the enums' values
+        "state": str(record.state),
         **(extra or {}),
     }
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
@@ -73,11 +74,11 @@ def stalled_id(tracking_id: str, version: int) -> str:
     return f"{tracking_id}-{version}-stalled"
 
 
-def state_changed(record: JobRecord, previous_state: str, source: str, time: dt.datetime) -> Event:
+def state_changed(record: JobRecord, previous_state: State, source: str, time: dt.datetime) -> Event:
     data = {"job": record.public(), "previous_state": previous_state, "state": record.state,
             "version": record.version}
     return _event(STATE_CHANGED, state_changed_id(record.tracking_id, record.version), record, source, time,
-                  data, {"previous_state": previous_state})
+                  data, {"previous_state": str(previous_state)})
 
 
 def outputs_ready(record: JobRecord, source: str, time: dt.datetime) -> Event:

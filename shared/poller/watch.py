@@ -34,7 +34,7 @@ from typing import Any
 
 from ..batchapi.client import BatchApiClient
 from ..batchapi.listing import ListedJob, vertex_filter
-from ..batchapi.names import GEMINI, JobName, ProjectMatch, project_match
+from ..batchapi.names import Api, JobName, ProjectMatch, project_match
 from ..batchapi.scopes import WatchScope
 from ..errors import BadResponseError, DeadlineExceeded, PermanentError, RelayError
 from ..log import get_logger, log
@@ -98,12 +98,12 @@ class ScopeRun:
         self._meta = await self._store.load_scope(self.route_id) or {}
         digest_task = asyncio.create_task(self._store.load_digest(self.route_id))
         window: dt.datetime | None = None
-        if self.scope.api != GEMINI and self.route_id not in _refused_filters:
+        if self.scope.api != Api.GEMINI and self.route_id not in _refused_filters:
             window = _naive_utc(self._meta.get("window_at"))
             if window is None and isinstance(self._meta.get("started_at"), dt.datetime):
                 window = self._meta["started_at"] - WINDOW_MARGIN
-        user_filter = self._settings.watch_filter if self.scope.api != GEMINI else None
-        flt = vertex_filter(user_filter, window) if self.scope.api != GEMINI else None
+        user_filter = self._settings.watch_filter if self.scope.api != Api.GEMINI else None
+        flt = vertex_filter(user_filter, window) if self.scope.api != Api.GEMINI else None
         token: str | None = None
         seen: set[str] = set()
         pages, degraded = 0, False
@@ -157,7 +157,7 @@ class ScopeRun:
         item = self.items.get(job.job_id)
         if item is None:
             return None
-        if self.scope.api == GEMINI:
+        if self.scope.api == Api.GEMINI:
             return item if item.name == job.name else None
         return item if project_match(job.project, self.scope.project, item.project) is ProjectMatch.SAME else None
 
@@ -366,7 +366,7 @@ class ScopeRun:
             fields["started_at"] = self._listing_started or now
         if self._meta.get("retired"):
             fields["retired"] = False
-        if self.complete and self.scope.api != GEMINI and self._listing_started is not None:
+        if self.complete and self.scope.api != Api.GEMINI and self._listing_started is not None:
             window = self._listing_started - WINDOW_MARGIN
             stored = _naive_utc(self._meta.get("window_at"))
             if stored is None or window - stored >= WINDOW_STEP:

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..batchapi import states
 from ..batchapi.names import JobName
+from ..batchapi.states import JobState
 from ..errors import PermanentError, TransientError, UsageError
 from ..events import event as events
 from ..events.outbox import Outbox
@@ -40,7 +41,7 @@ class Trigger:
 
     job: str
     tracking_id: str
-    state: str
+    state: JobState  # a success state
     event_id: str
 
 
@@ -76,7 +77,7 @@ def decode(cloud_event: Any) -> Trigger | None:
     if not isinstance(tracking_id, str) or not tracking_id or not isinstance(record, dict) \
             or record.get("name") != job.name:
         raise UsageError("event data does not carry the job's record")
-    return Trigger(job.name, tracking_id, attributes["state"], attributes.get("ce-id", ""))
+    return Trigger(job.name, tracking_id, JobState(attributes["state"]), attributes.get("ce-id", ""))
 
 
 def _get(cloud_event: Any, key: str) -> Any:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..batchapi.names import JobName
+from ..batchapi.states import State
 from ..batchapi.wire import JobStatus
 from ..errors import UsageError
 from ..settings import normalize_destination
@@ -77,7 +78,7 @@ class JobRecords(StoreBase):
         docs = self.ref(name).collection(TRANSITIONS).order_by("version").stream()
         return [d.to_dict() or {} for d in docs]
 
-    def records(self, state: str | None = None) -> Iterator[JobRecord]:
+    def records(self, state: State | None = None) -> Iterator[JobRecord]:
         """Every record (in ``state``, when given)."""
         from google.cloud.firestore_v1.base_query import FieldFilter
 

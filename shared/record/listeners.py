@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
+from ..batchapi.states import State
 from .base import StoreBase
 from .model import JobRecord
 
@@ -77,7 +78,7 @@ class Listeners(StoreBase):
 
         return Feed(subscribe)
 
-    def listen_records(self, state: str | None = None) -> Feed[list[RecordChange]]:
+    def listen_records(self, state: State | None = None) -> Feed[list[RecordChange]]:
         """Every change of the records (in ``state``, when given), a batch at a time: at first, every
         record ``ADDED``."""
         from google.cloud.firestore_v1.base_query import FieldFilter

@@ -18,6 +18,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from ..batchapi import states
 from ..batchapi.names import JobName
+from ..batchapi.states import JobState
 from ..batchapi.wire import JobStatus
 from ..errors import UsageError
 from ..events import event as events
@@ -208,7 +209,7 @@ def _apply(record: JobRecord, status: JobStatus, now: dt.datetime, owner: str,
     take = record.publish_lease is None or not record.publish_lease.active(now)
     after = after.replace(version=version, has_unpublished=True, stalled_at=None,
                           publish_lease=_publish_lease(owner, now, settings) if take else record.publish_lease)
-    event = events.state_changed(after, record.state or states.UNSPECIFIED, settings.event_source, now)
+    event = events.state_changed(after, record.state or JobState.UNSPECIFIED, settings.event_source, now)
     transition = TransitionWrite(version, {
         "version": version, "from_state": record.state, "to_state": status.state, "observed_at": now,
         "event_id": event.id, "published": False, "event": event.to_doc(), "expire_at": after.expire_at,

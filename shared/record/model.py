@@ -16,7 +16,8 @@ import zlib
 from typing import Any
 
 from ..batchapi import states
-from ..batchapi.names import JobName
+from ..batchapi.names import Api, JobName
+from ..batchapi.states import JobState, State
 
 SHARDS = 1024
 EVERY_TICK = "1:0"  # ``poll_slot`` of a job the GET path polls every tick (see cadence.py)
@@ -74,6 +75,14 @@ def _int(value: Any, default: int = 0) -> int:
 
 def _map(value: Any) -> dict[str, Any] | None:
     return dict(value) if isinstance(value, dict) else None
+
+
+def _api(value: Any, name: str) -> Api:
+    """The stored ``api``; a document without a valid one (never written so) takes its name's."""
+    try:
+        return Api(value)
+    except ValueError:
+        return Api.GEMINI if name.startswith("batches/") else Api.VERTEX
 
 
 # -- parts of the record ------------------------------------------------------------------------------------
@@ -144,9 +153,9 @@ class JobRecord:
     plain dicts as Firestore stores them: treat them as read-only, replace them to change them."""
 
     name: str
-    api: str
+    api: Api
     tracking_id: str
-    state: str = states.UNSPECIFIED
+    state: State = JobState.UNSPECIFIED
     terminal: bool = False
     version: int = 0
     display_name: str | None = None
@@ -200,8 +209,8 @@ class JobRecord:
         except ValueError:
             tracked_by = TrackedBy.TRACK
         return cls(
-            name=name, api=doc.get("api") or "", tracking_id=doc.get("tracking_id") or "",
-            state=doc.get("state") or states.UNSPECIFIED, terminal=bool(doc.get("terminal")),
+            name=name, api=_api(doc.get("api"), name), tracking_id=doc.get("tracking_id") or "",
+            state=states.stored(doc.get("state")), terminal=bool(doc.get("terminal")),
             version=_int(doc.get("version")), display_name=doc.get("display_name"), model=doc.get("model"),
             create_time=doc.get("create_time"), start_time=doc.get("start_time"), end_time=doc.get("end_time"),
             update_time=doc.get("update_time"), completion_stats=_map(doc.get("completion_stats")),
