@@ -11,18 +11,22 @@ import asyncio
 import datetime as dt
 import functools
 import threading
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator, Callable, Generator
+from typing import TYPE_CHECKING
 
 import httpx
 
 from .errors import ForbiddenError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from google.auth.credentials import Credentials
 
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 _EARLY = dt.timedelta(minutes=5)
 
 
 class GoogleAuth(httpx.Auth):
-    def __init__(self, credentials) -> None:
+    def __init__(self, credentials: Credentials) -> None:
         self._credentials = credentials
         self._lock = threading.Lock()
         self._alock: asyncio.Lock | None = None
@@ -35,7 +39,7 @@ class GoogleAuth(httpx.Auth):
         creds = self._credentials
         if not getattr(creds, "token", None):
             return True
-        expiry = getattr(creds, "expiry", None)  # naive UTC in google-auth
+        expiry: dt.datetime | None = getattr(creds, "expiry", None)  # naive UTC in google-auth
         if expiry is None:
             return False
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -93,7 +97,7 @@ class StaticToken(httpx.Auth):
 
 
 @functools.cache
-def default_credentials():
+def default_credentials() -> Credentials:
     """Application Default Credentials for the cloud-platform scope, once per process."""
     import google.auth
 
@@ -106,7 +110,7 @@ class LazyAuth(httpx.Auth):
     Gemini jobs, or none) never looks for Application Default Credentials; missing credentials become a
     ``ForbiddenError`` on the job's record instead of an exception at start-up."""
 
-    def __init__(self, build) -> None:
+    def __init__(self, build: Callable[[], httpx.Auth]) -> None:
         self._build = build
         self._auth: httpx.Auth | None = None
 
@@ -120,10 +124,10 @@ class LazyAuth(httpx.Auth):
                 raise ForbiddenError(f"no Google credentials: {str(exc)[:200]}") from None
         return self._auth
 
-    def sync_auth_flow(self, request):
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         return self._inner().sync_auth_flow(request)
 
-    def async_auth_flow(self, request):
+    def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         return self._inner().async_auth_flow(request)
 
 

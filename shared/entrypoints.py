@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import wiring
 from .errors import SettingsError
@@ -16,11 +16,14 @@ from .log import configure, get_logger, log
 from .poller import fanout
 from .settings import load_settings
 
+if TYPE_CHECKING:  # pragma: no cover
+    from flask import Request  # what functions-framework hands an HTTP function
+
 _log = get_logger("entrypoints")
 _JSON = {"Content-Type": "application/json"}
 
 
-def handle_poll(request) -> tuple[str, int, dict[str, str]]:
+def handle_poll(request: Request) -> tuple[str, int, dict[str, str]]:
     """HTTP handler of ``poll_jobs``: POST runs one tick and answers the A1 summary."""
     configure()
     headers = dict(_JSON)
@@ -45,7 +48,7 @@ def handle_poll(request) -> tuple[str, int, dict[str, str]]:
     return json.dumps(summary), 200, headers
 
 
-def handle_webhook(request) -> tuple[str, int, dict[str, str]]:
+def handle_webhook(request: Request) -> tuple[str, int, dict[str, str]]:
     """HTTP handler of ``on_gemini_webhook`` (A9): verify, then nudge; see ``batch_relay.webhooks.handler``."""
     from .webhooks import handler
 
@@ -67,7 +70,7 @@ def handle_webhook(request) -> tuple[str, int, dict[str, str]]:
     return json.dumps(reply.body), reply.status, dict(_JSON)
 
 
-def _json_body(request) -> Any:
+def _json_body(request: Request) -> Any:
     """The raw body as JSON, whatever its content type claims (a Pub/Sub push without wrapper may say
     ``application/x-www-form-urlencoded``, which would otherwise be parsed as a form and lost)."""
     raw = request.get_data(cache=True, parse_form_data=False)

@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 LOGGER_NAME = "batch_relay"
 _SEVERITY = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARNING", "ERROR": "ERROR", "CRITICAL": "CRITICAL"}
@@ -63,7 +63,7 @@ class JsonFormatter(logging.Formatter):
         return line.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates from an API, escaped
 
 
-class _Handler(logging.StreamHandler):
+class _Handler(logging.StreamHandler[TextIO]):
     """Writes to the stream of the moment (``sys.stdout`` unless told otherwise), looked up per line."""
 
     def __init__(self, stream_name: str) -> None:
@@ -71,11 +71,12 @@ class _Handler(logging.StreamHandler):
         self.stream_name = stream_name
 
     @property
-    def stream(self):
-        return getattr(sys, self.stream_name)
+    def stream(self) -> TextIO:
+        stream: TextIO = getattr(sys, self.stream_name)
+        return stream
 
     @stream.setter
-    def stream(self, _value) -> None:
+    def stream(self, _value: TextIO) -> None:
         pass
 
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..batchapi.states import SUCCESS, JobState
+
+if TYPE_CHECKING:  # pragma: no cover - rich is optional (the cli extra)
+    from rich.table import Table
 
 STATE_STYLES: dict[str, str] = {
     JobState.SUCCEEDED: "green", JobState.PARTIALLY_SUCCEEDED: "yellow", JobState.FAILED: "red",
@@ -107,7 +110,7 @@ def plain_table(records: Iterable[dict[str, Any]], label: Callable[[str], str] =
 
 
 def rich_table(records: Iterable[dict[str, Any]], *, label: Callable[[str], str] = str, title: str | None = None,
-               bar_width: int = 16):
+               bar_width: int = 16) -> Table:
     """The job table with the counts as progress bars (``rich`` must be installed)."""
     from rich.progress_bar import ProgressBar
     from rich.table import Table

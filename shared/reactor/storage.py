@@ -313,7 +313,7 @@ class StorageClient:
             json={"name": name, "contentType": content_type},
             headers={"X-Upload-Content-Type": content_type},
         )
-        session = response.headers.get("location")
+        session: str | None = response.headers.get("location")
         if not session:
             raise BadResponseError("resumable upload start returned no Location")
         return session
