@@ -138,6 +138,9 @@ def test_api_strings_are_cut_to_their_documented_size():
         "name": "batches/x", "state": "BATCH_STATE_RUNNING", "displayName": huge}, "error": {"message": huge}})
     assert len(gemini.display_name.encode()) <= DISPLAY_NAME_MAX_BYTES
     assert len(gemini.error["message"].encode()) <= ERROR_MESSAGE_MAX_BYTES
+    lone = JobStatus.from_vertex({"name": "projects/p/locations/l/batchPredictionJobs/3", "state": "JOB_STATE_RUNNING",
+                                  "displayName": "\ud800" * 2000})
+    assert len(lone.display_name.encode("utf-8", "surrogatepass")) <= DISPLAY_NAME_MAX_BYTES  # as it came, cut
     short = JobStatus.from_vertex({"name": "projects/p/locations/l/batchPredictionJobs/2",
                                    "state": "JOB_STATE_RUNNING", "displayName": "évals"})
     assert short.display_name == "évals"

@@ -82,11 +82,16 @@ def _str(value: Any, field: str) -> str | None:
 def cut(text: str, max_bytes: int) -> str:
     """``text`` if it fits in ``max_bytes`` UTF-8 bytes, else its longest prefix that fits with ``CUT_MARK``
     appended (never splitting a character)."""
-    data = text.encode("utf-8")
+    data = text.encode("utf-8", "surrogatepass")  # (a reply may hold lone surrogates: kept as they came)
     if len(data) <= max_bytes:
         return text
     room = max_bytes - len(CUT_MARK.encode("utf-8"))
-    return data[:room].decode("utf-8", errors="ignore") + CUT_MARK
+    while room > 0:
+        try:
+            return data[:room].decode("utf-8", "surrogatepass") + CUT_MARK
+        except UnicodeDecodeError:  # the cut fell inside a character
+            room -= 1
+    return CUT_MARK
 
 
 def _text(value: Any, field: str, max_bytes: int) -> str | None:
