@@ -65,6 +65,9 @@ locals {
     version    = var.webhooks.signing_secrets.version
   } : null
 
+  # Pub/Sub's locational endpoint in the deployment's region (the functions and the CLI publish through it).
+  pubsub_endpoint = "${var.region}-pubsub.googleapis.com:443"
+
   # Every setting the code reads (shared/settings.py), except the secrets RELAY_GEMINI_API_KEY and
   # RELAY_GEMINI_WEBHOOK_SECRETS (secret environment variables, see functions.tf) and the emulator
   # switches (never set in a deployment). A null value is left unset, so the code's default applies.
@@ -85,6 +88,7 @@ locals {
     RELAY_MAX_POLL_INTERVAL_S = tostring(var.poller.max_poll_interval_s)
     RELAY_POLL_CONCURRENCY    = tostring(var.poller.concurrency)
     RELAY_PUBLISH_LEASE_S     = tostring(var.poller.publish_lease_s)
+    RELAY_PUBSUB_ENDPOINT     = local.pubsub_endpoint # ordering holds per region: publish where the functions run
     RELAY_REQUEST_TIMEOUT_S   = tostring(var.poller.request_timeout_s)
     RELAY_RETENTION_DAYS      = tostring(var.firestore.retention_days)
     RELAY_STALL_AFTER_S       = tostring(var.poller.stall_after_s)

@@ -5,6 +5,7 @@ output "cli_environment" {
     RELAY_COLLECTION         = var.firestore.collection
     RELAY_EVENTS_TOPIC       = google_pubsub_topic.events.name
     RELAY_FIRESTORE_DATABASE = var.firestore.database_id
+    RELAY_PUBSUB_ENDPOINT    = local.pubsub_endpoint
   }
 }
 

@@ -57,6 +57,9 @@ class Settings:
     tick_interval_s: float = 60.0
     tick_fanout: int = 1
     tick_parts_topic: str = "batch-relay-tick-parts"
+    # Pub/Sub's endpoint, ``host:port`` (None: the global one). Message ordering holds per region: Terraform
+    # sets the deployment's locational endpoint, ``{region}-pubsub.googleapis.com:443``, for every publisher.
+    pubsub_endpoint: str | None = None
     firestore_emulator_host: str | None = None
     pubsub_emulator_host: str | None = None
     storage_emulator_host: str | None = None
@@ -102,6 +105,7 @@ class Settings:
             tick_interval_s=get.number("RELAY_TICK_INTERVAL_S", 60.0, low=0.1, high=86400.0),
             tick_fanout=get.integer("RELAY_TICK_FANOUT", 1, low=1, high=64),
             tick_parts_topic=get.name("RELAY_TICK_PARTS_TOPIC", "batch-relay-tick-parts"),
+            pubsub_endpoint=get.endpoint("RELAY_PUBSUB_ENDPOINT"),
             firestore_emulator_host=get.text("FIRESTORE_EMULATOR_HOST"),
             pubsub_emulator_host=get.text("PUBSUB_EMULATOR_HOST"),
             storage_emulator_host=get.url("STORAGE_EMULATOR_HOST"),
@@ -188,6 +192,15 @@ class _Reader:
             raise SettingsError(f"{var}={raw!r}: plain http:// is refused except to this machine (127.0.0.1, "
                                 "localhost, ::1); use https://")
         return raw.rstrip("/")
+
+    def endpoint(self, var: str) -> str | None:
+        """A gRPC endpoint, ``host`` or ``host:port`` (e.g. ``us-central1-pubsub.googleapis.com:443``)."""
+        raw = self.text(var)
+        if raw is None:
+            return None
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(:\d{1,5})?", raw):
+            raise SettingsError(f"{var}={raw!r} is not host[:port] (e.g. us-central1-pubsub.googleapis.com:443)")
+        return raw
 
     def gcs_uri(self, var: str) -> str | None:
         raw = self.text(var)

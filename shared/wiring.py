@@ -69,10 +69,15 @@ def make_firestore(settings: Settings) -> FirestoreClient:
 
 
 def make_publisher(settings: Settings) -> PublisherClient:
+    """A publisher with message ordering, on ``RELAY_PUBSUB_ENDPOINT`` when set (the deployment's region:
+    ordering holds per region, so the functions and the CLI publish through the same one); the emulator,
+    when ``PUBSUB_EMULATOR_HOST`` is set, wins (the client library reads it)."""
     from google.cloud import pubsub_v1
 
+    options = {"api_endpoint": settings.pubsub_endpoint} if settings.pubsub_endpoint else None
     return pubsub_v1.PublisherClient(
         publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True),
+        client_options=options,
     )
 
 

@@ -97,3 +97,37 @@ def deliver(client, message: dict):
     envelope = pubsub_envelope(message["attributes"], message["raw"], message.get("message_id") or "1")
     return client.post("/", headers=cloud_event_headers(message.get("message_id") or "1"),
                        data=json.dumps(envelope))
+
+
+class _Gapic:
+    """The Firestore client's GAPIC API, wrapped: each commit and batch read is shown to a hook first,
+    which may record it or raise what production would (e.g. ``InvalidArgument``) instead of sending it."""
+
+    def __init__(self, api, on_commit, on_batch_get):
+        self._api, self._on_commit, self._on_batch_get = api, on_commit, on_batch_get
+
+    def __getattr__(self, name):
+        return getattr(self._api, name)
+
+    def commit(self, request, **kw):
+        if self._on_commit is not None:
+            self._on_commit(request)
+        return self._api.commit(request=request, **kw)
+
+    def batch_get_documents(self, request, **kw):
+        if self._on_batch_get is not None:
+            self._on_batch_get(request)
+        return self._api.batch_get_documents(request=request, **kw)
+
+
+def wrap_firestore(db, *, on_commit=None, on_batch_get=None):
+    """``db`` (a real Firestore client, here on the emulator) whose commits and batch reads pass through
+    the hooks first: the emulator enforces none of production's limits, a hook can."""
+    api = db._firestore_api  # built on first use
+    db._firestore_api_internal = _Gapic(api, on_commit, on_batch_get)
+    return db
+
+
+def written_documents(request) -> list[str]:
+    """The document paths a commit request writes."""
+    return [w.update.name or w.delete for w in request["writes"]]

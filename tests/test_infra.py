@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -1016,11 +1017,101 @@ def test_iam_least_privilege(tf):
     assert check_iam(tf) == []
 
 
-def test_every_composite_index_is_declared(tf):
-    from batch_relay.record.store import COMPOSITE_INDEXES
+def check_queries(tf: dict, code: list, docs: list) -> list[str]:
+    """The indexes of infra/firestore.tf against the queries (devtools.queries): no query of the code or of
+    the docs filters or orders on a field whose indexes are switched off; every composite index a query of
+    the code needs is declared, and none is declared that no query needs; every exempt field is one the
+    code writes; and what no query reads is exempt — the fields stamped with the tick's clock (sequential:
+    500 writes/s), the record's internal maps and the transitions' stored documents (blobs)."""
+    from batch_relay.record.model import PUBLIC_FIELDS, JobRecord
+    from devtools.queries import (
+        JOBS,
+        TRANSITIONS,
+        clock_stamped,
+        declared_composites,
+        declared_exemptions,
+        exempt,
+        transition_blobs,
+    )
 
-    assert COMPOSITE_INDEXES, "batch_relay.record.store.COMPOSITE_INDEXES is empty"
-    assert check_indexes(tf, COMPOSITE_INDEXES) == []
+    problems = []
+    exemptions = declared_exemptions(tf)
+    for query in code + docs:
+        for field in sorted(query.fields):
+            if exempt(field, exemptions.get(query.collection, set())):
+                problems.append(f"{query.where}: queries {query.collection}.{field}, whose indexes are switched off")
+    needed = {(q.collection, q.composite()) for q in code if q.composite()}
+    declared = declared_composites(tf)
+    for collection, fields in sorted(needed - declared):
+        problems.append(f"composite index {collection} {fields} is needed by a query of shared/ but not declared")
+    for collection, fields in sorted(declared - needed):
+        problems.append(f"composite index {collection} {fields} is declared but no query of shared/ needs it")
+    code_text = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "shared").rglob("*.py"))
+    record_fields = {f.name for f in dataclasses.fields(JobRecord)}
+    writers = [REPO / "shared" / "record" / "machine.py", REPO / "shared" / "record" / "model.py"]
+    unread = clock_stamped(writers)
+    unread[JOBS] = (unread[JOBS] & record_fields) | {
+        f.name for f in dataclasses.fields(JobRecord)
+        if f.name not in PUBLIC_FIELDS and ("dict" in str(f.type) or "Lease" in str(f.type))}
+    unread[TRANSITIONS] |= transition_blobs(writers)
+    queried = {(q.collection, f) for q in code + docs for f in q.fields}
+    for collection, fields in sorted(unread.items()):
+        for field in sorted(fields):
+            if not any(c == collection and (f == field or f.startswith(f"{field}.")) for c, f in queried) and \
+                    not exempt(field, exemptions.get(collection, set())):
+                problems.append(f"{collection}.{field} is read by no query but indexed: exempt it")
+    for collection, fields in sorted(exemptions.items()):
+        for field in sorted(fields):
+            if field not in record_fields and f'"{field}"' not in code_text:
+                problems.append(f"exemption {collection}.{field}: the code never writes such a field")
+    return problems
+
+
+def _queries() -> tuple[list, list]:
+    from devtools.queries import code_queries, doc_queries
+
+    return code_queries(REPO / "shared"), doc_queries([*sorted((REPO / "docs").glob("*.md")), REPO / "README.md"])
+
+
+def test_indexes_follow_the_queries_of_the_code_and_the_docs(tf):
+    code, docs = _queries()
+    # the reader finds the queries it must (else the check below would pass on nothing)
+    jobs = {f for q in code if q.collection == "{collection}" for f in q.fields}
+    assert {"poll_slot", "shard", "state", "terminal", "has_unpublished", "watch_scope", "copy.status"} <= jobs
+    assert {"kind"} <= {f for q in code if q.collection == "{collection}_meta" for f in q.fields}
+    assert {"version"} <= {f for q in code if q.collection == "transitions" for f in q.fields}
+    assert {"name", "state", "end_time", "labels.team", "copy.status"} <= {
+        f for q in docs if q.collection == "{collection}" for f in q.fields}
+    assert check_queries(tf, code, docs) == []
+
+
+def test_the_index_check_catches_what_it_should(tf):
+    code, docs = _queries()
+    exempt_state = copy.deepcopy(tf)
+    exempt_state["resource"]["google_firestore_field"]['unindexed["jobs_state"]'] = {
+        "collection": "${var.firestore.collection}", "field": "state", "index_config": [{}]}
+    problems = check_queries(exempt_state, code, docs)
+    assert any("{collection}.state" in p and "record.md" in p for p in problems)
+    assert any("{collection}.state" in p and "shared/record/jobs.py" in p for p in problems)
+    exempt_labels = copy.deepcopy(tf)
+    exempt_labels["resource"]["google_firestore_field"]['unindexed["jobs_labels"]'] = {
+        "collection": "${var.firestore.collection}", "field": "labels", "index_config": [{}]}
+    assert any("labels.team" in p for p in check_queries(exempt_labels, code, docs))
+    no_index = copy.deepcopy(tf)
+    no_index["resource"]["google_firestore_index"] = {}
+    assert any("not declared" in p for p in check_queries(no_index, code, docs))
+    extra = copy.deepcopy(tf)
+    extra["resource"]["google_firestore_index"]["unused"] = {
+        "collection": "${var.firestore.collection}", "fields": [{"field_path": "state"}, {"field_path": "end_time"}]}
+    assert any("no query of shared/ needs it" in p for p in check_queries(extra, code, docs))
+    indexed = copy.deepcopy(tf)
+    indexed["resource"]["google_firestore_field"] = {
+        k: v for k, v in indexed["resource"]["google_firestore_field"].items() if v.get("field") != "polled_at"}
+    assert any("{collection}.polled_at is read by no query" in p for p in check_queries(indexed, code, docs))
+    typo = copy.deepcopy(tf)
+    typo["resource"]["google_firestore_field"]['unindexed["jobs_poled_at"]'] = {
+        "collection": "${var.firestore.collection}", "field": "poled_at", "index_config": [{}]}
+    assert any("poled_at" in p for p in check_queries(typo, code, docs))
 
 
 def test_ttl_policies(tf):
@@ -1195,7 +1286,7 @@ def test_checks_catch_broken_terraform(tf):
     no_index["resource"]["google_firestore_index"] = {}
     assert check_indexes(no_index, needed)
 
-    no_ttl = _mutated(tf, "google_firestore_field", lambda b: b.pop("ttl_config"))
+    no_ttl = _mutated(tf, "google_firestore_field", lambda b: b.pop("ttl_config", None))
     assert check_ttl(no_ttl)
     no_alerts = copy.deepcopy(tf)
     no_alerts["resource"]["google_monitoring_alert_policy"] = {}

@@ -226,3 +226,43 @@ def test_list_follow_prints_plain_lines_when_not_a_terminal(relay, simulator, fu
     lines = [line for line in out.splitlines() if "batches/f-2" in line]
     assert any("UNSPECIFIED" in line for line in lines) and any("FAILED" in line for line in lines)
     assert "\x1b[" not in out
+
+
+def test_list_follow_listens_to_unfinished_jobs_unless_asked_for_all(relay, simulator):
+    """A listener reads every record its query matches each time it attaches: ``list --follow`` attaches to
+    the unfinished jobs (a finished one is read once, when it finishes), ``--all`` to every job."""
+    import io
+
+    from batch_relay.cli.live import follow_command
+
+    simulator.add_job(gemini_spec("fo-done", ["SUCCEEDED"]))
+    simulator.add_job(gemini_spec("fo-run", ["RUNNING", "FAILED"]))
+    relay.store.track("batches/fo-done")
+    relay.store.track("batches/fo-run")
+    relay.tick()
+    assert relay.store.load("batches/fo-done").terminal and not relay.store.load("batches/fo-run").terminal
+
+    def follow(finished: bool, until: str, during=None) -> str:
+        out, stop = io.StringIO(), threading.Event()
+        thread = threading.Thread(target=follow_command, args=(relay.db, relay.settings),
+                                  kwargs={"finished": finished, "out": out, "stop": stop})
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while "batches/fo-run" not in out.getvalue() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if during is not None:
+                during()
+            while until not in out.getvalue() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            thread.join(30)
+        return out.getvalue()
+
+    shown = follow(True, "batches/fo-done")
+    assert "batches/fo-done" in shown and "batches/fo-run" in shown
+    simulator.set_state("batches/fo-run", "FAILED")
+    shown = follow(False, "FAILED", during=relay.tick)
+    assert "batches/fo-done" not in shown  # finished before: never read
+    assert any("finished" in line and "FAILED" in line and "batches/fo-run" in line for line in shown.splitlines())

@@ -353,3 +353,83 @@ def test_records_of_the_previous_version_are_polled_after_the_upgrade(relay, sim
     assert record["state"] == "JOB_STATE_RUNNING" and record["poll_slot"] == "1:0"
     assert relay.drain()[0]["data"]["job"]["tracked_by"] == "track"
     assert dt.datetime.now(dt.UTC) - record["changed_at"] < dt.timedelta(minutes=5)
+
+
+def test_a_refused_digest_part_does_not_sink_the_other_parts_or_the_bookkeeping(relay, simulator, capsys):
+    from batch_relay.log import configure
+
+    configure()
+    """Production refuses a part past 1 MiB or 40,000 index entries (``InvalidArgument``); the emulator
+    never does, so a wrapper of the client refuses part 00 (the first written) as production would."""
+    import asyncio
+    import json
+
+    from google.api_core import exceptions as gexc
+
+    from batch_relay import wiring
+    from tests.helpers import wrap_firestore, written_documents
+
+    s = watching(relay)
+    for i in range(6):
+        simulator.add_job(vertex_spec(PROJECT, LOC, f"rf{i}", ["RUNNING"]))
+    refused = digests.part_id(SCOPE, 0)
+
+    def refuse(request):
+        if any(path.endswith(f"/{refused}") for path in written_documents(request)):
+            raise gexc.InvalidArgument("too many index entries for entity")
+
+    db = wrap_firestore(wiring.make_firestore(s), on_commit=refuse)
+    capsys.readouterr()
+    summary = asyncio.run(wiring.run_tick(s, db, relay.publisher))
+    assert summary["discovered"] == 6
+    meta = relay.db.collection(s.meta_collection)
+    written = [p for p in range(digests.PARTS) if meta.document(digests.part_id(SCOPE, p)).get().exists]
+    assert written == list(range(1, digests.PARTS))  # every part of a first tick is written, but the refused one
+    scope = relay.store.load_scope(SCOPE)
+    assert scope is not None and scope.get("started_at") and scope.get("window_at")  # the bookkeeping too
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    refusals = [line for line in lines if line["message"].startswith("digest part not written")]
+    assert len(refusals) == 1 and refusals[0]["severity"] == "ERROR" and refusals[0]["part"] == 0
+    assert "InvalidArgument" in refusals[0]["error"]
+    assert not any(line["message"] == "settling a listing failed" for line in lines)
+    # the next tick, on a database that takes the part: written, and nothing published twice
+    relay.drain()
+    relay.tick(s)
+    assert meta.document(refused).get().exists
+    assert relay.drain() == []
+
+
+def test_a_watched_job_left_out_of_a_full_digest_still_goes_back_to_get_when_unlisted(relay, simulator,
+                                                                                      monkeypatch):
+    monkeypatch.setattr(digests, "PART_MAX_BYTES", 0)  # every part full: no job gets an entry
+    s = watching(relay)
+    simulator.add_job(vertex_spec(PROJECT, LOC, "nx", ["RUNNING"]))
+    start = dt.datetime.now(dt.UTC)
+    relay.tick(s, now=lambda: start)
+    assert relay.store.load(vname("nx")).watch_scope == SCOPE
+    assert relay.store.load_digest(SCOPE).get("nx") is None
+    relay.tick(s, now=lambda: start)  # listed, no entry: read, nothing written
+    assert relay.store.load(vname("nx")).watch_scope == SCOPE
+    simulator.delete(vname("nx"))
+    later = start + dt.timedelta(seconds=digests.RECONCILE_S + 60)
+    for _ in range(digests.PARTS):  # one part is reconciled per tick
+        relay.tick(s, now=lambda: later)
+        if relay.store.load(vname("nx")).watch_scope == "":
+            break
+    record = relay.store.load(vname("nx"))
+    assert record.watch_scope == "" and record.poll_slot == "1:0"  # back to GET: a 404 can end in lost
+
+
+def test_tombstones_are_read_in_batches_below_the_request_limit(relay):
+    from batch_relay import wiring
+    from batch_relay.record import limits
+    from tests.helpers import wrap_firestore
+
+    sizes = []
+    db = wrap_firestore(wiring.make_firestore(relay.settings),
+                        on_batch_get=lambda request: sizes.append(len(request["documents"])))
+    names = [f"batches/tomb-{i}" for i in range(2 * limits.READ_BATCH + 7)]
+    for name in names[::100]:
+        relay.store.untrack(name)
+    assert JobStore(db, relay.settings).tombstoned(names) == set(names[::100])
+    assert sum(sizes) == len(names) and max(sizes) <= limits.READ_BATCH

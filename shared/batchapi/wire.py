@@ -22,6 +22,12 @@ _TS = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})$"
 )
 _STATE = re.compile(r"^JOB_STATE_[A-Z][A-Z_]{0,60}$")
+# Free text from the API is stored on the record and copied into every event of the job's outbox: it is
+# cut to these many UTF-8 bytes (docs/record.md), so that no reply can push a record towards Firestore's
+# 1 MiB a document or an event towards Pub/Sub's 10 MB a message.
+ERROR_MESSAGE_MAX_BYTES = 4096
+DISPLAY_NAME_MAX_BYTES = 1024
+CUT_MARK = "…"
 
 
 def parse_timestamp(value: Any, field: str) -> dt.datetime | None:
@@ -74,6 +80,26 @@ def _str(value: Any, field: str) -> str | None:
     return value
 
 
+def cut(text: str, max_bytes: int) -> str:
+    """``text`` if it fits in ``max_bytes`` UTF-8 bytes, else its longest prefix that fits with ``CUT_MARK``
+    appended (never splitting a character)."""
+    data = text.encode("utf-8", "surrogatepass")  # (a reply may hold lone surrogates: kept as they came)
+    if len(data) <= max_bytes:
+        return text
+    room = max_bytes - len(CUT_MARK.encode("utf-8"))
+    while room > 0:
+        try:
+            return data[:room].decode("utf-8", "surrogatepass") + CUT_MARK
+        except UnicodeDecodeError:  # the cut fell inside a character
+            room -= 1
+    return CUT_MARK
+
+
+def _text(value: Any, field: str, max_bytes: int) -> str | None:
+    text = _str(value, field)
+    return cut(text, max_bytes) if text is not None else None
+
+
 def _state(raw: Any) -> State:
     if raw is not None and not isinstance(raw, str):
         raise BadResponseError("state is not a string")
@@ -93,7 +119,7 @@ def _error(raw: Any) -> dict[str, Any] | None:
     except BadResponseError:
         code = 0
     message = body.get("message")
-    return {"code": code, "message": message if isinstance(message, str) else ""}
+    return {"code": code, "message": cut(message, ERROR_MESSAGE_MAX_BYTES) if isinstance(message, str) else ""}
 
 
 def _inlined_items(output: dict[str, Any], response: dict[str, Any]) -> list[Any] | None:
@@ -181,7 +207,7 @@ class JobStatus:
             name=name,
             api=Api.GEMINI,
             state=_state(meta.get("state")),
-            display_name=_str(meta.get("displayName"), "displayName"),
+            display_name=_text(meta.get("displayName"), "displayName", DISPLAY_NAME_MAX_BYTES),
             model=_str(meta.get("model"), "model"),
             create_time=parse_timestamp(meta.get("createTime"), "createTime"),
             start_time=parse_timestamp(meta.get("startTime"), "startTime"),
@@ -219,7 +245,7 @@ class JobStatus:
             name=name,
             api=Api.VERTEX,
             state=_state(job.get("state")),
-            display_name=_str(job.get("displayName"), "displayName"),
+            display_name=_text(job.get("displayName"), "displayName", DISPLAY_NAME_MAX_BYTES),
             model=_str(job.get("model"), "model"),
             create_time=parse_timestamp(job.get("createTime"), "createTime"),
             start_time=parse_timestamp(job.get("startTime"), "startTime"),

@@ -62,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list tracked jobs")
     p.add_argument("--state", help="SUCCEEDED, JOB_STATE_SUCCEEDED or BATCH_STATE_SUCCEEDED")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--follow", action="store_true", help="a live view, redrawn as the records change (Ctrl-C ends)")
+    p.add_argument("--follow", action="store_true", help="a live view of the unfinished jobs, redrawn as the records "
+                   "change (Ctrl-C ends)")
+    p.add_argument("--all", action="store_true", help="with --follow: every job, finished ones too (the listener "
+                   "reads every record each time it attaches)")
     p = sub.add_parser("wait", help="return once a job is done (a Firestore listener: no batch-API call)")
     p.add_argument("name")
     p.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="give up after this long (exit 4)")
@@ -148,7 +151,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     elif command == "list" and args.follow:
         from .live import follow_command
 
-        return follow_command(db, settings, state=args.state)
+        return follow_command(db, settings, state=args.state, finished=args.all)
     elif command == "wait":
         from .live import wait_command
 

@@ -100,12 +100,16 @@ def wait_command(db: FirestoreClient, settings: Settings, name: str, *, timeout:
 
 # -- list --follow ----------------------------------------------------------------------------------------------
 
-def follow_command(db: FirestoreClient, settings: Settings, *, state: JobState | None = None, out: TextIO = sys.stdout,
-                   stop: threading.Event | None = None) -> int:
-    """A live view of the tracked jobs until Ctrl-C (or ``stop``): a redrawn table, or one line per change."""
+def follow_command(db: FirestoreClient, settings: Settings, *, state: JobState | None = None, finished: bool = False,
+                   out: TextIO = sys.stdout, stop: threading.Event | None = None) -> int:
+    """A live view of the unfinished jobs (``finished``: of every job; ``state``: of the jobs in it) until
+    Ctrl-C (or ``stop``): a redrawn table, or one line per change. A job that finishes meanwhile is read
+    once and shown in its final state."""
     records: dict[str, dict[str, Any]] = {}
     stop = stop or threading.Event()
-    feed = JobStore(db, settings).listen_records(state)
+    store = JobStore(db, settings)
+    feed = store.listen_records(state, finished=finished)
+    only_unfinished = not state and not finished
     live = None
     try:
         if drawing(out):
@@ -122,6 +126,10 @@ def follow_command(db: FirestoreClient, settings: Settings, *, state: JobState |
             except queue.Empty:  # (the listener is checked meanwhile)
                 continue
             for kind, record in batch:
+                if kind == "REMOVED" and only_unfinished:  # finished (one read shows how), or untracked
+                    final = store.load(record["name"])
+                    if final is not None:
+                        kind, record = "FINISHED", final.public()
                 if kind == "REMOVED":
                     records.pop(record["name"], None)
                 else:

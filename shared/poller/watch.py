@@ -39,6 +39,7 @@ from ..batchapi.scopes import WatchScope
 from ..errors import BadResponseError, DeadlineExceeded, PermanentError, RelayError
 from ..log import get_logger, log
 from ..record import digest as digests
+from ..record import limits
 from ..record.async_store import AsyncStore
 from ..record.base import Snapshot
 from ..record.digest import Digest, Entry
@@ -52,7 +53,10 @@ _log = get_logger("watch")
 MAX_PAGES = 1000  # a list longer than this is cut (incomplete): an endless page token ends here
 WINDOW_MARGIN = dt.timedelta(minutes=10)  # lists are eventually consistent: look back this much more
 WINDOW_STEP = dt.timedelta(hours=1)  # the window moves in steps, so the bookkeeping is not written every tick
+# The ``settled`` list (finished jobs the lists still show) is cut to both bounds, so that the scope's
+# bookkeeping stays far inside Firestore's 1 MiB a document and 40,000 index entries (``record.limits``).
 SETTLED_MAX = 15000
+SETTLED_MAX_BYTES = 512 * 1024
 _refused_filters: set[str] = set()  # scopes whose windowed filter the API refused (per process)
 
 
@@ -219,8 +223,7 @@ class ScopeRun:
         await self._reconcile(dig, now)
         if self.complete:
             settled &= set(self.items)
-        if len(settled) > SETTLED_MAX:
-            settled = set(sorted(settled)[:SETTLED_MAX])
+        settled = bound_settled(settled)
         await self._store.save_digest(dig)
         await self._save_meta(now, settled if settled != settled_before else None)
 
@@ -351,6 +354,13 @@ class ScopeRun:
         keys = set()
         for snap in records:
             key = snap.record.job.job_id
+            if self.complete and key not in self.items and key not in part.entries and not snap.record.terminal:
+                # watched, not listed, and no entry (a full part left it out, or the entry was lost): what
+                # ``_unlisted`` does for the jobs the digest holds
+                if await self._store.unwatch(snap):
+                    log(_log, logging.INFO, "job no longer listed; back to the GET path", job=snap.name,
+                        scope=self.route_id)
+                    continue
             keys.add(key)
             entry = part.entries.get(key)
             if entry is None or entry.version != snap.record.version:
@@ -375,6 +385,19 @@ class ScopeRun:
             fields["settled"] = sorted(settled)
         if fields:
             await self._store.save_scope(self.route_id, fields)
+
+
+def bound_settled(settled: set[str]) -> set[str]:
+    """The first ids in sorted order, at most ``SETTLED_MAX`` of them and ``SETTLED_MAX_BYTES`` as stored
+    (the ones left out cost a read each tick they are listed)."""
+    kept: set[str] = set()
+    size = 0
+    for key in sorted(settled):
+        size += limits.string_size(key)
+        if len(kept) >= SETTLED_MAX or size > SETTLED_MAX_BYTES:
+            break
+        kept.add(key)
+    return kept
 
 
 def _newer(item: ListedJob, than: ListedJob) -> bool:

@@ -19,7 +19,13 @@ import zlib
 from typing import Any
 from urllib.parse import quote
 
+from . import limits
+
 PARTS = 16
+# What a part may hold: Firestore's 1 MiB a document, less room for its name and other fields
+# (``limits.document_size``). With ``entries`` exempt from indexing (``indexing.UNINDEXED``), a part has
+# a handful of index entries whatever it holds; indexed, each entry would cost 7 of the 40,000.
+PART_MAX_BYTES = limits.MAX_DOCUMENT_BYTES - 8 * 1024
 RECONCILE_S = 6 * 3600.0  # membership of each part checked against the records at least this often
 UNKNOWN = 0  # a fingerprint that matches no observation: the next listing reads the record
 
@@ -43,6 +49,11 @@ class Entry:
     def to_doc(self) -> list[Any]:
         return [self.fingerprint, self.version, self.changed_at, self.stalled_version, self.name]
 
+    def stored_bytes(self, key: str) -> int:
+        """What this entry adds to its part's stored size: its key (a field name of ``entries``), and its
+        array of three integers, a number or null, and a string (``limits.value_size``)."""
+        return limits.string_size(key) + limits.value_size(self.to_doc())
+
     @classmethod
     def from_doc(cls, value: Any) -> Entry | None:
         if not isinstance(value, list) or len(value) < 5:
@@ -61,22 +72,44 @@ class Part:
     update_time: Any = None  # as read; guards the write back (None: the document did not exist)
     reconciled_at: dt.datetime | None = None
     dirty: bool = False
+    full: bool = False  # entries were left out to fit PART_MAX_BYTES: no new key is taken until one leaves
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any] | None, update_time: Any) -> Part:
         if not doc:
             return cls({}, update_time)
-        entries = {}
+        entries: dict[str, Entry] = {}
         for key, value in (doc.get("entries") or {}).items():
             entry = Entry.from_doc(value)
             if entry is not None:
                 entries[key] = entry
         reconciled = doc.get("reconciled_at")
-        return cls(entries, update_time, reconciled if isinstance(reconciled, dt.datetime) else None)
+        return cls(entries, update_time, reconciled if isinstance(reconciled, dt.datetime) else None,
+                   full=doc.get("full") is True)
 
     def to_doc(self, scope_id: str) -> dict[str, Any]:
         return {"scope": scope_id, "entries": {k: e.to_doc() for k, e in self.entries.items()},
-                "reconciled_at": self.reconciled_at}
+                "reconciled_at": self.reconciled_at, "full": self.full}
+
+    def fit(self, scope_id: str, path: list[str], max_bytes: int | None = None) -> int:
+        """Leave entries out (the last keys in sorted order) until the part's document, at ``path``, is
+        at most ``max_bytes`` (default ``PART_MAX_BYTES``). Returns how many were left out: each costs a
+        record read whenever it is listed, and the part takes no new key until one leaves."""
+        budget = PART_MAX_BYTES if max_bytes is None else max_bytes
+        size = limits.document_size(path, {"scope": scope_id, "entries": {}, "reconciled_at": self.reconciled_at,
+                                           "full": True})
+        kept: dict[str, Entry] = {}
+        for key in sorted(self.entries):
+            entry = self.entries[key]
+            size += entry.stored_bytes(key)
+            if size > budget:
+                break
+            kept[key] = entry
+        left_out = len(self.entries) - len(kept)
+        if left_out:
+            self.entries = kept
+            self.full = True
+        return left_out
 
 
 @dataclasses.dataclass
@@ -89,6 +122,8 @@ class Digest:
 
     def put(self, key: str, entry: Entry) -> None:
         part = self.parts[part_of(key)]
+        if part.full and key not in part.entries:
+            return  # no room: the job costs a read whenever it is listed
         if part.entries.get(key) != entry:
             part.entries[key] = entry
             part.dirty = True
@@ -97,6 +132,7 @@ class Digest:
         part = self.parts[part_of(key)]
         if part.entries.pop(key, None) is not None:
             part.dirty = True
+            part.full = False
 
     def keys(self) -> set[str]:
         return {k for part in self.parts.values() for k in part.entries}

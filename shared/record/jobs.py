@@ -11,17 +11,19 @@ from ..batchapi.names import JobName
 from ..batchapi.states import State
 from ..batchapi.wire import JobStatus
 from ..errors import UsageError
-from ..settings import normalize_destination
-from . import machine
+from ..settings import normalize_destination, split_gcs_uri
+from . import limits, machine
 from .base import TRANSITIONS, Snapshot, StoreBase, snap_of
 from .machine import Change, Outcome, PollResult, Route
 from .model import EVERY_TICK, SHARDS, JobRecord, TrackedBy
 
-# Every composite index the queries below need (Terraform declares them; a test holds the two together).
-# "{collection}" stands for RELAY_COLLECTION.
-COMPOSITE_INDEXES = [
-    {"collection": "{collection}", "fields": [("poll_slot", "ASCENDING"), ("shard", "ASCENDING")]},
-]
+# Cloud Storage object names are at most 1,024 bytes of UTF-8. The copy writes ``{prefix}/{relative name}``:
+# the relay's own names (``responses.jsonl``, ``_manifest.json``) and Vertex AI's output files
+# (``prediction-{model display name, <= 128}-{time}/predictions_{n}.jsonl``, about 190 bytes at most) fit in
+# ``OUTPUT_NAME_RESERVE_BYTES``, so a destination's prefix may have the rest.
+MAX_OBJECT_NAME_BYTES = 1024
+OUTPUT_NAME_RESERVE_BYTES = 256
+MAX_PREFIX_BYTES = MAX_OBJECT_NAME_BYTES - OUTPUT_NAME_RESERVE_BYTES - 1  # (the "/" before the relative name)
 
 
 class JobRecords(StoreBase):
@@ -67,8 +69,8 @@ class JobRecords(StoreBase):
     def snapshots(self, names: list[str]) -> dict[str, Snapshot]:
         """The records of ``names`` that exist, read in batches (one read each)."""
         out: dict[str, Snapshot] = {}
-        for i in range(0, len(names), 300):
-            for doc in self._db.get_all([self.ref(n) for n in names[i:i + 300]]):
+        for batch in limits.chunks(names):
+            for doc in self._db.get_all([self.ref(n) for n in batch]):
                 if doc.exists:
                     snap = snap_of(doc)
                     out[snap.name] = snap
@@ -182,6 +184,11 @@ def check_track_options(destination: str | None, labels: dict[str, str] | None) 
             destination = normalize_destination(destination)
         except ValueError as exc:
             raise UsageError(f"destination: {exc}") from None
+        prefix = len(split_gcs_uri(destination)[1].encode("utf-8"))
+        if prefix > MAX_PREFIX_BYTES:
+            raise UsageError(f"destination: its object prefix is {prefix} bytes; at most {MAX_PREFIX_BYTES} leave "
+                             f"room for the output names under it (Cloud Storage object names are at most "
+                             f"{MAX_OBJECT_NAME_BYTES} bytes)")
     return destination, _check_labels(labels or {})
 
 

@@ -19,7 +19,9 @@ from .model import JobRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from google.cloud.firestore_v1.base_document import DocumentSnapshot
+    from google.cloud.firestore_v1.collection import CollectionReference
     from google.cloud.firestore_v1.document import DocumentReference
+    from google.cloud.firestore_v1.query import Query
     from google.cloud.firestore_v1.watch import DocumentChange, Watch
 
 T = TypeVar("T")
@@ -78,12 +80,20 @@ class Listeners(StoreBase):
 
         return Feed(subscribe)
 
-    def listen_records(self, state: State | None = None) -> Feed[list[RecordChange]]:
-        """Every change of the records (in ``state``, when given), a batch at a time: at first, every
-        record ``ADDED``."""
+    def listen_records(self, state: State | None = None, *, finished: bool = False) -> Feed[list[RecordChange]]:
+        """Every change of the unfinished records (of the records in ``state``, when given; of every record
+        with ``finished``), a batch at a time: at first, each of them ``ADDED``. A record that finishes
+        leaves the unfinished ones: ``REMOVED``, as an untracked one does.
+
+        Attaching a listener reads every record its query matches (one read each, on every attach): left to
+        the unfinished records by default, it reads what is running, not the whole retained history."""
         from google.cloud.firestore_v1.base_query import FieldFilter
 
-        query = self._jobs.where(filter=FieldFilter("state", "==", state)) if state else self._jobs
+        query: Query | CollectionReference = self._jobs
+        if state:
+            query = self._jobs.where(filter=FieldFilter("state", "==", state))
+        elif not finished:
+            query = self._jobs.where(filter=FieldFilter("terminal", "==", False))
 
         def subscribe(deliver: Callable[[list[RecordChange]], None]) -> Watch:
             def callback(_docs: object, changes: Sequence[DocumentChange], _read_time: object) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..log import get_logger, log
-from . import digest, machine
+from . import digest, limits, machine
 from .base import Snapshot, StoreBase, snap_of
 from .digest import Digest
 
@@ -65,14 +65,24 @@ class Scopes(StoreBase):
     def save_digest(self, dig: Digest) -> int:
         """Write back the parts that changed, each only if nobody wrote it since it was read (a part that
         lost the race is left as the other writer made it: an out-of-date entry only costs a read).
-        Returns how many parts were written."""
+
+        Each part is held to Firestore's document limits first (``Part.fit``), and written on its own: a
+        part the database refuses (``InvalidArgument``: too large, too many index entries) or fails to
+        write is logged once and left as it was — the other parts, and the scope's bookkeeping the caller
+        saves next, are written all the same. Returns how many parts were written."""
         from google.api_core import exceptions as gexc
 
         written = 0
         for p, part in dig.parts.items():
             if not part.dirty:
                 continue
-            ref = self._meta.document(digest.part_id(dig.scope_id, p))
+            part.dirty = False
+            doc_id = digest.part_id(dig.scope_id, p)
+            left_out = part.fit(dig.scope_id, [self._meta.id, doc_id])
+            if left_out:
+                log(_log, logging.WARNING, "digest part full; the jobs left out cost a record read when listed",
+                    scope=dig.scope_id, part=p, left_out=left_out, kept=len(part.entries))
+            ref = self._meta.document(doc_id)
             doc = part.to_doc(dig.scope_id)
             try:
                 if part.update_time is None:
@@ -82,7 +92,10 @@ class Scopes(StoreBase):
                 written += 1
             except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.Conflict, gexc.NotFound):
                 log(_log, logging.INFO, "digest part changed meanwhile; left as is", scope=dig.scope_id, part=p)
-            part.dirty = False
+            except gexc.GoogleAPICallError as exc:
+                log(_log, logging.ERROR, "digest part not written; its jobs cost a record read when listed",
+                    scope=dig.scope_id, part=p, entries=len(part.entries),
+                    error=f"{type(exc).__name__}: {exc}"[:300])
         return written
 
     def watched(self, scope_id: str, part: int | None = None) -> Iterator[Snapshot]:
@@ -98,7 +111,7 @@ class Scopes(StoreBase):
     # -- tombstones ---------------------------------------------------------------------------------------
     def tombstoned(self, names: list[str]) -> set[str]:
         """Which of ``names`` were untracked (and not tracked again since)."""
-        if not names:
-            return set()
-        docs = self._db.get_all([self._tombstone(n) for n in names])
-        return {d.get("name") for d in docs if d.exists}
+        gone: set[str] = set()
+        for batch in limits.chunks(names):  # one request for every name could pass the 10 MiB request limit
+            gone |= {d.get("name") for d in self._db.get_all([self._tombstone(n) for n in batch]) if d.exists}
+        return gone

@@ -18,13 +18,13 @@ from __future__ import annotations
 from .base import Snapshot
 from .copies import Copies
 from .heartbeats import Heartbeats
-from .jobs import COMPOSITE_INDEXES, JobRecords, check_track_options
+from .jobs import JobRecords, check_track_options
 from .listeners import Listeners
 from .migration import Migration
 from .publishing import Publishing
 from .scopes import Scopes
 
-__all__ = ["COMPOSITE_INDEXES", "JobStore", "Snapshot", "check_track_options"]
+__all__ = ["JobStore", "Snapshot", "check_track_options"]
 
 
 class JobStore(JobRecords, Publishing, Copies, Scopes, Heartbeats, Migration, Listeners):
