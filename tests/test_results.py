@@ -489,3 +489,66 @@ def test_relay_prices_overrides_the_shipped_table(tmp_path):
         asyncio.run(prices.load_table("gs://price-tables/batch/prices.json"))
     with pytest.raises(prices.PricesError, match="cannot be read"):
         asyncio.run(prices.load_table(str(tmp_path / "absent.json")))
+
+
+@QUICK
+@given(st.lists(st.one_of(st.binary(max_size=60), json_any.map(json.dumps).map(str.encode),
+                          st.fixed_dictionaries({"key": st.text(max_size=4), "request": json_any}).map(
+                              json.dumps).map(str.encode)), max_size=15))
+def test_any_input_lines_join_without_an_exception(inputs):
+    reader = ResultsReader("gemini", track_unfinished=True)
+    reader.feed(gemini_err(""))
+    reader.feed(gemini_ok("a"))
+    for line in inputs:
+        reader.feed_input_chunk(line + b"\n")
+    summary = reader.finish()
+    assert summary.failed_lines == reader.failed_lines.count == len(reader.failed_lines.getvalue().splitlines())
+    assert summary.missing >= 0
+
+
+def test_a_request_too_deep_to_write_again_is_missing_not_a_crash():
+    deep: object = {}
+    for _ in range(5000):
+        deep = {"x": deep}
+    out = FailedLines()
+    assert out.add({"request": deep}) is False and out.count == 0
+    reader = ResultsReader("vertex")
+    reader.feed_row(lines.Row(Outcome.FAILED, error_code="400", request=deep))  # as if a row held it
+    summary = reader.finish()
+    assert (summary.failed, summary.missing, summary.failed_lines) == (1, 1, 0)
+    assert summary.missing_reason == "1 failed requests cannot be written as JSON"
+
+
+def test_the_input_is_needed_only_when_something_is_to_be_found_there():
+    assert not ResultsReader("vertex", track_unfinished=True).needs_input
+    complete = ResultsReader("gemini", declared_requests=1, track_unfinished=True)
+    complete.feed(gemini_ok("a"))
+    assert not complete.needs_input  # every request has its result
+    short = ResultsReader("gemini", declared_requests=2, track_unfinished=True)
+    short.feed(gemini_ok("a"))
+    assert short.needs_input
+
+
+@pytest.mark.parametrize("api", ["gemini", "vertex"])
+def test_memory_does_not_grow_with_the_outputs(api):
+    """Ten times the lines, the same peak: only failed requests (none here) and the bounded maps are kept."""
+    import tracemalloc
+
+    line = (gemini_ok("k", promptTokenCount=5, candidatesTokenCount=2) if api == "gemini"
+            else vertex_ok("hello", promptTokenCount=5, candidatesTokenCount=2)) + b"\n"
+
+    def peak(lines_count: int) -> int:
+        blob = line * 1000
+        reader = ResultsReader(api)
+        tracemalloc.start()
+        for _ in range(lines_count // 1000):
+            for start in range(0, len(blob), 65536):
+                reader.feed_chunk(blob[start:start + 65536])
+        summary = reader.finish()
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert summary.succeeded == lines_count
+        return top
+
+    small, large = peak(10_000), peak(100_000)
+    assert large < small * 1.5 + 64 * 1024, (small, large)

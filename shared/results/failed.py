@@ -31,11 +31,15 @@ def key_digest(key: str) -> bytes:
     return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-def _dumps(obj: dict[str, Any]) -> bytes:
+def _dumps(obj: dict[str, Any]) -> bytes | None:
+    """One JSONL line; None for a value JSON cannot hold again (nested deeper than the encoder goes)."""
     try:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
-    except UnicodeEncodeError:  # a lone surrogate from a \\ud800 escape: keep it escaped
-        return json.dumps(obj, separators=(",", ":")).encode("ascii") + b"\n"
+        try:
+            return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+        except UnicodeEncodeError:  # a lone surrogate from a \\ud800 escape: keep it escaped
+            return json.dumps(obj, separators=(",", ":")).encode("ascii") + b"\n"
+    except (ValueError, RecursionError):
+        return None
 
 
 class FailedLines:
@@ -47,11 +51,15 @@ class FailedLines:
         self.count = 0
         self.size = 0
 
-    def add(self, obj: dict[str, Any]) -> None:
+    def add(self, obj: dict[str, Any]) -> bool:
+        """Append one line; False (nothing written) when ``obj`` cannot be written as JSON."""
         data = _dumps(obj)
+        if data is None:
+            return False
         self._file.write(data)
         self.count += 1
         self.size += len(data)
+        return True
 
     def chunks(self, size: int = CHUNK) -> Iterator[bytes]:
         self._file.seek(0)
@@ -98,6 +106,7 @@ class GeminiJoin:
         self.unreadable = 0  # input lines without a string key or an object request
         self.failed_written = 0
         self.unfinished_written = 0
+        self.unwritable = 0  # requests JSON could not write again
 
     def feed_input_line(self, line: bytes) -> None:
         """One line of the input file (``{"key", "request"}``); never raises."""
@@ -136,14 +145,17 @@ class GeminiJoin:
         digest = key_digest(key)
         if self._failed[digest] > 0:
             self._failed[digest] -= 1
-            self._out.add({"key": key, "request": request})
-            self.failed_written += 1
+            if self._out.add({"key": key, "request": request}):
+                self.failed_written += 1
+            else:
+                self.unwritable += 1
         elif self._succeeded is not None:
             if self._succeeded[digest] > 0:
                 self._succeeded[digest] -= 1
-            else:
-                self._out.add({"key": key, "request": request})
+            elif self._out.add({"key": key, "request": request}):
                 self.unfinished_written += 1
+            else:
+                self.unwritable += 1
 
     @property
     def failed_not_found(self) -> int:

@@ -196,9 +196,10 @@ class ResultsReader:
         if self.api == VERTEX:
             if row.request is None:
                 self._unrecoverable["failed rows echo no request"] += 1
-            else:
-                self.failed_lines.add(vertex_line(row.request))
+            elif self.failed_lines.add(vertex_line(row.request)):
                 self._failed_written += 1
+            else:
+                self._unrecoverable["failed requests cannot be written as JSON"] += 1
         elif row.key is None:
             self._unrecoverable["failed lines have no key"] += 1
         else:
@@ -209,8 +210,12 @@ class ResultsReader:
     @property
     def needs_input(self) -> bool:
         """Whether the batch's input must be read to write failed.jsonl (Gemini API: a failed key, or
-        unfinished requests looked for)."""
-        return self.api == GEMINI and (bool(self._failed_keys) or self._succeeded_keys is not None)
+        unfinished requests looked for while fewer results than the job's requests were read)."""
+        if self.api != GEMINI:
+            return False
+        rows = self.succeeded + self.failed + self.unparsed
+        short = self._declared is None or rows < self._declared
+        return bool(self._failed_keys) or (self._succeeded_keys is not None and short)
 
     def _joiner(self) -> GeminiJoin:
         if self._join is None:
@@ -260,6 +265,8 @@ class ResultsReader:
                 reasons.append(f"{join.failed_not_found} failed keys are not in the batch's input")
             if join.unreadable:
                 reasons.append(f"{join.unreadable} input lines have no key or request")
+            if join.unwritable:
+                reasons.append(f"{join.unwritable} input requests cannot be written as JSON")
         for why, number in sorted(self._unrecoverable.items()):
             reasons.append(f"{number} {why}")
         unfinished = max(requests - self.succeeded - self.failed - self.unparsed, 0)
