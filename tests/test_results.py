@@ -19,7 +19,7 @@ from batch_relay.errors import PermanentError
 from batch_relay.results import chunks, cost, lines, prices
 from batch_relay.results.failed import FailedLines, GeminiJoin, key_digest
 from batch_relay.results.lines import Outcome, Usage
-from batch_relay.results.summary import TOP_ERRORS, ErrorCounts, ResultsReader, counts_summary
+from batch_relay.results.summary import TOP_ERRORS, ErrorCounts, ResultsReader, counts_summary, input_gone
 
 QUICK = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 INT64 = 2**63 - 1
@@ -291,10 +291,11 @@ def test_gemini_input_gone_makes_failures_missing_and_says_why():
     reader = ResultsReader("gemini")
     reader.feed(gemini_err("a"))
     reader.feed(gemini_ok("b"))
-    reader.input_unavailable("the batch's input file files/in-1 is gone")
+    reader.input_unavailable(input_gone("files/in-1", "HTTP 404: File files/in-1 not found."))
     summary = reader.finish()
     assert (summary.failed, summary.missing, summary.failed_lines) == (1, 1, 0)
-    assert summary.missing_reason == "the batch's input file files/in-1 is gone"
+    assert summary.missing_reason == ("the batch's input file files/in-1 could not be read (HTTP 404: File "
+                                      "files/in-1 not found.); the Files API keeps files for 48 hours")
     assert reader.failed_lines.getvalue() == b""
 
 

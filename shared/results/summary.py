@@ -32,7 +32,11 @@ TOP_ERRORS = 20
 TRACKED_CODES = 1000  # distinct codes counted exactly; later new codes count as "other"
 OTHER = "other"
 INT64_MAX = 2**63 - 1
-INPUT_GONE = ("the batch's input file {name} could not be read ({why}); the Files API keeps files for 48 hours")
+
+
+def input_gone(file_name: str, why: str) -> str:
+    """The ``missing_reason`` of a Gemini batch whose input file could not be read (``input_unavailable``)."""
+    return f"the batch's input file {file_name} could not be read ({why}); the Files API keeps files for 48 hours"
 
 
 class ErrorCounts:
