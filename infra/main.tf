@@ -86,7 +86,9 @@ locals {
     RELAY_LOST_AFTER_S        = tostring(var.poller.lost_after_s)
     RELAY_MAX_ATTEMPTS        = tostring(var.poller.max_attempts)
     RELAY_MAX_POLL_INTERVAL_S = tostring(var.poller.max_poll_interval_s)
+    RELAY_OUTPUT_WAIT_S       = tostring(var.reactor.output_wait_s)
     RELAY_POLL_CONCURRENCY    = tostring(var.poller.concurrency)
+    RELAY_PRICES              = var.reactor.prices
     RELAY_PUBLISH_LEASE_S     = tostring(var.poller.publish_lease_s)
     RELAY_PUBSUB_ENDPOINT     = local.pubsub_endpoint # ordering holds per region: publish where the functions run
     RELAY_REQUEST_TIMEOUT_S   = tostring(var.poller.request_timeout_s)

@@ -242,13 +242,15 @@ variable "pubsub_kms_key_name" {
 }
 
 variable "reactor" {
-  description = "The on_job_event function and its push subscription: memory, timeout (at most 540 s, below the 600 s ack deadline), delivery retry backoff and attempts before dead-lettering."
+  description = "The on_job_event function and its push subscription: memory, timeout (at most 540 s, below the 600 s ack deadline), delivery retry backoff and attempts before dead-lettering; how long a finished job's copy waits for the API to show its output location (RELAY_OUTPUT_WAIT_S), and a price table replacing the shipped one for cost estimates (RELAY_PRICES: a path in the bundle or a gs://bucket/object the reactor's account can read)."
   type = object({
     max_delivery_attempts = optional(number, 10)
     max_instances         = optional(number, 10)
     maximum_backoff_s     = optional(number, 600)
     memory                = optional(string, "1Gi")
     minimum_backoff_s     = optional(number, 10)
+    output_wait_s         = optional(number, 1800)
+    prices                = optional(string)
     timeout_s             = optional(number, 540)
   })
   default  = {}
@@ -268,6 +270,14 @@ variable "reactor" {
   validation {
     condition     = can(regex("^[0-9]+(Mi|Gi)$", var.reactor.memory))
     error_message = "reactor.memory must look like 512Mi or 1Gi."
+  }
+  validation {
+    condition     = var.reactor.output_wait_s >= 0
+    error_message = "reactor.output_wait_s must be a number of seconds >= 0."
+  }
+  validation {
+    condition     = var.reactor.prices == null || can(regex("^(gs://[a-z0-9][a-z0-9._-]+/.+|[^:]+)$", var.reactor.prices))
+    error_message = "reactor.prices must be a file path or a gs://bucket/object URI."
   }
 }
 

@@ -53,6 +53,10 @@ class Settings:
     gemini_webhook_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     gemini_jwks_url: str | None = None
     stall_after_s: float = 21600.0
+    # Results (A10): the price table (a JSON file path or gs:// object; unset: the shipped one) and how long a
+    # finished job's copy waits for the API to show where its outputs are.
+    prices: str | None = None
+    output_wait_s: float = 1800.0
     max_poll_interval_s: float = 300.0
     tick_interval_s: float = 60.0
     tick_fanout: int = 1
@@ -101,6 +105,8 @@ class Settings:
             gemini_webhook_secrets=get.webhook_secrets("RELAY_GEMINI_WEBHOOK_SECRETS"),
             gemini_jwks_url=get.url("RELAY_GEMINI_JWKS_URL", secure=True),
             stall_after_s=get.number("RELAY_STALL_AFTER_S", 21600.0, low=0.0, high=365 * 86400.0),
+            prices=get.prices("RELAY_PRICES"),
+            output_wait_s=get.number("RELAY_OUTPUT_WAIT_S", 1800.0, low=0.0, high=30 * 86400.0),
             max_poll_interval_s=get.number("RELAY_MAX_POLL_INTERVAL_S", 300.0, low=0.0, high=86400.0),
             tick_interval_s=get.number("RELAY_TICK_INTERVAL_S", 60.0, low=0.1, high=86400.0),
             tick_fanout=get.integer("RELAY_TICK_FANOUT", 1, low=1, high=64),
@@ -223,6 +229,22 @@ class _Reader:
                 raise SettingsError(f"{var}: {name!r} is not a bucket name")
         return frozenset(names)
 
+
+    def prices(self, var: str) -> str | None:
+        """A price table: ``gs://bucket/object`` or a file path (any other ``scheme://`` is refused)."""
+        raw = self.text(var)
+        if raw is None:
+            return None
+        if any(ord(c) < 32 or ord(c) == 127 for c in raw):
+            raise SettingsError(f"{var} contains control characters")
+        if raw.startswith("gs://"):
+            bucket, _, name = raw[5:].partition("/")
+            if not _BUCKET_RE.match(bucket) or not name or name.endswith("/") or len(name) > 1024:
+                raise SettingsError(f"{var}={raw[:120]!r} is not a gs://bucket/object URI of a JSON file")
+            return raw
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", raw):
+            raise SettingsError(f"{var}={raw[:120]!r}: a price table is a file path or a gs:// object")
+        return raw
 
     def scopes(self, var: str) -> tuple[WatchScope, ...]:
         raw = self.text(var)

@@ -11,8 +11,10 @@ import pytest
 from batch_relay import wiring
 from batch_relay.auth import GoogleAuth
 from batch_relay.batchapi.client import BatchApiClient
+from batch_relay.batchapi.create import GeminiCreate, VertexCreate, vertex_job_body
 from batch_relay.batchapi.endpoints import MissingApiKey, status_url
 from batch_relay.batchapi.http import USER_AGENT
+from batch_relay.batchapi.inputs import BatchInput, GeminiInputs, batch_input
 from batch_relay.batchapi.names import JobName
 from batch_relay.batchapi.outputs import GeminiOutputs
 from batch_relay.batchapi.quota import RegionLimiter
@@ -26,6 +28,7 @@ from batch_relay.errors import (
     PermanentError,
     TransientError,
 )
+from batch_relay.retry import RetryPolicy
 from batch_relay.settings import Settings
 
 GEMINI = JobName.parse("batches/b1")
@@ -266,6 +269,171 @@ def test_inline_responses_are_read_with_the_wire_parser():
     assert asyncio.run(read(handler)) == inline_responses(body)
     with pytest.raises(BadResponseError, match="inline responses of batches/b1 are unreadable"):
         asyncio.run(read(lambda request: httpx.Response(200, content=b"<html>")))
+
+
+# -- a batch's input, new batches (resubmit) -------------------------------------------------------------------
+
+
+def _serve(handler, make):
+    """Run ``make(http)`` (a coroutine) over a MockTransport serving ``handler``; return (result, requests)."""
+    seen = []
+
+    def record(request):
+        request.read()
+        seen.append(request)
+        return handler(request)
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.MockTransport(record)) as http:
+            return await make(http)
+
+    return asyncio.run(go()), seen
+
+
+GEMINI_BASE = {"RELAY_GEMINI_BASE_URL": "https://gemini.example"}
+
+
+def test_a_batch_input_is_a_file_or_inline_requests():
+    items = [{"request": {"contents": []}, "metadata": {"key": "a"}}]
+    assert batch_input({"metadata": {"inputConfig": {"fileName": "files/in-1"}}}) == BatchInput(file_name="files/in-1")
+    assert batch_input({"name": "batches/b", "inputConfig": {"requests": {"requests": items}}}) == BatchInput(
+        requests=items)
+    for bad in ([], {"metadata": {}}, {"metadata": {"inputConfig": {"fileName": ""}}},
+                {"inputConfig": {"requests": {"requests": {}}}}):
+        with pytest.raises(BadResponseError):
+            batch_input(bad)
+
+    def handler(request):
+        if request.url.path == "/v1beta/batches/b1":
+            return httpx.Response(200, json={"name": "batches/b1",
+                                             "metadata": {"inputConfig": {"fileName": "files/x"}}})
+        if request.url.path == "/download/v1beta/files/x:download":
+            return httpx.Response(200, content=b'{"key": "a", "request": {}}\n')
+        return httpx.Response(404, json={"error": {"code": 404, "message": "File files/gone not found."}})
+
+    async def read(http):
+        inputs = GeminiInputs(http, settings(**GEMINI_BASE))
+        found = await inputs.batch_input("batches/b1")
+        async with inputs.download(found.file_name) as download:
+            data = b"".join([chunk async for chunk in download.chunks()])
+        try:
+            async with inputs.download("files/gone"):
+                pass
+        except NotFoundError as exc:
+            return found, data, exc
+        return found, data, None
+
+    (found, data, gone), seen = _serve(handler, read)
+    assert found.file_name == "files/x" and data == b'{"key": "a", "request": {}}\n'
+    assert isinstance(gone, NotFoundError)  # the Files API keeps a file 48 hours
+    assert all(r.headers["x-goog-api-key"] == "k-123456" for r in seen)
+    assert [str(r.url) for r in seen] == ["https://gemini.example/v1beta/batches/b1",
+                                          "https://gemini.example/download/v1beta/files/x:download?alt=media",
+                                          "https://gemini.example/download/v1beta/files/gone:download?alt=media"]
+
+
+def test_a_file_upload_is_resumable_and_stays_on_the_gemini_origin():
+    starts = []
+
+    def handler(request):
+        if request.url.path == "/upload/v1beta/files" and "upload_id" not in request.url.params:
+            starts.append(request)
+            if len(starts) == 1:
+                return httpx.Response(503)
+            return httpx.Response(200, headers={"X-Goog-Upload-URL": "https://gemini.example/upload/v1beta/files"
+                                                                     "?upload_id=U1&upload_protocol=resumable",
+                                                "X-Goog-Upload-Status": "active"})
+        return httpx.Response(200, json={"file": {"name": "files/abc", "sizeBytes": "11"}},
+                              headers={"X-Goog-Upload-Status": "final"})
+
+    async def upload(http):
+        return await GeminiCreate(http, settings(**GEMINI_BASE), retry_policy=RetryPolicy(initial_s=0.001)
+                                  ).upload_file(b'{"k": 1}\n\n\n', size=11, display_name="retry of batches/b1")
+
+    name, seen = _serve(handler, upload)
+    assert name == "files/abc" and len(starts) == 2  # the start is retried: it creates nothing
+    start, finish = seen[1], seen[2]
+    assert (start.method, str(start.url)) == ("POST", "https://gemini.example/upload/v1beta/files")
+    assert start.headers["x-goog-upload-protocol"] == "resumable" and start.headers["x-goog-upload-command"] == "start"
+    assert start.headers["x-goog-upload-header-content-length"] == "11"
+    assert start.headers["x-goog-upload-header-content-type"] == "application/jsonl"
+    assert json.loads(start.content) == {"file": {"display_name": "retry of batches/b1"}}
+    assert str(finish.url).endswith("?upload_id=U1&upload_protocol=resumable")
+    assert finish.headers["x-goog-upload-command"] == "upload, finalize"
+    assert finish.headers["x-goog-upload-offset"] == "0"
+    assert finish.content == b'{"k": 1}\n\n\n' and finish.headers["content-length"] == "11"
+
+    def elsewhere(request):
+        return httpx.Response(200, headers={"X-Goog-Upload-URL": "https://uploads.evil.example/u?upload_id=1"})
+
+    with pytest.raises(BadResponseError, match="not on the Gemini API's origin"):
+        _serve(elsewhere, upload)
+    with pytest.raises(BadResponseError, match="without an X-Goog-Upload-URL"):
+        _serve(lambda request: httpx.Response(200), upload)
+
+
+def test_a_batch_is_created_once_from_a_file_or_inline_requests():
+    created = {"name": "batches/new1", "metadata": {
+        "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
+        "name": "batches/new1", "model": "models/gemini-2.5-flash", "state": "BATCH_STATE_PENDING"}}
+
+    async def create(http, **kw):
+        return await GeminiCreate(http, settings(**GEMINI_BASE)).create_batch(
+            "models/gemini-2.5-flash", display_name="retry", **kw)
+
+    status, seen = _serve(lambda r: httpx.Response(200, json=created), lambda http: create(http, file_name="files/f"))
+    assert status.name == "batches/new1" and status.state == "JOB_STATE_PENDING"
+    assert str(seen[0].url) == "https://gemini.example/v1beta/models/gemini-2.5-flash:batchGenerateContent"
+    assert json.loads(seen[0].content) == {"batch": {"displayName": "retry", "model": "models/gemini-2.5-flash",
+                                                     "inputConfig": {"fileName": "files/f"}}}
+    inline = [{"request": {"contents": []}, "metadata": {"key": "k"}}]
+    status, seen = _serve(lambda r: httpx.Response(200, json=created["metadata"]),  # the batch, not an Operation
+                          lambda http: create(http, requests=inline))
+    assert status.name == "batches/new1"
+    assert json.loads(seen[0].content)["batch"]["inputConfig"] == {"requests": {"requests": inline}}
+    with pytest.raises(TransientError):  # never sent twice: a second create is a second batch
+        _serve(lambda r: httpx.Response(503), lambda http: create(http, file_name="files/f"))
+    _, seen = _serve(lambda r: httpx.Response(503), lambda http: _swallow(create(http, file_name="files/f")))
+    assert len(seen) == 1
+    with pytest.raises(PermanentError):
+        _serve(lambda r: httpx.Response(200), lambda http: GeminiCreate(http, settings(**GEMINI_BASE)).create_batch(
+            "models/../etc", display_name="x", file_name="files/f"))
+
+
+async def _swallow(coro):
+    try:
+        return await coro
+    except TransientError:
+        return None
+
+
+def test_a_vertex_job_is_created_with_its_wire_body():
+    name = "projects/123/locations/europe-west4/batchPredictionJobs/77"
+    body = vertex_job_body(display_name="retry of 9", model="publishers/google/models/gemini-2.5-flash",
+                           input_uris=["gs://out/x/failed.jsonl"], output_prefix="gs://out/x/retry",
+                           labels={"batch-relay-parent": "9"})
+    assert body == {"displayName": "retry of 9", "model": "publishers/google/models/gemini-2.5-flash",
+                    "inputConfig": {"instancesFormat": "jsonl", "gcsSource": {"uris": ["gs://out/x/failed.jsonl"]}},
+                    "outputConfig": {"predictionsFormat": "jsonl",
+                                     "gcsDestination": {"outputUriPrefix": "gs://out/x/retry"}},
+                    "labels": {"batch-relay-parent": "9"}}
+
+    class Token(httpx.Auth):
+        def auth_flow(self, request):
+            request.headers["Authorization"] = "Bearer t0k"
+            yield request
+
+    async def create(http):
+        return await VertexCreate(http, settings(), vertex_auth=Token()).create_job("p", "europe-west4", body)
+
+    status, seen = _serve(lambda r: httpx.Response(200, json={"name": name, "state": "JOB_STATE_PENDING"}), create)
+    assert status.name == name and status.state == "JOB_STATE_PENDING"
+    assert str(seen[0].url) == ("https://europe-west4-aiplatform.googleapis.com/v1/projects/p/locations/europe-west4/"
+                                "batchPredictionJobs")
+    assert seen[0].headers["authorization"] == "Bearer t0k" and "x-goog-api-key" not in seen[0].headers
+    assert json.loads(seen[0].content) == body
+    with pytest.raises(PermanentError, match="not a Vertex AI location"):
+        asyncio.run(VertexCreate(httpx.AsyncClient(), settings()).create_job("p/../q", "x", body))
 
 
 # -- one door ----------------------------------------------------------------------------------------------------

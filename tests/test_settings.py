@@ -54,6 +54,13 @@ def test_values_are_parsed():
     ("RELAY_MAX_POLL_INTERVAL_S", "soon"),
     ("RELAY_TICK_FANOUT", "0"),
     ("RELAY_TICK_FANOUT", "65"),
+    ("RELAY_PRICES", "https://example.com/prices.json"),
+    ("RELAY_PRICES", "gs://bucket-only"),
+    ("RELAY_PRICES", "gs://bucket/dir/"),
+    ("RELAY_PRICES", "gs://UPPER/prices.json"),
+    ("RELAY_PRICES", "prices\x01.json"),
+    ("RELAY_OUTPUT_WAIT_S", "-1"),
+    ("RELAY_OUTPUT_WAIT_S", "half an hour"),
 ])
 def test_bad_values_name_the_variable(var, value):
     with pytest.raises(SettingsError) as info:
@@ -98,3 +105,12 @@ def test_api_key_is_not_in_repr():
 def test_unsafe_destinations_are_refused(uri):
     with pytest.raises(ValueError):
         normalize_destination(uri)
+
+
+def test_results_settings_default_and_parse():
+    s = Settings.from_env(BASE)
+    assert s.prices is None and s.output_wait_s == 1800.0
+    s = Settings.from_env({**BASE, "RELAY_PRICES": "gs://price-tables/batch/prices.json", "RELAY_OUTPUT_WAIT_S": "0"})
+    assert s.prices == "gs://price-tables/batch/prices.json" and s.output_wait_s == 0.0
+    s = Settings.from_env({**BASE, "RELAY_PRICES": "/srv/prices.json", "RELAY_OUTPUT_WAIT_S": "90.5"})
+    assert s.prices == "/srv/prices.json" and s.output_wait_s == 90.5

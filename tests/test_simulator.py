@@ -634,3 +634,319 @@ def test_vertex_names_with_project_numbers(simulator, http):
     listed = listed["batchPredictionJobs"]
     assert [j["name"] for j in listed] == [by_id["name"]]
     assert [j["name"] for j in vlist(http).json()["batchPredictionJobs"]] == [by_id["name"]]
+
+
+# ---------------------------------------------------------------------------------------------- results (A10)
+
+
+def _until(check, timeout_s=30.0):
+    """Poll ``check`` until it returns something truthy (no fixed sleep: a loaded machine only waits longer)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = check()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
+
+
+def _read(api, lines, **kw):
+    from batch_relay.results.summary import ResultsReader
+
+    reader = ResultsReader(api, **kw)
+    for line in lines:
+        reader.feed(line if isinstance(line, bytes) else line.encode())
+    return reader
+
+
+def test_gemini_results_file_with_usage_errors_and_its_input_file(simulator, http):
+    simulator.add_job(gemini_spec("res", ["RUNNING", "SUCCEEDED"], requests={
+        "count": 6, "failed": 2, "error_codes": [3, 13], "without_usage": 1,
+        "usage": {"prompt": 20, "candidates": 5, "thoughts": 2, "cached": 8}}))
+    running = gget(http, "res").json()
+    assert running["metadata"]["inputConfig"] == {"fileName": "files/input-res"}
+    assert running["metadata"]["batchStats"] == {"requestCount": "6", "pendingRequestCount": "6"}
+    done = gget(http, "res").json()
+    assert done["metadata"]["batchStats"] == {"requestCount": "6", "successfulRequestCount": "4",
+                                              "failedRequestCount": "2"}
+    assert done["metadata"]["output"] == {"responsesFile": "files/batch-res"} == {
+        k: v for k, v in done["response"].items() if k != "@type"}
+    rows = [json.loads(x) for x in http.get("/download/v1beta/files/batch-res:download", headers=KEY).content.split(
+        b"\n") if x]
+    assert [r["key"] for r in rows] == [f"req-{i}" for i in range(1, 7)]
+    assert [r["error"]["code"] for r in rows if "error" in r] == [3, 13]
+    assert "usageMetadata" not in rows[0]["response"]
+    assert rows[1]["response"]["usageMetadata"] == {"promptTokenCount": 20, "candidatesTokenCount": 5,
+                                                    "thoughtsTokenCount": 2, "cachedContentTokenCount": 8,
+                                                    "totalTokenCount": 27}
+    inputs = http.get("/download/v1beta/files/input-res:download", params={"alt": "media"}, headers=KEY)
+    assert inputs.status_code == 200
+    requests = [json.loads(x) for x in inputs.content.splitlines()]
+    assert requests[4] == {"key": "req-5", "request": {"contents": [{"role": "user", "parts": [
+        {"text": "prompt 5"}]}]}}
+    # what batch-relay reads from it: the counts, the usage, the failed requests joined with the input
+    reader = _read("gemini", [json.dumps(r) for r in rows])
+    reader.feed_input_chunk(inputs.content)
+    summary = reader.finish()
+    assert (summary.succeeded, summary.failed, summary.rows_without_usage) == (4, 2, 1)
+    assert (summary.usage.prompt, summary.usage.total, summary.errors) == (60, 81, {"3": 1, "13": 1})
+    assert [json.loads(x) for x in reader.failed_lines.getvalue().splitlines()] == requests[4:]
+    assert simulator.outputs("batches/res")["files"]["responses.jsonl"].splitlines() == [
+        json.dumps(r) for r in rows]
+
+
+def test_gemini_inline_results_come_back_shuffled_with_inline_requests(simulator, http):
+    simulator.add_job(gemini_spec("inl2", ["SUCCEEDED"], output={"kind": "inline"}, requests={
+        "count": 12, "failed": 3, "input": "inline", "shuffle": True}))
+    meta = gget(http, "inl2").json()["metadata"]
+    items = meta["output"]["inlinedResponses"]["inlinedResponses"]
+    keys = [item["metadata"]["key"] for item in items]
+    assert sorted(keys, key=lambda k: int(k[4:])) == [f"req-{i}" for i in range(1, 13)]
+    assert keys != sorted(keys, key=lambda k: int(k[4:]))  # another order than the requests
+    assert {item["metadata"]["key"] for item in items if "error" in item} == {"req-10", "req-11", "req-12"}
+    sent = meta["inputConfig"]["requests"]["requests"]
+    assert sent[0] == {"request": {"contents": [{"role": "user", "parts": [{"text": "prompt 1"}]}]},
+                       "metadata": {"key": "req-1"}}
+    reader = _read("gemini", [])
+    for item in items:
+        reader.feed_inline(item)
+    for item in sent:
+        reader.feed_inline_request(item)
+    summary = reader.finish()
+    assert (summary.failed, summary.missing, summary.failed_lines) == (3, 0, 3)
+    assert http.get("/download/v1beta/files/input-inl2:download", headers=KEY).status_code == 404
+
+
+def test_gemini_input_file_gone(simulator, http):
+    simulator.add_job(gemini_spec("gone", ["SUCCEEDED"], requests={"count": 2, "failed": 1, "input": "gone"}))
+    assert gget(http, "gone").json()["metadata"]["inputConfig"] == {"fileName": "files/input-gone"}
+    reply = http.get("/download/v1beta/files/input-gone:download", headers=KEY)
+    assert reply.status_code == 404 and reply.json()["error"]["status"] == "NOT_FOUND"
+
+
+def test_outputs_appear_a_while_after_success(simulator, http):
+    simulator.add_jobs([
+        gemini_spec("late", ["SUCCEEDED"], output={"kind": "file", "delay_s": 3600}, requests={"count": 2}),
+        gemini_spec("soon", ["SUCCEEDED"], output={"kind": "file", "delay_s": 0.2}, requests={"count": 2}),
+        vertex_spec("p1", "us-central1", "late", ["SUCCEEDED"], output={"kind": "gcs", "uri": "gs://b/x",
+                                                                         "delay_s": 3600}),
+    ])
+    late = gget(http, "late").json()
+    assert late["metadata"]["state"] == "BATCH_STATE_SUCCEEDED" and late["done"] is True
+    assert "output" not in late["metadata"] and "response" not in late
+    assert http.get("/download/v1beta/files/batch-late:download", headers=KEY).status_code == 404
+    assert "outputInfo" not in vget(http, "late").json()
+    soon = _until(lambda: gget(http, "soon").json()["metadata"].get("output"))
+    assert soon == {"responsesFile": "files/batch-soon"}
+    assert http.get("/download/v1beta/files/batch-soon:download", headers=KEY).status_code == 200
+    assert simulator.get("batches/late")["output_ready"] is False
+
+
+def test_partial_outputs_when_a_batch_is_cancelled_or_expires(simulator, http, gcs):
+    bucket = gcs.bucket("sim-out")
+    simulator.configure(storage_url=gcs.url)
+    simulator.add_jobs([
+        gemini_spec("cx", ["PENDING", "RUNNING"], requests={"count": 5, "failed": 1, "finished": 3}),
+        gemini_spec("cx0", ["PENDING"], requests={"count": 5}),
+        vertex_spec("p1", "us-central1", "exp", ["RUNNING", "EXPIRED"], output={
+            "kind": "gcs", "uri": f"gs://{bucket}/runs"}, requests={"count": 4, "finished": 2}),
+    ])
+    gget(http, "cx")
+    gget(http, "cx")
+    assert http.post("/v1beta/batches/cx:cancel", headers=KEY).status_code == 200
+    assert http.post("/v1beta/batches/cx0:cancel", headers=KEY).status_code == 200
+    op = gget(http, "cx").json()
+    assert op["error"]["code"] == 1 and op["metadata"]["output"] == {"responsesFile": "files/batch-cx"}
+    assert op["metadata"]["batchStats"] == {"requestCount": "5", "successfulRequestCount": "3",
+                                            "pendingRequestCount": "2"}
+    rows = http.get("/download/v1beta/files/batch-cx:download", headers=KEY).content.splitlines()
+    assert [json.loads(r)["key"] for r in rows] == ["req-1", "req-2", "req-3"]
+    assert "output" not in gget(http, "cx0").json()["metadata"]  # nothing finished: no output (as before)
+
+    vget(http, "exp")
+    job = vget(http, "exp").json()
+    assert job["state"] == "JOB_STATE_EXPIRED"
+    assert job["completionStats"] == {"successfulCount": "2", "failedCount": "0", "incompleteCount": "2"}
+    directory = job["outputInfo"]["gcsOutputDirectory"]
+    prefix = directory[len(f"gs://{bucket}/"):]
+    assert gcs.names(bucket, prefix + "/") == [f"{prefix}/predictions.jsonl"]
+    got = gcs.get(bucket, f"{prefix}/predictions.jsonl").splitlines()
+    assert len(got) == 2
+    summary = _read("vertex", got, declared_requests=4).finish()
+    assert (summary.succeeded, summary.unfinished, summary.missing) == (2, 2, 2)
+
+
+def test_vertex_rows_in_shards_echo_their_requests(simulator, http, gcs):
+    bucket = gcs.bucket("sim-out")
+    simulator.configure(storage_url=gcs.url)
+    name = simulator.add_job(vertex_spec("p1", "us-central1", "shards", ["RUNNING", "SUCCEEDED"], output={
+        "kind": "gcs", "uri": f"gs://{bucket}/eval"}, requests={
+        "count": 7, "failed": 3, "shards": 3, "without_total": 2, "usage": {"prompt": 9, "candidates": 4}}))
+    assert simulator.get(name)["written"] == []  # rows are written when the job ends
+    vget(http, "shards")
+    job = vget(http, "shards").json()
+    directory = job["outputInfo"]["gcsOutputDirectory"]
+    assert directory.startswith(f"gs://{bucket}/eval/prediction-model-")
+    prefix = directory[len(f"gs://{bucket}/"):]
+    shards = gcs.names(bucket, prefix + "/")
+    assert shards == [f"{prefix}/predictions_0000{k}.jsonl" for k in (1, 2, 3)]
+    assert simulator.get(name)["written"] == [f"gs://{bucket}/{s}" for s in shards]
+    rows = [line for s in shards for line in gcs.get(bucket, s).splitlines()]
+    decoded = [json.loads(r) for r in rows]
+    assert len(rows) == 7 and all(r["processed_time"].endswith("+00:00") for r in decoded)
+    failed = [r for r in decoded if r["status"]]
+    assert len(failed) == 3 and failed[0]["status"].startswith('Bad Request: {"error": {"code": 400')
+    assert [("response" in r) for r in failed] == [True, False, True]  # an empty response, or none
+    assert failed[0]["request"]["contents"][0]["parts"][0] == {"text": "prompt 5", "file_data": None}
+    ok = [r for r in decoded if not r["status"]]
+    assert [("totalTokenCount" in r["response"]["usageMetadata"]) for r in ok] == [False, False, True, True]
+    reader = _read("vertex", rows)
+    summary = reader.finish()
+    assert (summary.succeeded, summary.failed, summary.usage.total, summary.errors) == (4, 3, 52, {"400": 3})
+    assert [json.loads(x) for x in reader.failed_lines.getvalue().splitlines()] == [
+        {"request": {"contents": [{"role": "user", "parts": [{"text": f"prompt {i}"}]}]}} for i in (5, 6, 7)]
+    assert simulator.outputs(name)["files"]["predictions_00002.jsonl"] == gcs.get(bucket, shards[1]).decode()
+
+
+def test_results_spec_is_checked(simulator):
+    for bad in ({"count": -1}, {"count": 2, "input": "s3"}, {"count": 2, "usage": {"prompt": "x"}},
+                {"count": 2, "error_codes": []}, {"count": 2, "colour": "red"}):
+        with pytest.raises(RuntimeError, match="requests"):
+            simulator.add_job(gemini_spec("bad", ["SUCCEEDED"], requests=bad))
+    with pytest.raises(RuntimeError, match="delay_s"):
+        simulator.add_job(gemini_spec("bad", ["SUCCEEDED"], output={"kind": "file", "delay_s": -1}))
+    with pytest.raises(RuntimeError, match="storage_url"):
+        simulator.configure(storage_url="gs://not-a-server")
+    with pytest.raises(RuntimeError, match="create"):
+        simulator.configure(create={"gemini": {"timeline": ["QUEUED"]}})
+
+
+# ---------------------------------------------------------------------------------------------- uploads, creates
+
+
+def test_files_api_resumable_upload(simulator, http):
+    data = b'{"key": "a", "request": {"contents": []}}\n' * 3
+    start = http.post("/upload/v1beta/files", headers={
+        **KEY, "X-Goog-Upload-Protocol": "resumable", "X-Goog-Upload-Command": "start",
+        "X-Goog-Upload-Header-Content-Length": str(len(data)), "X-Goog-Upload-Header-Content-Type":
+        "application/jsonl"}, json={"file": {"display_name": "in"}})
+    assert start.status_code == 200 and start.headers["x-goog-upload-status"] == "active"
+    url = start.headers["x-goog-upload-url"]
+    assert "upload_id=" in url
+    half = http.post(url, headers={"X-Goog-Upload-Command": "upload", "X-Goog-Upload-Offset": "0"}, content=data[:10])
+    assert half.status_code == 200
+    wrong = http.post(url, headers={"X-Goog-Upload-Command": "upload", "X-Goog-Upload-Offset": "3"}, content=b"x")
+    assert wrong.status_code == 400
+    query = http.post(url, headers={"X-Goog-Upload-Command": "query"})
+    assert query.headers["x-goog-upload-size-received"] == "10"
+    done = http.post(url, headers={"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "10"},
+                     content=data[10:])
+    assert done.status_code == 200 and done.headers["x-goog-upload-status"] == "final"
+    file = done.json()["file"]
+    assert file["name"].startswith("files/") and file["sizeBytes"] == str(len(data)) and file["state"] == "ACTIVE"
+    assert file["displayName"] == "in" and file["mimeType"] == "application/jsonl"
+    download = http.get(f"/download/v1beta/{file['name']}:download", params={"alt": "media"}, headers=KEY)
+    assert download.content == data
+    assert http.post(url, headers={"X-Goog-Upload-Command": "finalize"}).status_code == 404  # the session ended
+    assert http.post("/upload/v1beta/files", headers={"X-Goog-Upload-Protocol": "resumable",
+                                                      "X-Goog-Upload-Command": "start"}).status_code == 403
+    assert http.post("/upload/v1beta/files", headers={**KEY, "X-Goog-Upload-Command": "start"}).status_code == 400
+
+
+def _created_settings(simulator_service):
+    from batch_relay.settings import Settings
+
+    return Settings.from_env({"GOOGLE_CLOUD_PROJECT": "p", "RELAY_GEMINI_API_KEY": "any-key",
+                              "RELAY_GEMINI_BASE_URL": simulator_service.url,
+                              "RELAY_VERTEX_BASE_URL": simulator_service.url})
+
+
+def test_batch_relay_uploads_and_creates_a_gemini_batch(simulator, simulator_service, http):
+    import asyncio
+
+    from batch_relay.batchapi.create import GeminiCreate
+
+    simulator.configure(create={"fail_marker": "sim:fail"})
+    lines = [{"key": "q-a", "request": {"contents": [{"parts": [{"text": "fine"}]}]}},
+             {"key": "q-b", "request": {"contents": [{"parts": [{"text": "sim:fail please"}]}]}},
+             {"key": "q-c", "request": {"contents": [{"parts": [{"text": "also fine"}]}]}}]
+    data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+
+    async def create():
+        async with httpx.AsyncClient(timeout=10) as client:
+            maker = GeminiCreate(client, _created_settings(simulator_service))
+            file_name = await maker.upload_file(data, size=len(data), display_name="resubmit")
+            by_file = await maker.create_batch("gemini-2.5-flash", display_name="again", file_name=file_name)
+            inline = await maker.create_batch("models/gemini-2.5-pro", display_name="inline", requests=[
+                {"request": line["request"], "metadata": {"key": line["key"]}} for line in lines])
+            return file_name, by_file, inline
+
+    file_name, by_file, inline = asyncio.run(create())
+    assert by_file.name.startswith("batches/") and by_file.state == "JOB_STATE_PENDING"
+    assert by_file.model == "models/gemini-2.5-flash" and by_file.display_name == "again"
+    job_id = by_file.name.split("/")[1]
+    op = _until(lambda: (lambda o: o if o["metadata"]["state"] == "BATCH_STATE_SUCCEEDED" else None)(
+        gget(http, job_id).json()))
+    assert op["metadata"]["inputConfig"] == {"fileName": file_name}
+    assert op["metadata"]["batchStats"] == {"requestCount": "3", "successfulRequestCount": "2",
+                                            "failedRequestCount": "1"}
+    rows = [json.loads(x) for x in http.get(f"/download/v1beta/{op['metadata']['output']['responsesFile']}:download",
+                                            headers=KEY).content.splitlines()]
+    assert [(r["key"], "error" in r) for r in rows] == [("q-a", False), ("q-b", True), ("q-c", False)]
+    inline_id = inline.name.split("/")[1]
+    final = _until(lambda: (lambda o: o if o.get("done") else None)(gget(http, inline_id).json()))
+    items = final["metadata"]["output"]["inlinedResponses"]["inlinedResponses"]
+    assert [i["metadata"]["key"] for i in items] == ["q-a", "q-b", "q-c"] and "error" in items[1]
+    assert final["metadata"]["model"] == "models/gemini-2.5-pro"
+    assert final["metadata"]["inputConfig"]["requests"]["requests"][0]["metadata"] == {"key": "q-a"}
+
+
+def test_create_refuses_bad_batches(simulator, http):
+    url = "/v1beta/models/gemini-2.5-flash:batchGenerateContent"
+    assert http.post(url, json={"batch": {}}, headers=KEY).status_code == 400
+    missing = http.post(url, json={"batch": {"inputConfig": {"fileName": "files/nope"}}}, headers=KEY)
+    assert missing.status_code == 404
+    assert http.post(url, content=b"{", headers=KEY).status_code == 400
+    assert http.post(url, json={"batch": {"inputConfig": {"requests": {"requests": [{"x": 1}]}}}},
+                     headers=KEY).status_code == 400
+    assert http.post(url, json={"batch": {}}).status_code == 403
+    assert http.get(url, headers=KEY).status_code == 404
+    parent = "/v1/projects/p1/locations/us-central1/batchPredictionJobs"
+    assert http.post(parent, json={"displayName": "x"}, headers=BEARER).status_code == 400
+    assert http.post(parent, json={"displayName": "x", "model": "m", "inputConfig": {"gcsSource": {"uris": ["x"]}},
+                                   "outputConfig": {"gcsDestination": {"outputUriPrefix": "gs://b/o"}}},
+                     headers=BEARER).status_code == 400
+    assert http.post(parent, json={}).status_code == 401
+    assert simulator.stats()["status_gets"] == 0
+
+
+def test_batch_relay_creates_a_vertex_job_that_answers_its_input(simulator, simulator_service, http, gcs):
+    import asyncio
+
+    from batch_relay.batchapi.create import VertexCreate, vertex_job_body
+
+    bucket = gcs.bucket("sim-in")
+    requests = [{"request": {"contents": [{"role": "user", "parts": [{"text": f"again {i}"}]}]}} for i in range(3)]
+    gcs.put(bucket, "retry/failed.jsonl", b"".join(json.dumps(r).encode() + b"\n" for r in requests))
+    simulator.configure(storage_url=gcs.url)
+    body = vertex_job_body(display_name="retry", model="gemini-2.5-flash",
+                           input_uris=[f"gs://{bucket}/retry/failed.jsonl"], output_prefix=f"gs://{bucket}/retry/out",
+                           labels={"batch-relay-parent": "1"})
+
+    async def create():
+        async with httpx.AsyncClient(timeout=10, headers=BEARER) as client:
+            return await VertexCreate(client, _created_settings(simulator_service)).create_job(
+                "p1", "us-central1", body)
+
+    created = asyncio.run(create())
+    assert created.name.startswith("projects/p1/locations/us-central1/batchPredictionJobs/")
+    assert created.state == "JOB_STATE_PENDING" and created.labels == {"batch-relay-parent": "1"}
+    job_id = created.name.rsplit("/", 1)[1]
+    job = _until(lambda: (lambda j: j if j["state"] == "JOB_STATE_SUCCEEDED" else None)(vget(http, job_id).json()))
+    assert job["model"] == "publishers/google/models/gemini-2.5-flash"
+    assert job["inputConfig"] == body["inputConfig"] and job["outputConfig"] == body["outputConfig"]
+    prefix = job["outputInfo"]["gcsOutputDirectory"][len(f"gs://{bucket}/"):]
+    rows = gcs.get(bucket, f"{prefix}/predictions.jsonl").splitlines()
+    summary = _read("vertex", rows).finish()
+    assert (summary.succeeded, summary.failed) == (3, 0)
+    assert sorted(json.loads(r)["request"]["contents"][0]["parts"][0]["text"] for r in rows) == [
+        "again 0", "again 1", "again 2"]

@@ -1,6 +1,7 @@
 """The admin API under ``/_sim/`` (the server side of ``SimulatorClient``): health, reset, config, jobs
-(create, force a state, add faults, delete, inspect), list faults and stale list pages, stats, and the JWKS of
-the Ed25519 webhook key. JSON in and out; never delayed, never faulted, not counted in stats."""
+(create, force a state, add faults, delete, inspect, what their outputs hold), list faults and stale list
+pages, stats, and the JWKS of the Ed25519 webhook key. JSON in and out; never delayed, never faulted, not
+counted in stats."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from devtools.simulator import vertex
 from devtools.simulator.faults import parse_faults, parse_list_faults
 from devtools.simulator.jobs import parse_error, parse_stats, parse_steps, short_state
 from devtools.simulator.wire import GEMINI, VERTEX, SpecError, google_error, json_payload
@@ -98,9 +100,31 @@ def _delete_job(sim: Simulator, query: str, data: dict) -> Any:
 def _get_job(sim: Simulator, query: str, data: dict) -> Any:
     job = sim.job(parse_qs(query).get("name", [None])[0])
     job.advance(time.monotonic())
+    if job.new_rules:
+        job.check_output(time.monotonic())
     view = job.admin_view()
     view["gets"] = sim.per_job_gets.get(job.name, 0)
     return view
+
+
+def _outputs(sim: Simulator, query: str, data: dict) -> Any:
+    """What a job with a ``results.Batch`` holds, whatever its state: ``{"done": n, "files": {name: text}}``
+    (Gemini: ``responses.jsonl`` or ``inline.json``, and ``input.jsonl``; Vertex: its prediction shards)."""
+    job = sim.job(parse_qs(query).get("name", [None])[0])
+    if job.batch is None:
+        raise SpecError(f"{job.name} has no requests spec: its outputs are not generated", 404)
+    done = job.results_done or 0
+    out: dict[str, str] = {}
+    if job.api == GEMINI:
+        if (job.output or {}).get("kind") == "inline":
+            out["inline.json"] = json.dumps([job.batch.gemini_inline(i) for i in job.batch.order(done)])
+        else:
+            out["responses.jsonl"] = b"".join(job.batch.responses_file(done)).decode()
+        out["input.jsonl"] = b"".join(job.batch.input_file()).decode()
+    else:
+        when = vertex.processed_time(job.end_t if job.end_t is not None else job.update_t)
+        out.update({name: data.decode() for name, data in job.batch.vertex_shards(done, when)})
+    return {"name": job.name, "done": done, "output_ready": job.output_ready, "files": out}
 
 
 def _stats(sim: Simulator, query: str, data: dict) -> Any:
@@ -130,6 +154,7 @@ _ROUTES: dict[tuple[str, str], Callable[[Simulator, str, dict], Any]] = {
     ("POST", "/_sim/lists/stale"): _stale_lists,
     ("POST", "/_sim/jobs/delete"): _delete_job,
     ("GET", "/_sim/jobs/get"): _get_job,
+    ("GET", "/_sim/jobs/outputs"): _outputs,
     ("GET", "/_sim/stats"): _stats,
     ("GET", "/_sim/webhooks/jwks.json"): _jwks,
     ("POST", "/_sim/stats/reset"): _reset_stats,

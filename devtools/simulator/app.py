@@ -1,6 +1,8 @@
-"""The simulator's state and request routing: jobs and their files, config (``/_sim/config``), stats, and
-which module answers a request (``admin``, ``gemini``, ``webhooks``, ``vertex``). Status GETs of both APIs
-are answered here: counted, faulted as scripted, then the job settles and is rendered."""
+"""The simulator's state and request routing: jobs and their files, uploads under way, config
+(``/_sim/config``), stats, and which module answers a request (``admin``, ``gemini``, ``files``,
+``webhooks``, ``vertex``). Status GETs of both APIs are answered here: counted, faulted as scripted, then the
+job settles and is rendered. Jobs created through the APIs are added here (``add_created``), and a Vertex
+job's prediction rows are written to the storage emulator when its outputs appear (``write_outputs``)."""
 
 from __future__ import annotations
 
@@ -10,17 +12,21 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from devtools.simulator import admin, faults, gemini, vertex, webhooks
-from devtools.simulator.files import FileOutput
-from devtools.simulator.jobs import Job
+from devtools.simulator import admin, faults, files, gemini, storage, vertex, webhooks
+from devtools.simulator.files import FileOutput, InputFile, ResultsFile
+from devtools.simulator.jobs import Job, parse_steps
 from devtools.simulator.lists import LIST_PAGE_MAX
+from devtools.simulator.results import Batch
 from devtools.simulator.webhooks import Webhooks
 from devtools.simulator.wire import GEMINI, VERTEX, Reply, SpecError, job_not_found, no_method, ok
 
 if TYPE_CHECKING:
     from devtools.simulator.server import HttpProtocol
 
-_CONFIG_KEYS = ("latency_ms", "api_key", "random_faults", "project_numbers", "list_page_max", "webhooks")
+_CONFIG_KEYS = ("latency_ms", "api_key", "random_faults", "project_numbers", "list_page_max", "webhooks",
+                "storage_url", "create")
+# What a batch created through the API walks through, one poll apart, unless ``create`` in the config says.
+CREATE_TIMELINES = {GEMINI: ["PENDING", "RUNNING", "SUCCEEDED"], VERTEX: ["PENDING", "RUNNING", "SUCCEEDED"]}
 
 
 class Simulator:
@@ -30,7 +36,8 @@ class Simulator:
         self.webhooks: Webhooks | None = None
         self.seed = seed
         self.jobs: dict[str, Job] = {}
-        self.files: dict[str, FileOutput] = {}
+        self.files: dict[str, FileOutput | ResultsFile | InputFile | files.UploadedFile] = {}
+        self.uploads: dict[str, files._Upload] = {}
         self.in_flight = 0
         self.connections: set[HttpProtocol] = set()
         self.reset()
@@ -40,6 +47,7 @@ class Simulator:
     def reset(self) -> None:
         self.jobs.clear()
         self.files.clear()
+        self.uploads.clear()
         self.list_faults: dict[str, collections.deque] = {GEMINI: collections.deque(), VERTEX: collections.deque()}
         self.listings: dict[tuple[str, str, str], list[Job]] = {}  # (parent, filter, page token) -> jobs
         self.registered: dict[str, tuple[dict, Webhooks]] = {}  # static webhooks: id -> (resource, sender)
@@ -65,6 +73,8 @@ class Simulator:
             self.project_numbers: dict[str, str] = {}
             self.list_page_max = dict(LIST_PAGE_MAX)
             self.rng = random.Random(self.seed)
+            self.storage_url: str | None = None
+            self.create_config: dict[str, Any] = {}
         for key in cfg:
             if key not in _CONFIG_KEYS:
                 raise SpecError(f"unknown config key {key!r}")
@@ -92,6 +102,37 @@ class Simulator:
             self.random_faults = faults.parse_random_faults(cfg["random_faults"], self.seed)
             if self.random_faults is not None:
                 self.rng = random.Random(self.random_faults["seed"])
+        if "storage_url" in cfg:
+            url = cfg["storage_url"]
+            if url is not None and (not isinstance(url, str) or not url.startswith("http://")):
+                raise SpecError("storage_url must be the storage emulator's http://host:port, or null")
+            self.storage_url = url.rstrip("/") if url else None
+        if "create" in cfg:
+            self._set_create(cfg["create"])
+
+    def _set_create(self, value: Any) -> None:
+        """``{"gemini": {"timeline": [...]}, "vertex": {"timeline": [...]}, "fail_marker": "..."}``: how batches
+        created through the APIs go (timelines checked now), and the text that makes a created request fail."""
+        cfg = value or {}
+        if not isinstance(cfg, dict) or set(cfg) - {GEMINI, VERTEX, "fail_marker"}:
+            raise SpecError('create must look like {"gemini": {"timeline": [...]}, "vertex": {...}, '
+                            '"fail_marker": "..."}')
+        marker = cfg.get("fail_marker")
+        if marker is not None and (not isinstance(marker, str) or not marker):
+            raise SpecError("create.fail_marker must be a non-empty string or null")
+        for api in (GEMINI, VERTEX):
+            if api in cfg:
+                timeline = (cfg[api] or {}).get("timeline") if isinstance(cfg[api], dict) else None
+                parse_steps(api, timeline, f"create.{api}")
+        self.create_config = dict(cfg)
+
+    @property
+    def fail_marker(self) -> str | None:
+        return self.create_config.get("fail_marker")
+
+    def create_timeline(self, api: str) -> list:
+        """The timeline of a batch created through ``api``."""
+        return list((self.create_config.get(api) or {}).get("timeline") or CREATE_TIMELINES[api])
 
     def _set_project_numbers(self, value: Any) -> None:
         numbers = value or {}
@@ -106,7 +147,8 @@ class Simulator:
         return {"latency_ms": self.latency * 1000.0, "api_key": self.api_key,
                 "random_faults": self.random_faults, "project_numbers": self.project_numbers,
                 "list_page_max": self.list_page_max,
-                "webhooks": self.webhooks.view() if self.webhooks is not None else None}
+                "webhooks": self.webhooks.view() if self.webhooks is not None else None,
+                "storage_url": self.storage_url, "create": self.create_config}
 
     def on_transition(self, job: Job, old: str) -> None:
         webhooks.notify(self, job, old)
@@ -145,16 +187,52 @@ class Simulator:
                 raise SpecError(f"job spec must be an object, not {spec!r}")
             built.append(Job(spec, now))
         for job in built:
-            old = self.jobs.pop(job.name, None)
-            if old is not None and old.output and old.output["kind"] == "file":
-                self.files.pop(old.output["file_id"], None)
-            self.jobs[job.name] = job
-            job.listener = self.on_transition
-            self._render_name(job)
+            self._install(job, now)
+        return len(built)
+
+    def _install(self, job: Job, now: float) -> None:
+        old = self.jobs.pop(job.name, None)
+        if old is not None and old.output and old.output["kind"] == "file":
+            self.files.pop(old.output["file_id"], None)
+        if old is not None and old.batch is not None:
+            self.files.pop(gemini.input_file_id(old), None)
+        self.jobs[job.name] = job
+        job.listener = self.on_transition
+        self._render_name(job)
+        if job.batch is None:
             responses = FileOutput.of(job)
             if responses is not None:
                 self.files[responses.file_id] = responses
-        return len(built)
+        else:
+            if job.output and job.output["kind"] == "file":
+                self.files[job.output["file_id"]] = ResultsFile(job.output["file_id"], job)
+            if job.api == GEMINI and job.gemini_input is None and job.batch.input == "file":
+                self.files[gemini.input_file_id(job)] = InputFile(gemini.input_file_id(job), job)
+        if job.new_rules:
+            job.on_outputs = self.write_outputs
+            job.check_output(now)
+
+    def add_created(self, spec: dict, batch: Batch | None, gemini_input: dict | None = None) -> Job:
+        """A job created through an API's create call (``spec`` as the admin API takes them)."""
+        now = time.monotonic()
+        job = Job(spec, now, batch=batch, gemini_input=gemini_input)
+        self._install(job, now)
+        return job
+
+    def write_outputs(self, job: Job) -> None:
+        """When a Vertex job's outputs appear: its prediction rows, in shards, into the storage emulator
+        (nothing without ``storage_url`` in the config, or without a ``results.Batch``)."""
+        directory = vertex.output_directory(job) if job.api == VERTEX else None
+        if directory is None or job.batch is None or not self.storage_url:
+            return
+        bucket, prefix = storage.split(directory)
+        stamp_t = job.end_t if job.end_t is not None else job.update_t
+        try:
+            for name, data in job.batch.vertex_shards(job.results_done or 0, vertex.processed_time(stamp_t)):
+                storage.write(self.storage_url, bucket, f"{prefix}/{name}", data)
+                job.written.append(f"{directory}/{name}")
+        except storage.StorageError as exc:
+            job.write_error = str(exc)
 
     def job(self, name: Any) -> Job:
         job = self.jobs.get(name) if isinstance(name, str) else None
@@ -189,11 +267,19 @@ class Simulator:
         if root == "v1beta" and len(parts) > 2 and parts[2] == "webhooks":
             denied = gemini.auth(self, headers, query, keep_alive)
             return denied or webhooks.handle(self, method, parts, query, body, keep_alive)
+        if root == "v1beta" and len(parts) == 4 and parts[2] == "models" and parts[3].endswith(":batchGenerateContent"):
+            if method != "POST":
+                return no_method(method, path, keep_alive)
+            denied = gemini.auth(self, headers, query, keep_alive)
+            return denied or gemini.create(self, parts[3][: -len(":batchGenerateContent")], body, keep_alive)
+        if root == "upload" and parts[2:] == ["v1beta", "files"]:
+            denied = gemini.auth(self, headers, query, keep_alive) if "upload_id=" not in query else None
+            return denied or files.upload(self, method, query, headers, body, keep_alive)
         if root == "v1beta" or (root == "download" and len(parts) == 5 and parts[2] == "v1beta"):
             return gemini.handle(self, method, parts, query, headers, keep_alive)
         if root == "v1" and len(parts) in (7, 8) and parts[2] == "projects" and parts[4] == "locations" \
                 and parts[6] == "batchPredictionJobs":
-            return vertex.handle(self, method, parts, query, headers, keep_alive)
+            return vertex.handle(self, method, parts, query, headers, keep_alive, body)
         return no_method(method, path, keep_alive)
 
     def status_get(self, api: str, name: str, keep_alive: bool) -> tuple[int, Reply]:

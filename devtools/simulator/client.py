@@ -65,7 +65,7 @@ class SimulatorClient:
     def configure(self, latency_ms: float | None = None, api_key: str | None = _UNSET,
                   random_faults: dict | None = _UNSET, **more: Any) -> dict:
         """Change only what is given; ``api_key=None``/``random_faults=None`` switch those off; ``more``:
-        other config keys (``project_numbers``, ``list_page_max``, ``webhooks``)."""
+        other config keys (``project_numbers``, ``list_page_max``, ``webhooks``, ``storage_url``, ``create``)."""
         body: dict[str, Any] = dict(more)
         if latency_ms is not None:
             body["latency_ms"] = latency_ms
@@ -111,6 +111,10 @@ class SimulatorClient:
 
     def get(self, name: str) -> dict:
         return self._call("GET", "/_sim/jobs/get", params={"name": name})
+
+    def outputs(self, name: str) -> dict:
+        """What a job with a ``requests`` spec holds: ``{"done", "output_ready", "files": {name: text}}``."""
+        return self._call("GET", "/_sim/jobs/outputs", params={"name": name})
 
     def stats(self) -> dict:
         return self._call("GET", "/_sim/stats")

@@ -1,21 +1,27 @@
 """The Gemini API batches (v1beta): a batch rendered as its long-running Operation (``BATCH_STATE_*``, int64
-strings, inline results or a responses file), the API-key check, and the routes ``GET /v1beta/batches``,
-``GET|DELETE /v1beta/batches/{id}``, ``POST /v1beta/batches/{id}:cancel`` and the ``files/{id}:download``
-redirect (the download itself is in ``files``; static webhooks in ``webhooks``)."""
+strings, inline results or a responses file, its input file or inline requests), the API-key check, and the
+routes ``GET /v1beta/batches``, ``GET|DELETE /v1beta/batches/{id}``, ``POST /v1beta/batches/{id}:cancel``,
+``POST /v1beta/models/{model}:batchGenerateContent`` (``create``) and the ``files/{id}:download`` redirect
+(the download itself and uploads are in ``files``; static webhooks in ``webhooks``)."""
 
 from __future__ import annotations
 
+import json
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from devtools.simulator import faults, files, lists
+from devtools.simulator.results import Batch
 from devtools.simulator.wire import (
     GEMINI,
     TERMINAL,
     Reply,
+    SpecError,
     err,
     job_not_found,
+    json_payload,
     no_method,
     ok,
     payload,
@@ -39,6 +45,9 @@ def _output(job: Job) -> dict:
         return {}
     if out["kind"] == "file":
         return {"responsesFile": "files/" + out["file_id"]}
+    if job.batch is not None:  # the batch's own results, possibly fewer (partial) and in another order
+        done = job.results_done or 0
+        return {"inlinedResponses": {"inlinedResponses": [job.batch.gemini_inline(i) for i in job.batch.order(done)]}}
     if job.inline_items is None:
         n, errors = out["count"], out["errors"]
         items = []
@@ -71,7 +80,7 @@ def render(job: Job) -> dict:
     meta: dict[str, Any] = {"@type": BATCH_TYPE, "name": job.rendered_name, "model": job.model}
     if job.display_name:
         meta["displayName"] = job.display_name
-    meta["inputConfig"] = {"fileName": f"files/input-{job.job_id}"}
+    meta["inputConfig"] = _input(job)
     meta["state"] = job.full_state()
     meta["createTime"] = stamp(job.create_t, 9)
     meta["updateTime"] = stamp(job.update_t, 9)
@@ -79,7 +88,7 @@ def render(job: Job) -> dict:
         meta["endTime"] = stamp(job.end_t, 9)
     meta["batchStats"] = stats
     success = job.state == "SUCCEEDED"
-    if success:
+    if job.show_output():
         meta["output"] = _output(job)
     meta["priority"] = "0"
     op: dict[str, Any] = {"name": job.rendered_name, "metadata": meta}
@@ -87,11 +96,24 @@ def render(job: Job) -> dict:
         op["done"] = True
         if job.error is not None:
             op["error"] = dict(job.error)
-        elif success:
+        elif success and "output" in meta:
             op["response"] = {"@type": OUTPUT_TYPE, **meta["output"]}
     elif job.error is not None:
         op["error"] = dict(job.error)
     return op
+
+
+def input_file_id(job: Job) -> str:
+    return f"input-{job.job_id}"
+
+
+def _input(job: Job) -> dict:
+    """``inputConfig``: what a created batch was sent, a batch spec's inline requests, or its input file."""
+    if job.gemini_input is not None:
+        return job.gemini_input
+    if job.batch is not None and job.batch.input == "inline":
+        return {"requests": {"requests": job.batch.inline_requests()}}
+    return {"fileName": f"files/{input_file_id(job)}"}
 
 
 # --- routes ----------------------------------------------------------------------------------------------
@@ -179,3 +201,71 @@ def _batch(sim: Simulator, method: str, ident: str, path: str, keep_alive: bool)
             return job_not_found(GEMINI, name, keep_alive)
         return ok(b"{}", keep_alive)
     return no_method(method, path, keep_alive)
+
+
+# --- batchGenerateContent ---------------------------------------------------------------------------------
+
+
+def _requests_of(sim: Simulator, config: Any) -> list[tuple[str | None, dict]]:
+    """The (key, request) pairs an ``inputConfig`` names: an uploaded file's lines, or inline requests."""
+    if not isinstance(config, dict):
+        raise SpecError("batch.inputConfig is required.")
+    file_name = config.get("fileName") or config.get("file_name")
+    if isinstance(file_name, str):
+        f = sim.files.get(file_name.removeprefix("files/"))
+        if f is None or not isinstance(f, files.UploadedFile):
+            raise SpecError(f"File {file_name} not found.", 404)
+        items = []
+        for number, line in enumerate(f.data.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                raise SpecError(f"Invalid JSON in {file_name} at line {number}.") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get("request"), dict):
+                raise SpecError(f"Line {number} of {file_name} has no request object.")
+            key = obj.get("key")
+            items.append((key if isinstance(key, str) else None, obj["request"]))
+        return items
+    requests = config.get("requests")
+    inline = requests.get("requests") if isinstance(requests, dict) else None
+    if not isinstance(inline, list):
+        raise SpecError("batch.inputConfig needs fileName or requests.requests.")
+    items = []
+    for number, item in enumerate(inline):
+        if not isinstance(item, dict) or not isinstance(item.get("request"), dict):
+            raise SpecError(f"requests[{number}] has no request object.")
+        meta = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
+        key = meta.get("key")
+        items.append((key if isinstance(key, str) else None, item["request"]))
+    return items
+
+
+def create(sim: Simulator, model: str, body: bytes, keep_alive: bool) -> tuple[int, Reply]:
+    """``POST /v1beta/models/{model}:batchGenerateContent``: a new batch over an uploaded file or inline
+    requests; it walks ``create.gemini`` of the config (PENDING, RUNNING, SUCCEEDED a poll apart by default)
+    and its results answer its requests (those holding ``create.fail_marker`` fail)."""
+    try:
+        data = json.loads(body) if body else None
+        batch = data.get("batch") if isinstance(data, dict) else None
+        if not isinstance(batch, dict):
+            raise SpecError("Request must be {\"batch\": {...}}.")
+        config = batch.get("inputConfig") or batch.get("input_config")
+        items = _requests_of(sim, config)
+        if not items:
+            raise SpecError("The batch has no requests.")
+    except SpecError as exc:
+        return err(exc.code, str(exc), keep_alive)
+    except ValueError:
+        return err(400, "Invalid JSON payload received.", keep_alive)
+    inline = isinstance(config, dict) and not (config.get("fileName") or config.get("file_name"))
+    name = f"batches/{secrets.token_hex(8)}"
+    spec = {"name": name, "model": f"models/{model}", "timeline": sim.create_timeline(GEMINI),
+            "display_name": str(batch.get("displayName") or batch.get("display_name") or ""),
+            "output": {"kind": "inline" if inline else "file"}}
+    result = Batch.from_requests(GEMINI, items, sim.fail_marker, "inline" if inline else "file")
+    given = {"requests": {"requests": config["requests"]["requests"]}} if inline else {
+        "fileName": config.get("fileName") or config.get("file_name")}
+    job = sim.add_created(spec, result, gemini_input=given)
+    return 200, Reply(0.0, json_payload(200, json.loads(job.body()), keep_alive))

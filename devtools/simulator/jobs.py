@@ -1,6 +1,7 @@
 """A simulated job of either API: its spec, parsed and checked; its scripted timeline (states reached after
-polls or seconds, a forced state, a cancel); its counts; and its rendering (cached), which the ``gemini`` and
-``vertex`` modules write."""
+polls or seconds, a forced state, a cancel); its counts; when its outputs appear (and, for a job with a
+``requests`` spec or created through the API, what they hold: ``results.Batch``); and its rendering
+(cached), which the ``gemini`` and ``vertex`` modules write."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from devtools.simulator import gemini, vertex
 from devtools.simulator.faults import parse_faults
+from devtools.simulator.results import Batch
 from devtools.simulator.wire import (
     ALLOWED,
     GEMINI,
@@ -118,11 +120,13 @@ def _parse_step(api: str, raw: dict) -> Step:
     return Step(state, after_polls, after_s, parse_stats(raw.get("stats")), parse_error(raw.get("error")))
 
 
-def _parse_output(api: str, job_id: str, out: Any, where: str) -> dict | None:
+def _parse_output(api: str, job_id: str, out: Any, where: str, batch: Batch | None = None) -> dict | None:
     if out is None:
         if api == VERTEX:
             return {"kind": "gcs", "uri": f"gs://sim-output/{job_id}"}
-        return None
+        if batch is None:
+            return None
+        out = {"kind": "file"}
     if not isinstance(out, dict):
         raise SpecError(f"{where}: output must be an object or null")
     kind = out.get("kind")
@@ -147,6 +151,13 @@ def _parse_output(api: str, job_id: str, out: Any, where: str) -> dict | None:
             raise SpecError(f"{where}: output.uri must be gs://...")
     elif not str(out.get("table", "")).startswith("bq://"):
         raise SpecError(f"{where}: output.table must be bq://...")
+    if "delay_s" in out:
+        delay = out["delay_s"]
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
+            raise SpecError(f"{where}: output.delay_s must be a non-negative number")
+        res["delay_s"] = float(delay)
+    if batch is not None and kind in ("file", "inline"):  # the batch says what the outputs hold
+        res["count"], res["errors"] = batch.count, batch.failed
     return res
 
 
@@ -157,9 +168,12 @@ class Job:
     __slots__ = ("name", "api", "job_id", "display_name", "model", "steps", "step", "polls", "step_t",
                  "state", "stats", "error", "output", "faults", "labels", "input_config", "create_t",
                  "update_t", "start_t", "end_t", "cancel_pending", "output_ready", "cache", "total",
-                 "inline_items", "rendered_name", "prev_body", "stale_lists", "masked", "listener")
+                 "inline_items", "rendered_name", "prev_body", "stale_lists", "masked", "listener",
+                 "batch", "new_rules", "output_delay", "output_due", "results_done", "outputs_written",
+                 "written", "write_error", "gemini_input", "on_outputs")
 
-    def __init__(self, spec: dict, now: float) -> None:
+    def __init__(self, spec: dict, now: float, batch: Batch | None = None,
+                 gemini_input: dict | None = None) -> None:
         name = spec.get("name")
         if not isinstance(name, str):
             raise SpecError(f"job spec needs a string name, got {name!r}")
@@ -187,10 +201,26 @@ class Job:
             raise SpecError(f"{where}: labels must be an object")
         self.labels = {str(k): str(v) for k, v in labels.items()}
         self.input_config = spec.get("input")
-        self.output = _parse_output(self.api, self.job_id, spec.get("output"), where)
+        if batch is None and spec.get("requests") is not None:
+            batch = Batch.from_spec(self.api, spec["requests"], where, seed=name)
+        self.batch = batch  # what the outputs hold (new spec field ``requests``, or a created job's requests)
+        self.gemini_input = gemini_input  # a created Gemini batch's inputConfig, as it was sent
+        self.output = _parse_output(self.api, self.job_id, spec.get("output"), where, batch)
         self.total: int | None = None
         if self.output and self.output["kind"] in ("file", "inline"):
             self.total = self.output["count"]
+        elif batch is not None:
+            self.total = batch.count
+        # Jobs with new spec fields follow the new output rules (partial outputs, outputs that appear later);
+        # every other job keeps the behaviour it always had.
+        self.output_delay = float((self.output or {}).get("delay_s", 0.0))
+        self.new_rules = batch is not None or "delay_s" in (self.output or {})
+        self.output_due: float | None = None
+        self.results_done: int | None = None  # requests with a result once the job has ended
+        self.outputs_written = False
+        self.written: list[str] = []  # the objects written to the storage emulator (Vertex)
+        self.write_error: str | None = None
+        self.on_outputs = None  # called once with the job when its outputs appear (the simulator writes Vertex rows)
         self.inline_items: list | None = None  # the Gemini inline results, rendered once
         self.stats: dict[str, int] | None = None
         self.error: dict | None = None
@@ -250,8 +280,41 @@ class Job:
             self.end_t = None
         if state in SUCCESS and (self.api == VERTEX or state == "SUCCEEDED"):
             self.output_ready = True
+        if self.new_rules:
+            self._results_on(state, t)
         self.update_t = t
         self.cache = None
+
+    def _results_on(self, state: str, t: float) -> None:
+        """New output rules: a job that ended has outputs when it succeeded, or when it ended otherwise with
+        some requests finished (partial outputs); they appear ``output.delay_s`` after it ended."""
+        self.output_ready = False
+        self.output_due = None
+        self.results_done = None
+        if state not in TERMINAL:
+            return
+        success = state in SUCCESS and (self.api == VERTEX or state == "SUCCEEDED")
+        done = self.batch.done(success) if self.batch is not None else 0
+        if success or done:
+            self.results_done = done if self.batch is not None else None
+            self.output_due = t + self.output_delay
+            self.outputs_written = False
+            self.check_output(t)
+
+    def check_output(self, now: float) -> None:
+        """Outputs due by ``now`` appear."""
+        if self.output_due is not None and now >= self.output_due:
+            self.output_due = None
+            self.output_ready = True
+            self.cache = None
+        if self.output_ready and not self.outputs_written and self.on_outputs is not None:
+            self.outputs_written = True
+            self.on_outputs(self)
+
+    def show_output(self) -> bool:
+        """Whether the rendering points to the outputs (Gemini ``output``; Vertex ``outputInfo`` follows the job's
+        start unless its outputs appear late)."""
+        return self.output_ready if self.new_rules else self.state == "SUCCEEDED"
 
     def advance(self, now: float) -> None:
         steps = self.steps
@@ -271,6 +334,8 @@ class Job:
             self.set_state("CANCELLED", None, None, now)
         else:
             self.advance(now)
+        if self.new_rules:
+            self.check_output(now)
 
     def force(self, state: str, stats: dict | None, error: dict | None, steps: list[Step] | None,
               now: float) -> None:
@@ -300,6 +365,9 @@ class Job:
             total = self.total
             if total is None:
                 return 0, 0, 0, None
+            if self.batch is not None and self.results_done is not None:
+                ok, failed = self.batch.counts(self.results_done)
+                return ok, failed, total - self.results_done, total
             if self.state in SUCCESS:
                 errors = self.output.get("errors", 0) if self.output else 0
                 return total - errors, errors, 0, total
@@ -323,6 +391,10 @@ class Job:
         return gemini.render(self) if self.api == GEMINI else vertex.render(self)
 
     def admin_view(self) -> dict:
-        return {"name": self.name, "api": self.api, "state": self.full_state(), "polls": self.polls,
+        view = {"name": self.name, "api": self.api, "state": self.full_state(), "polls": self.polls,
                 "step": self.step, "steps": len(self.steps), "faults_left": sum(f[1] for f in self.faults),
                 "stats": self.stats, "error": self.error, "cancel_pending": self.cancel_pending}
+        if self.new_rules:
+            view.update({"output_ready": self.output_ready, "results": self.results_done, "written": self.written,
+                         "write_error": self.write_error})
+        return view

@@ -1,22 +1,27 @@
 """Vertex AI batchPredictionJobs (v1): a job rendered as the API returns it (``JOB_STATE_*``, input/output
 configs, completionStats), project ids and numbers in names, the bearer-token check, and the routes
 ``GET /v1/{parent}/batchPredictionJobs`` (filtered, paged; a listing's later pages hold its first page's
-jobs), ``GET|DELETE …/batchPredictionJobs/{id}`` and ``POST …/batchPredictionJobs/{id}:cancel``."""
+jobs), ``POST /v1/{parent}/batchPredictionJobs`` (``create``), ``GET|DELETE …/batchPredictionJobs/{id}`` and
+``POST …/batchPredictionJobs/{id}:cancel``. Where its outputs go: ``output_directory``."""
 
 from __future__ import annotations
 
+import json
 import re
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from devtools.simulator import faults, lists
+from devtools.simulator import faults, lists, storage
 from devtools.simulator.listfilter import compile_filter
+from devtools.simulator.results import Batch
 from devtools.simulator.wire import (
     SUCCESS,
     VERTEX,
     VERTEX_NAME,
     Reply,
+    SpecError,
     err,
     job_not_found,
     json_payload,
@@ -86,7 +91,7 @@ def render(job: Job) -> dict:
     input_cfg, output_cfg, output_info = _configs(job)
     out: dict[str, Any] = {"name": job.rendered_name, "displayName": job.display_name or job.job_id,
                            "model": job.model, "inputConfig": input_cfg, "outputConfig": output_cfg}
-    if job.start_t is not None or job.state in SUCCESS:
+    if (job.start_t is not None or job.state in SUCCESS) and (job.output_delay == 0 or job.output_ready):
         out["outputInfo"] = output_info
     out["state"] = job.full_state()
     if job.error is not None:
@@ -108,11 +113,23 @@ def render(job: Job) -> dict:
     return out
 
 
+def output_directory(job: Job) -> str | None:
+    """``outputInfo.gcsOutputDirectory`` of a job with GCS output, else None."""
+    if (job.output or {}).get("kind") != "gcs":
+        return None
+    return _configs(job)[2]["gcsOutputDirectory"]
+
+
+def processed_time(t: float) -> str:
+    """A prediction row's ``processed_time`` (``+00:00``, as Vertex AI writes it)."""
+    return stamp(t, 6).replace("Z", "+00:00")
+
+
 # --- routes ----------------------------------------------------------------------------------------------
 
 
 def handle(sim: Simulator, method: str, parts: list[str], query: str, headers: dict[str, str],
-           keep_alive: bool) -> tuple[int, Reply]:
+           keep_alive: bool, body: bytes = b"") -> tuple[int, Reply]:
     """``/v1/projects/{p}/locations/{l}/batchPredictionJobs[/{id}[:cancel]]``."""
     auth = headers.get("authorization", "")
     if not auth.startswith("Bearer ") or not auth[7:].strip():
@@ -121,6 +138,8 @@ def handle(sim: Simulator, method: str, parts: list[str], query: str, headers: d
     path = "/".join(parts)
     parent = "/".join(parts[2:7])
     if len(parts) == 7:
+        if method == "POST":
+            return create(sim, parent, body, keep_alive)
         if method != "GET":
             return no_method(method, path, keep_alive)
         return _list(sim, parent, query, keep_alive)
@@ -193,3 +212,82 @@ def _list(sim: Simulator, parent: str, query: str, keep_alive: bool) -> tuple[in
         while len(sim.listings) > _MAX_LISTINGS:
             sim.listings.pop(next(iter(sim.listings)))
     return code, reply
+
+
+# --- batchPredictionJobs.create ---------------------------------------------------------------------------
+
+
+def _gs(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value.startswith("gs://") or len(value) < 6:
+        raise SpecError(f"{field} must be a gs:// URI.")
+    return value
+
+
+def _inputs_from_storage(sim: Simulator, uris: list[str]) -> list[tuple[str | None, dict]] | None:
+    """The requests of the input files, read from the storage emulator (None without one, or unreadable)."""
+    if not sim.storage_url:
+        return None
+    items: list[tuple[str | None, dict]] = []
+    try:
+        for uri in uris:
+            bucket, name = storage.split(uri)
+            for line in storage.read(sim.storage_url, bucket, name).splitlines():
+                obj = json.loads(line) if line.strip() else None
+                if isinstance(obj, dict) and isinstance(obj.get("request"), dict):
+                    items.append((None, obj["request"]))
+    except (storage.StorageError, ValueError):
+        return None
+    return items
+
+
+def create(sim: Simulator, parent: str, body: bytes, keep_alive: bool) -> tuple[int, Reply]:
+    """``POST /v1/{parent}/batchPredictionJobs``: a new job (JSONL from GCS in, JSONL to GCS out, or
+    BigQuery); it walks ``create.vertex`` of the config. With a storage emulator configured, its input is read
+    from there and its prediction rows answer those requests."""
+    try:
+        data = json.loads(body) if body else None
+        if not isinstance(data, dict):
+            raise SpecError("Request must be a BatchPredictionJob object.")
+        model = data.get("model")
+        if not isinstance(model, str) or not model.strip():
+            raise SpecError("model is required.")
+        display = data.get("displayName")
+        if not isinstance(display, str) or not display.strip():
+            raise SpecError("displayName is required.")
+        input_cfg = data.get("inputConfig")
+        output_cfg = data.get("outputConfig")
+        if not isinstance(input_cfg, dict) or not isinstance(output_cfg, dict):
+            raise SpecError("inputConfig and outputConfig are required.")
+        uris: list[str] = []
+        if "gcsSource" in input_cfg:
+            raw_uris = (input_cfg.get("gcsSource") or {}).get("uris")
+            if not isinstance(raw_uris, list) or not raw_uris:
+                raise SpecError("inputConfig.gcsSource.uris must list gs:// URIs.")
+            uris = [_gs(u, "inputConfig.gcsSource.uris[]") for u in raw_uris]
+        elif "bigquerySource" not in input_cfg:
+            raise SpecError("inputConfig needs gcsSource or bigquerySource.")
+        if "gcsDestination" in output_cfg:
+            prefix = _gs((output_cfg.get("gcsDestination") or {}).get("outputUriPrefix"),
+                         "outputConfig.gcsDestination.outputUriPrefix")
+            output: dict[str, Any] = {"kind": "gcs", "uri": prefix}
+        elif "bigqueryDestination" in output_cfg:
+            table = (output_cfg.get("bigqueryDestination") or {}).get("outputUri")
+            if not isinstance(table, str) or not table.startswith("bq://"):
+                raise SpecError("outputConfig.bigqueryDestination.outputUri must be a bq:// URI.")
+            output = {"kind": "bigquery", "table": f"{table}.predictions_{secrets.randbelow(10**6)}"}
+        else:
+            raise SpecError("outputConfig needs gcsDestination or bigqueryDestination.")
+        labels = data.get("labels") or {}
+        if not isinstance(labels, dict):
+            raise SpecError("labels must be a map of strings.")
+    except SpecError as exc:
+        return err(exc.code, str(exc), keep_alive)
+    except ValueError:
+        return err(400, "Invalid JSON payload received.", keep_alive)
+    name = f"{parent}/{secrets.randbelow(9 * 10**17) + 10**17}"
+    spec = {"name": name, "display_name": display, "model": model, "timeline": sim.create_timeline(VERTEX),
+            "input": input_cfg, "output": output, "labels": labels}
+    items = _inputs_from_storage(sim, uris) if uris else None
+    batch = Batch.from_requests(VERTEX, items, sim.fail_marker, "file") if items is not None else None
+    job = sim.add_created(spec, batch)
+    return 200, Reply(0.0, json_payload(200, json.loads(job.body()), keep_alive))

@@ -1,15 +1,16 @@
 """Where each batch-API call goes, and the Gemini API key that goes with it: the only place that writes a
 Gemini API or Vertex AI URL.
 
-- Gemini API: ``{RELAY_GEMINI_BASE_URL}/v1beta/…`` (batches, webhooks), files at
-  ``/download/v1beta/files/{id}:download?alt=media``; the key in the ``x-goog-api-key`` header, sent only
-  to that origin.
+- Gemini API: ``{RELAY_GEMINI_BASE_URL}/v1beta/…`` (batches, webhooks, ``models/{model}:batchGenerateContent``),
+  files at ``/download/v1beta/files/{id}:download?alt=media``, uploads at ``/upload/v1beta/files``; the key
+  in the ``x-goog-api-key`` header, sent only to that origin.
 - Vertex AI: ``https://{location}-aiplatform.googleapis.com/v1/…`` (``aiplatform.googleapis.com`` for
   ``global``), or ``RELAY_VERTEX_BASE_URL`` with ``{location}`` filled in.
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from ..errors import ForbiddenError, PermanentError
@@ -24,6 +25,9 @@ if TYPE_CHECKING:  # pragma: no cover - settings imports this module (for the de
 GEMINI_BASE_URL = "https://generativelanguage.googleapis.com"
 VERTEX_GLOBAL_URL = "https://aiplatform.googleapis.com"
 API_KEY_HEADER = "x-goog-api-key"
+_MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+_PROJECT = re.compile(r"^(?:[a-z0-9][a-z0-9-]{0,62}|[0-9]{1,20})$")  # as in job names (names.py)
+_LOCATION = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 class MissingApiKey(ForbiddenError):
@@ -60,6 +64,35 @@ def file_download_url(settings: Settings, file_name: str) -> str:
     if not file_name.startswith("files/") or "/" in file_name[6:] or ".." in file_name:
         raise PermanentError(f"unexpected responses file name {file_name[:100]!r}", kind="bad_source")
     return f"{settings.gemini_base_url}/download/v1beta/{file_name}:download?alt=media"
+
+
+def file_upload_url(settings: Settings) -> str:
+    """Where a Files API upload starts (the resumable protocol's ``start``)."""
+    return f"{settings.gemini_base_url}/upload/v1beta/files"
+
+
+def model_id(model: str) -> str:
+    """``gemini-2.5-flash`` from ``models/gemini-2.5-flash``, ``publishers/google/models/gemini-2.5-flash`` or
+    itself; ``PermanentError`` for anything that is not a model id (it goes into a URL path)."""
+    text = model.strip()
+    for prefix in ("models/", "publishers/google/models/"):
+        text = text.removeprefix(prefix)
+    if not _MODEL_ID.match(text):
+        raise PermanentError(f"{model[:100]!r} is not a model id", kind="bad_request")
+    return text
+
+
+def batch_create_url(settings: Settings, model: str) -> str:
+    """``models/{model}:batchGenerateContent``: a new Gemini batch of ``model``."""
+    return gemini_url(settings, f"models/{model_id(model)}:batchGenerateContent")
+
+
+def vertex_create_url(settings: Settings, project: str, location: str) -> str:
+    """``batchPredictionJobs.create`` under ``projects/{project}/locations/{location}``."""
+    if not _PROJECT.match(project) or not _LOCATION.match(location):
+        raise PermanentError(f"projects/{project[:64]}/locations/{location[:64]} is not a Vertex AI location",
+                             kind="bad_request")
+    return f"{vertex_base_url(settings, location)}/v1/projects/{project}/locations/{location}/batchPredictionJobs"
 
 
 def webhooks_url(settings: Settings, webhook_id: str | None = None) -> str:
