@@ -274,11 +274,13 @@ def test_objects_already_copied_with_the_same_crc32c_are_skipped(relay, simulato
     src, dst = gcs.bucket("ksrc"), gcs.bucket("kdst")
     for name, data in {"a.jsonl": b"same", "b.jsonl": b"new content", "c.jsonl": b"c"}.items():
         gcs.put(src, f"run/prediction-p/{name}", data)
+    spec = vertex_job("skip-1", f"gs://{src}/run/prediction-p")
     gcs.put(dst, "k/a.jsonl", b"same")  # left by an interrupted attempt
-    gcs.put(dst, "k/b.jsonl", b"stale")  # a different object under the same name
+    # a different object under the same name, left by an earlier attempt of this job's copy (the relay's mark)
+    gcs.put(dst, "k/b.jsonl", b"stale", metadata={"batch-relay-job": spec["name"]})
     kept = gcs.meta(dst, "k/a.jsonl")["generation"]
     stale = gcs.meta(dst, "k/b.jsonl")["generation"]
-    record, message = succeed(relay, simulator, vertex_job("skip-1", f"gs://{src}/run/prediction-p"), f"gs://{dst}/k")
+    record, message = succeed(relay, simulator, spec, f"gs://{dst}/k")
     assert deliver(event_client, message).status_code == 200
     assert gcs.meta(dst, "k/a.jsonl")["generation"] == kept  # not copied again
     assert gcs.meta(dst, "k/b.jsonl")["generation"] != stale and gcs.get(dst, "k/b.jsonl") == b"new content"
@@ -427,11 +429,11 @@ def test_the_reactor_of_wiring_takes_a_transport_and_a_cut_download_starts_again
     transport = CutFirstDownload(announce_size)
     reaction = wiring.react_to_cloud_event(cloud_event, relay.settings, relay.db, relay.publisher, transport=transport)
     assert reaction == Reaction.COPIED
-    original = httpx.get(f"{simulator_service.url}/download/v1beta/{record['output']['file_name']}:download",
+    original = httpx.get(f"{simulator_service.url}/download/v1beta/{record.output['file_name']}:download",
                          params={"alt": "media"}, headers={"x-goog-api-key": relay.settings.gemini_api_key}).content
     assert gcs.get(dst, "cut/responses.jsonl") == original
     hosts = {host for host, _ in transport.seen}
     assert httpx.URL(simulator_service.url).netloc.decode() in hosts  # the Gemini API...
     assert httpx.URL(gcs_emulator.url).netloc.decode() in hosts  # ...and Cloud Storage, through the one transport
     assert sum(path.endswith(":download") for _, path in transport.seen) == 2
-    assert relay.store.get(record["name"])["copy"]["attempt"] == 1
+    assert relay.store.get(record.name)["copy"]["attempt"] == 1
