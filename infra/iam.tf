@@ -105,6 +105,16 @@ resource "google_project_iam_member" "poller_vertex_viewer" {
   member  = google_service_account.poller.member
 }
 
+# The reactor reads a finished job from Vertex AI at copy time (its output location comes from that reply,
+# never from the record), in the same projects.
+resource "google_project_iam_member" "reactor_vertex_viewer" {
+  for_each = toset(distinct(concat([var.project_id], var.poller.vertex_projects, local.watch_vertex_projects)))
+
+  project = each.value
+  role    = "roles/aiplatform.viewer"
+  member  = google_service_account.reactor.member
+}
+
 # --- Pub/Sub: every function publishes events, on the topic only; only the poller publishes tick parts.
 resource "google_pubsub_topic_iam_member" "events_publisher" {
   for_each = local.function_members

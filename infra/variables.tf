@@ -154,7 +154,7 @@ variable "labels" {
 }
 
 variable "poller" {
-  description = "The poll_jobs function and its schedule: memory, timeout (the tick deadline is set 30 s below it), status-request concurrency and retry settings, the per-job publish lease (against overlapping ticks), extra projects whose Vertex AI jobs it may read; the Scheduler interval in seconds (tick_interval_s, must match schedule), the longest a job goes unpolled (max_poll_interval_s), after how long without change a job is reported stalled (stall_after_s, 0 = never) and how many parallel parts a tick is split into (fanout, 1-64)."
+  description = "The poll_jobs function and its schedule: memory, timeout (the tick deadline is set 30 s below it), status-request concurrency and retry settings, the per-job publish lease (against overlapping ticks), extra projects whose Vertex AI jobs it (and the reactor, at copy time) may read; the Scheduler interval in seconds (tick_interval_s, must match schedule), the longest a job goes unpolled (max_poll_interval_s), after how long without change a job is reported stalled (stall_after_s, 0 = never) and how many parallel parts a tick is split into (fanout, 1-64)."
   type = object({
     concurrency         = optional(number, 32)
     fanout              = optional(number, 1)

@@ -737,6 +737,13 @@ def check_trust(tf: dict) -> list[str]:
         problems.append('RELAY_ALLOWED_BUCKETS may be "*" only when var.allow_any_destination is true')
     if tf["variable"].get("allow_any_destination", {}).get("default") is not False:
         problems.append("var.allow_any_destination must default to false (any bucket is an explicit opt-in)")
+    # The reactor reads each finished job from the API: Vertex AI in every project the poller reads.
+    viewers = _members_with_role(tf, "google_project_iam_member", "roles/aiplatform.viewer")
+    projects = {members(b, tf): str(b.get("for_each")) for b in viewers}
+    poller = next((v for k, v in projects.items() if "google_service_account.poller" in k), None)
+    reactor = next((v for k, v in projects.items() if "google_service_account.reactor" in k), None)
+    if reactor is None or reactor != poller:
+        problems.append("the reactor's account needs roles/aiplatform.viewer in the projects the poller reads")
     return problems
 
 
@@ -1104,6 +1111,9 @@ def test_trust_checks_catch_broken_terraform(tf):
     problems = check_trust(any_bucket)
     for expected in ('"*" only when', "RELAY_SOURCE_BUCKETS", "var.allowed_buckets", "default to false"):
         assert any(expected in p for p in problems), (expected, problems)
+    blind = copy.deepcopy(tf)
+    blind["resource"]["google_project_iam_member"].pop("reactor_vertex_viewer")
+    assert any("aiplatform.viewer" in p for p in check_trust(blind))
 
 
 def test_ttl_policies(tf):
