@@ -34,6 +34,7 @@ PROJECT = "bench-reactor"
 def child(argv: list[str]) -> int:
     """Run one copy (the record named in argv) in this process and print its figures as JSON."""
     from batch_relay import wiring
+    from batch_relay.batchapi.client import BatchApiClient
     from batch_relay.batchapi.outputs import GeminiOutputs
     from batch_relay.events.outbox import Outbox
     from batch_relay.reactor.handler import Reactor
@@ -59,7 +60,8 @@ def child(argv: list[str]) -> int:
             storage = StorageClient(gcs, base_url=storage_base_url(settings.storage_emulator_host),
                                     retry=RetryPolicy(max_attempts=settings.max_attempts))
             outbox = Outbox(store, wiring.event_publisher(settings, publisher))
-            reactor = Reactor(store, Copier(storage, GeminiOutputs(gemini, settings), settings), outbox)
+            api = BatchApiClient(gemini, settings, vertex_auth=wiring.vertex_auth(settings))
+            reactor = Reactor(store, Copier(storage, GeminiOutputs(gemini, settings), api, settings), outbox)
             claim = store.claim_copy(name, dt.datetime.now(dt.UTC))
             assert claim is not None, f"{name} is not tracked"
             started = time.perf_counter()
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                "PUBSUB_EMULATOR_HOST": pubsub.host, "STORAGE_EMULATOR_HOST": gcs.url,
                "RELAY_COLLECTION": f"bench_{uuid.uuid4().hex[:6]}", "RELAY_EVENTS_TOPIC": "bench-events",
                "RELAY_GEMINI_API_KEY": "bench-key", "RELAY_GEMINI_BASE_URL": sim_service.url,
-               "RELAY_VERTEX_BASE_URL": sim_service.url}
+               "RELAY_VERTEX_BASE_URL": sim_service.url, "RELAY_ALLOWED_BUCKETS": "*"}
         os.environ.update(env)
         from batch_relay import wiring
         from batch_relay.record.store import JobStore

@@ -57,6 +57,7 @@ STACK_ENV = {
     "RELAY_WATCH": WATCH_SCOPE,
     "RELAY_DEFAULT_DESTINATION": DEFAULT_DESTINATION,
     "RELAY_ALLOWED_BUCKETS": OUTPUT_BUCKET,
+    "RELAY_SOURCE_BUCKETS": SOURCE_BUCKET,  # the reactor reads Vertex AI outputs from this bucket only
     "RELAY_MAX_ATTEMPTS": "2",  # so the flaky job's faults outlast a tick and show as a poll error
     "RELAY_TICK_DEADLINE_S": "30",
     "RELAY_REQUEST_TIMEOUT_S": "5",

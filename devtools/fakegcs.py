@@ -3,6 +3,7 @@ tests, the demo and the soak. Not the project's storage client: that is ``batch_
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -24,9 +25,19 @@ class FakeGcs:
         """A new bucket with a unique name starting with ``prefix``."""
         return self.create_bucket(f"{prefix}-{uuid.uuid4().hex[:8]}")
 
-    def put(self, bucket: str, name: str, data: bytes) -> None:
-        self.http.post(f"/upload/storage/v1/b/{bucket}/o", params={"uploadType": "media", "name": name},
-                       content=data).raise_for_status()
+    def put(self, bucket: str, name: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
+        """Upload an object (with custom ``metadata``: a multipart upload)."""
+        if not metadata:
+            self.http.post(f"/upload/storage/v1/b/{bucket}/o", params={"uploadType": "media", "name": name},
+                           content=data).raise_for_status()
+            return
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Type: application/json\r\n\r\n"
+                f"{json.dumps({'name': name, 'metadata': metadata})}\r\n"
+                f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n").encode() + data + \
+            f"\r\n--{boundary}--\r\n".encode()
+        self.http.post(f"/upload/storage/v1/b/{bucket}/o", params={"uploadType": "multipart"}, content=body,
+                       headers={"Content-Type": f"multipart/related; boundary={boundary}"}).raise_for_status()
 
     def get(self, bucket: str, name: str) -> bytes:
         response = self.http.get(f"/storage/v1/b/{bucket}/o/{quote(name, safe='')}", params={"alt": "media"})

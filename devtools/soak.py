@@ -121,6 +121,7 @@ class Bench:
             "STORAGE_EMULATOR_HOST": s.storage_emulator_host or "",
             "RELAY_TICK_DEADLINE_S": str(s.tick_deadline_s), "RELAY_REQUEST_TIMEOUT_S": str(s.request_timeout_s),
             "RELAY_TICK_INTERVAL_S": str(s.tick_interval_s), "RELAY_MAX_POLL_INTERVAL_S": str(s.max_poll_interval_s),
+            "RELAY_ALLOWED_BUCKETS": ",".join(sorted(s.allowed_buckets or ())),
             "PYTHONPATH": str(ROOT),
         }
         env.update({k: str(v) for k, v in overrides.items()})
@@ -934,6 +935,7 @@ def _settings_for(services: dict[str, emulators.Service], tag: str):
         "RELAY_GEMINI_BASE_URL": services["simulator"].url, "RELAY_VERTEX_BASE_URL": services["simulator"].url,
         "RELAY_TICK_DEADLINE_S": "60", "RELAY_REQUEST_TIMEOUT_S": "2",
         "RELAY_MAX_POLL_INTERVAL_S": "0",  # every tick: the soak ticks far faster than once a minute
+        "RELAY_ALLOWED_BUCKETS": "*",  # the soak's buckets are fake-gcs-server's: any of them (the explicit opt-in)
     }
     os.environ.update({k: env[k] for k in ("GOOGLE_CLOUD_PROJECT", "FIRESTORE_EMULATOR_HOST",
                                            "PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST")})

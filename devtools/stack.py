@@ -317,6 +317,9 @@ class LocalStack:
             "RELAY_TICK_INTERVAL_S": str(self.tick_s or 60),
             "RELAY_MAX_POLL_INTERVAL_S": "0",
             "RELAY_TICK_PARTS_TOPIC": self.parts_topic,
+            # fake-gcs-server's buckets are the stack's own: copies may go to any of them (the explicit
+            # opt-in; unset, the reactor would refuse every copy). The demo narrows it to its output bucket.
+            "RELAY_ALLOWED_BUCKETS": "*",
             **({"RELAY_TICK_FANOUT": str(self.pollers)} if self.pollers > 1 else {}),
             **self.extra_env,
         }

@@ -1,12 +1,13 @@
-# Firestore: the database (optional), the composite indexes the code's queries need, the single-field
-# index exemptions of the fields no query reads, and TTL policies that delete finished records
-# `firestore.retention_days` after they finish (the code sets `expire_at`).
+# Firestore: the relay's own database (created by default: write access to it is administration of the
+# relay, so iam.tf grants roles/datastore.user on it alone), the composite indexes the code's queries need,
+# the single-field index exemptions of the fields no query reads, and TTL policies that delete finished
+# records `firestore.retention_days` after they finish (the code sets `expire_at`).
 
 resource "google_firestore_database" "database" {
   count = var.firestore.create_database ? 1 : 0
 
   project                 = var.project_id
-  name                    = var.firestore.database_id
+  name                    = local.names.firestore_database
   location_id             = coalesce(var.firestore.location_id, var.region)
   type                    = "FIRESTORE_NATIVE"
   delete_protection_state = var.firestore.delete_protection ? "DELETE_PROTECTION_ENABLED" : "DELETE_PROTECTION_DISABLED"

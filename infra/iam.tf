@@ -77,14 +77,22 @@ locals {
   build_member = "serviceAccount:${element(split("/", local.build_service_account), 3)}"
 }
 
-# --- Firestore. Firestore IAM exists only at project level: roles/datastore.user (read/write documents,
-# no admin) on the project is the narrowest grant there is.
+# --- Firestore. Firestore roles are granted on the project, so each grant of roles/datastore.user
+# (read/write documents, no admin) carries an IAM condition holding it to the relay's own database: write
+# access to that database is administration of the relay (docs/security.md), and it gives nothing in any
+# other database of the project.
 resource "google_project_iam_member" "datastore_user" {
   for_each = local.function_members
 
   project = var.project_id
   role    = "roles/datastore.user"
   member  = each.value
+
+  condition {
+    title       = "${var.prefix} Firestore database only"
+    description = "roles/datastore.user on the batch-relay database ${local.names.firestore_database} only"
+    expression  = "resource.name == \"${local.firestore_database_resource}\""
+  }
 }
 
 # --- Vertex AI: the poller reads batch prediction jobs (project level is the only level for them): in
@@ -95,6 +103,16 @@ resource "google_project_iam_member" "poller_vertex_viewer" {
   project = each.value
   role    = "roles/aiplatform.viewer"
   member  = google_service_account.poller.member
+}
+
+# The reactor reads a finished job from Vertex AI at copy time (its output location comes from that reply,
+# never from the record), in the same projects.
+resource "google_project_iam_member" "reactor_vertex_viewer" {
+  for_each = toset(distinct(concat([var.project_id], var.poller.vertex_projects, local.watch_vertex_projects)))
+
+  project = each.value
+  role    = "roles/aiplatform.viewer"
+  member  = google_service_account.reactor.member
 }
 
 # --- Pub/Sub: every function publishes events, on the topic only; only the poller publishes tick parts.

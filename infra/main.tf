@@ -25,7 +25,7 @@ locals {
     dead_letter_topic   = "${var.prefix}-dead-letter"
     events_topic        = coalesce(var.events_topic, "${var.prefix}-events")
     example_sub         = "${var.prefix}-example-consumer"
-    firestore_database  = var.firestore.database_id
+    firestore_database  = coalesce(var.firestore.database_id, "${var.prefix}-db")
     poller_function     = "${var.prefix}-poll-jobs"
     reactor_function    = "${var.prefix}-on-job-event"
     reactor_sub         = "${var.prefix}-reactor-push"
@@ -44,11 +44,18 @@ locals {
     webhook_function    = "${var.prefix}-gemini-webhook"
   }
 
-  # Buckets the reactor writes to: the allowed list plus the default destination's bucket.
-  default_destination_bucket = (
-    var.default_destination == null ? null : split("/", trimprefix(var.default_destination, "gs://"))[0]
+  # Where the reactor may copy to (RELAY_ALLOWED_BUCKETS): the allowed entries (bucket or bucket/prefix)
+  # plus the default destination (gs://bucket/prefix -> bucket/prefix); "*" only by allow_any_destination.
+  # Unset (no entry), the reactor refuses every copy. It is granted objectUser on each entry's bucket.
+  destination_entries = sort(distinct(concat(var.allowed_buckets,
+  var.default_destination == null ? [] : [trimsuffix(trimprefix(var.default_destination, "gs://"), "/")])))
+  destination_buckets = sort(distinct([for entry in local.destination_entries : split("/", entry)[0]]))
+  allowed_destinations = (
+    var.allow_any_destination ? "*" : (length(local.destination_entries) > 0 ? join(",", local.destination_entries) : null)
   )
-  destination_buckets = sort(distinct(compact(concat(var.allowed_buckets, [local.default_destination_bucket]))))
+
+  # The relay's Firestore database, as IAM conditions name it: every roles/datastore.user grant is held to it.
+  firestore_database_resource = "projects/${var.project_id}/databases/${local.names.firestore_database}"
 
   # Projects of the watched Vertex AI scopes ("vertex:projects/P/locations/L" -> "P"): the poller lists
   # their jobs, so it gets roles/aiplatform.viewer there (iam.tf).
@@ -75,12 +82,12 @@ locals {
   # this map against the code.
   settings_env = {
     GOOGLE_CLOUD_PROJECT      = var.project_id
-    RELAY_ALLOWED_BUCKETS     = length(local.destination_buckets) > 0 ? join(",", local.destination_buckets) : null
+    RELAY_ALLOWED_BUCKETS     = local.allowed_destinations
     RELAY_COLLECTION          = var.firestore.collection
     RELAY_COPY_LEASE_S        = tostring(var.reactor.timeout_s + 60) # longer than the reactor's timeout
     RELAY_DEFAULT_DESTINATION = var.default_destination
     RELAY_EVENTS_TOPIC        = google_pubsub_topic.events.name
-    RELAY_FIRESTORE_DATABASE  = var.firestore.database_id
+    RELAY_FIRESTORE_DATABASE  = local.names.firestore_database
     RELAY_GEMINI_BASE_URL     = var.endpoints.gemini_base_url
     RELAY_GEMINI_JWKS_URL     = var.webhooks.enabled ? var.webhooks.jwks_url : null
     RELAY_LOST_AFTER_S        = tostring(var.poller.lost_after_s)
@@ -93,6 +100,7 @@ locals {
     RELAY_PUBSUB_ENDPOINT     = local.pubsub_endpoint # ordering holds per region: publish where the functions run
     RELAY_REQUEST_TIMEOUT_S   = tostring(var.poller.request_timeout_s)
     RELAY_RETENTION_DAYS      = tostring(var.firestore.retention_days)
+    RELAY_SOURCE_BUCKETS      = length(var.source_buckets) > 0 ? join(",", sort(distinct(var.source_buckets))) : null
     RELAY_STALL_AFTER_S       = tostring(var.poller.stall_after_s)
     RELAY_TICK_DEADLINE_S     = tostring(var.poller.timeout_s - 30) # the tick ends before the function times out
     RELAY_TICK_FANOUT         = tostring(var.poller.fanout)

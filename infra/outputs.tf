@@ -1,11 +1,13 @@
 output "cli_environment" {
-  description = "Settings for running the batch-relay CLI against this deployment (export them, then `batch-relay track NAME`)."
+  description = "Settings for running the batch-relay CLI against this deployment (export them, then `batch-relay track NAME`; `recopy` copies in-process under the same allow-lists). Null values are left unset. The CLI needs roles/datastore.user conditioned on the relay's database (firestore_iam_condition): that is administration of the relay."
   value = {
     GOOGLE_CLOUD_PROJECT     = var.project_id
+    RELAY_ALLOWED_BUCKETS    = local.allowed_destinations
     RELAY_COLLECTION         = var.firestore.collection
     RELAY_EVENTS_TOPIC       = google_pubsub_topic.events.name
-    RELAY_FIRESTORE_DATABASE = var.firestore.database_id
+    RELAY_FIRESTORE_DATABASE = local.names.firestore_database
     RELAY_PUBSUB_ENDPOINT    = local.pubsub_endpoint
+    RELAY_SOURCE_BUCKETS     = local.settings_env.RELAY_SOURCE_BUCKETS
   }
 }
 
@@ -30,6 +32,11 @@ output "events_topic" {
 output "example_subscription" {
   description = "Example consumer subscription (message ordering enabled)."
   value       = google_pubsub_subscription.example.id
+}
+
+output "firestore_iam_condition" {
+  description = "The IAM condition expression that holds a roles/datastore.user grant to the relay's database (use it when granting the CLI's users: gcloud projects add-iam-policy-binding ... --condition)."
+  value       = "resource.name == \"${local.firestore_database_resource}\""
 }
 
 output "function_bundle" {

@@ -28,14 +28,21 @@ variable "alerts" {
   }
 }
 
+variable "allow_any_destination" {
+  description = "Let the reactor copy into any bucket (RELAY_ALLOWED_BUCKETS=*), an explicit opt-in: whoever can write the relay's Firestore database then chooses where copies go, within the buckets the reactor's account can write (it is granted only allowed_buckets and the default destination's bucket here). False: copies go only where allowed_buckets and default_destination say."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
 variable "allowed_buckets" {
-  description = "Destination buckets outputs may be copied into (RELAY_ALLOWED_BUCKETS); the reactor gets roles/storage.objectUser on each. The default destination's bucket is added. Empty and no default destination: any bucket is allowed by the code, none is granted."
+  description = "Where outputs may be copied (RELAY_ALLOWED_BUCKETS): entries \"bucket\" or \"bucket/prefix\" (a prefix allows that folder and everything under it). The reactor gets roles/storage.objectUser on each entry's bucket. The default destination is added. Empty, no default destination and allow_any_destination false: the reactor refuses every copy."
   type        = list(string)
   default     = []
   nullable    = false
   validation {
-    condition     = alltrue([for b in var.allowed_buckets : can(regex("^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$", b))])
-    error_message = "allowed_buckets must hold bucket names (no gs:// prefix)."
+    condition     = alltrue([for b in var.allowed_buckets : can(regex("^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/[^/]+)*$", b)) && !can(regex("/\\.\\.?(/|$)", b))])
+    error_message = "allowed_buckets must hold bucket or bucket/prefix entries (no gs://, no trailing /, no . or .. segments)."
   }
 }
 
@@ -90,11 +97,11 @@ variable "events_topic" {
 }
 
 variable "firestore" {
-  description = "Firestore: the database (created only when create_database is true; many projects already have (default)), the jobs collection and how many days finished records are kept (0 keeps them)."
+  description = "Firestore: the relay's own database (database_id, null: PREFIX-db; created when create_database is true, the default, so that write access to it, which is administration of the relay, is granted on it alone: every roles/datastore.user grant here is conditioned on it), the jobs collection and how many days finished records are kept (0 keeps them). To use an existing database (e.g. \"(default)\") set create_database = false and its database_id."
   type = object({
     collection        = optional(string, "batch_jobs")
-    create_database   = optional(bool, false)
-    database_id       = optional(string, "(default)")
+    create_database   = optional(bool, true)
+    database_id       = optional(string)
     delete_protection = optional(bool, true)
     location_id       = optional(string)
     retention_days    = optional(number, 30)
@@ -104,6 +111,10 @@ variable "firestore" {
   validation {
     condition     = can(regex("^[A-Za-z0-9_.~+%-]{1,255}$", var.firestore.collection)) && !startswith(var.firestore.collection, "goog")
     error_message = "firestore.collection must be a valid collection id."
+  }
+  validation {
+    condition     = var.firestore.database_id == null || can(regex("^(\\(default\\)|[a-z][a-z0-9-]{2,61}[a-z0-9])$", coalesce(var.firestore.database_id, "x")))
+    error_message = "firestore.database_id must be \"(default)\" or 4-63 lowercase letters, digits and hyphens, starting with a letter."
   }
   validation {
     condition     = var.firestore.retention_days >= 0 && floor(var.firestore.retention_days) == var.firestore.retention_days
@@ -143,7 +154,7 @@ variable "labels" {
 }
 
 variable "poller" {
-  description = "The poll_jobs function and its schedule: memory, timeout (the tick deadline is set 30 s below it), status-request concurrency and retry settings, the per-job publish lease (against overlapping ticks), extra projects whose Vertex AI jobs it may read; the Scheduler interval in seconds (tick_interval_s, must match schedule), the longest a job goes unpolled (max_poll_interval_s), after how long without change a job is reported stalled (stall_after_s, 0 = never) and how many parallel parts a tick is split into (fanout, 1-64)."
+  description = "The poll_jobs function and its schedule: memory, timeout (the tick deadline is set 30 s below it), status-request concurrency and retry settings, the per-job publish lease (against overlapping ticks), extra projects whose Vertex AI jobs it (and the reactor, at copy time) may read; the Scheduler interval in seconds (tick_interval_s, must match schedule), the longest a job goes unpolled (max_poll_interval_s), after how long without change a job is reported stalled (stall_after_s, 0 = never) and how many parallel parts a tick is split into (fanout, 1-64)."
   type = object({
     concurrency         = optional(number, 32)
     fanout              = optional(number, 1)
@@ -242,7 +253,7 @@ variable "pubsub_kms_key_name" {
 }
 
 variable "reactor" {
-  description = "The on_job_event function and its push subscription: memory, timeout (at most 540 s, below the 600 s ack deadline), delivery retry backoff and attempts before dead-lettering; how long a finished job's copy waits for the API to show its output location (RELAY_OUTPUT_WAIT_S), and a price table replacing the shipped one for cost estimates (RELAY_PRICES: a path in the bundle or a gs://bucket/object the reactor's account can read)."
+  description = "The on_job_event function and its push subscription: memory, timeout (at most 540 s, below the 600 s ack deadline), delivery retry backoff and attempts before dead-lettering; how long a job that reports success without an output location yet is redelivered before its copy fails with no_output (output_wait_s, RELAY_OUTPUT_WAIT_S; keep it within the redelivery attempts' reach), and a price table replacing the shipped one for cost estimates (RELAY_PRICES: a path in the bundle or a gs://bucket/object the reactor's account can read)."
   type = object({
     max_delivery_attempts = optional(number, 10)
     max_instances         = optional(number, 10)
@@ -272,8 +283,8 @@ variable "reactor" {
     error_message = "reactor.memory must look like 512Mi or 1Gi."
   }
   validation {
-    condition     = var.reactor.output_wait_s >= 0
-    error_message = "reactor.output_wait_s must be a number of seconds >= 0."
+    condition     = var.reactor.output_wait_s >= 0 && var.reactor.output_wait_s <= 86400
+    error_message = "reactor.output_wait_s must be between 0 and 86400."
   }
   validation {
     condition     = var.reactor.prices == null || can(regex("^(gs://[a-z0-9][a-z0-9._-]+/.+|[^:]+)$", var.reactor.prices))
@@ -287,7 +298,7 @@ variable "region" {
 }
 
 variable "source_buckets" {
-  description = "Buckets holding Vertex AI batch outputs; the reactor gets roles/storage.objectViewer on each."
+  description = "Buckets holding Vertex AI batch outputs: the reactor gets roles/storage.objectViewer on each, and reads Vertex AI outputs from these only (RELAY_SOURCE_BUCKETS). Empty: RELAY_SOURCE_BUCKETS is left unset (any bucket), and the reactor can read none unless granted elsewhere."
   type        = list(string)
   default     = []
   nullable    = false

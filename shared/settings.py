@@ -24,6 +24,7 @@ from .errors import SettingsError, UsageError
 from .log import add_secret
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+ANY_BUCKET = "*"  # RELAY_ALLOWED_BUCKETS=*: copies may go to any bucket (an explicit opt-in)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +37,11 @@ class Settings:
     gemini_base_url: str = GEMINI_BASE_URL
     vertex_base_url: str | None = None
     default_destination: str | None = None
+    # Where copies may go: entries ``bucket`` or ``bucket/prefix``, or ``*`` (any bucket, an explicit opt-in);
+    # None (unset) refuses every copy. Where Vertex outputs may be read from: None (unset) is any bucket.
     allowed_buckets: frozenset[str] | None = None
+    source_buckets: frozenset[str] | None = None
+    output_wait_s: float = 1800.0
     poll_concurrency: int = 32
     # Added settings (A2 allows more); defaults keep a tick inside the poller's 540 s ceiling.
     tick_deadline_s: float = 240.0
@@ -53,10 +58,9 @@ class Settings:
     gemini_webhook_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     gemini_jwks_url: str | None = None
     stall_after_s: float = 21600.0
-    # Results (A10): the price table (a JSON file path or gs:// object; unset: the shipped one) and how long a
-    # finished job's copy waits for the API to show where its outputs are.
+    # Results (A10): the price table (a JSON file path or gs:// object; unset: the shipped one). How long a
+    # finished job's copy waits for the API to show where its outputs are is ``output_wait_s``, above.
     prices: str | None = None
-    output_wait_s: float = 1800.0
     max_poll_interval_s: float = 300.0
     tick_interval_s: float = 60.0
     tick_fanout: int = 1
@@ -90,7 +94,9 @@ class Settings:
             gemini_base_url=get.url("RELAY_GEMINI_BASE_URL", secure=True) or GEMINI_BASE_URL,
             vertex_base_url=get.url("RELAY_VERTEX_BASE_URL", allow_location=True, secure=True),
             default_destination=get.gcs_uri("RELAY_DEFAULT_DESTINATION"),
-            allowed_buckets=get.buckets("RELAY_ALLOWED_BUCKETS"),
+            allowed_buckets=get.destinations("RELAY_ALLOWED_BUCKETS"),
+            source_buckets=get.buckets("RELAY_SOURCE_BUCKETS"),
+            output_wait_s=get.number("RELAY_OUTPUT_WAIT_S", 1800.0, low=0.0, high=7 * 86400.0),
             poll_concurrency=get.integer("RELAY_POLL_CONCURRENCY", 32, low=1, high=1000),
             tick_deadline_s=get.number("RELAY_TICK_DEADLINE_S", 240.0, low=1.0, high=3600.0),
             request_timeout_s=get.number("RELAY_REQUEST_TIMEOUT_S", 20.0, low=0.1, high=600.0),
@@ -106,7 +112,6 @@ class Settings:
             gemini_jwks_url=get.url("RELAY_GEMINI_JWKS_URL", secure=True),
             stall_after_s=get.number("RELAY_STALL_AFTER_S", 21600.0, low=0.0, high=365 * 86400.0),
             prices=get.prices("RELAY_PRICES"),
-            output_wait_s=get.number("RELAY_OUTPUT_WAIT_S", 1800.0, low=0.0, high=30 * 86400.0),
             max_poll_interval_s=get.number("RELAY_MAX_POLL_INTERVAL_S", 300.0, low=0.0, high=86400.0),
             tick_interval_s=get.number("RELAY_TICK_INTERVAL_S", 60.0, low=0.1, high=86400.0),
             tick_fanout=get.integer("RELAY_TICK_FANOUT", 1, low=1, high=64),
@@ -218,6 +223,7 @@ class _Reader:
             raise SettingsError(f"{var}: {exc}") from None
 
     def buckets(self, var: str) -> frozenset[str] | None:
+        """A comma list of bucket names (unset: None)."""
         raw = self.text(var)
         if raw is None:
             return None
@@ -228,6 +234,29 @@ class _Reader:
             if not _BUCKET_RE.match(name):
                 raise SettingsError(f"{var}: {name!r} is not a bucket name")
         return frozenset(names)
+
+    def destinations(self, var: str) -> frozenset[str] | None:
+        """A comma list of ``bucket`` or ``bucket/prefix`` entries (no ``gs://``, no trailing ``/``), or ``*``
+        for any bucket. Unset: None, which refuses every copy."""
+        raw = self.text(var)
+        if raw is None:
+            return None
+        entries = [e.strip() for e in raw.split(",") if e.strip()]
+        if not entries:
+            raise SettingsError(f"{var}={raw!r} names no bucket (unset, every copy is refused; '*' allows any "
+                                "bucket)")
+        out = set()
+        for entry in entries:
+            if entry == ANY_BUCKET:
+                out.add(entry)
+                continue
+            if entry.startswith("gs://"):
+                raise SettingsError(f"{var}: {entry!r}: write bucket or bucket/prefix, without gs://")
+            try:
+                out.add(normalize_destination(f"gs://{entry}").removeprefix("gs://"))
+            except ValueError as exc:
+                raise SettingsError(f"{var}: {entry!r} is not bucket or bucket/prefix: {exc}") from None
+        return frozenset(out)
 
 
     def prices(self, var: str) -> str | None:

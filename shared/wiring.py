@@ -191,8 +191,8 @@ async def webhook_admin(settings: Settings, *,
 async def reactor(settings: Settings, db: FirestoreClient, publisher_client: PublisherClient, *,
                   store: JobStore | None = None,
                   transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[Reactor]:
-    """A Reactor over the async clients of one invocation (closed when the block ends): Cloud Storage, and
-    the Gemini API for Gemini outputs."""
+    """A Reactor over the async clients of one invocation (closed when the block ends): Cloud Storage, the
+    batch APIs (each job's status and output location at copy time), and the Gemini API for Gemini outputs."""
     from .batchapi.outputs import GeminiOutputs
     from .reactor.handler import Reactor
     from .reactor.plans import Copier
@@ -206,7 +206,8 @@ async def reactor(settings: Settings, db: FirestoreClient, publisher_client: Pub
     async with http_client(timeout, auth=gcs_auth, transport=transport) as gcs_http, \
             http_client(timeout, transport=transport) as gemini_http:
         storage = StorageClient(gcs_http, base_url=gcs_base, retry=RetryPolicy(max_attempts=settings.max_attempts))
-        yield Reactor(store, Copier(storage, GeminiOutputs(gemini_http, settings), settings), outbox)
+        api = BatchApiClient(gemini_http, settings, vertex_auth=vertex_auth(settings))
+        yield Reactor(store, Copier(storage, GeminiOutputs(gemini_http, settings), api, settings), outbox)
 
 
 def react_to_cloud_event(cloud_event: Any, settings: Settings, db: FirestoreClient,

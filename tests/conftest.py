@@ -101,6 +101,7 @@ def settings(emulator_env, simulator_service, unique) -> Settings:
         "RELAY_TICK_DEADLINE_S": "60",
         "RELAY_REQUEST_TIMEOUT_S": "2",
         "RELAY_MAX_POLL_INTERVAL_S": "0",  # every tick: tests tick far faster than once a minute
+        "RELAY_ALLOWED_BUCKETS": "*",  # tests make uniquely named buckets: any bucket (the explicit opt-in)
     }
     return Settings.from_env(env)
 
@@ -128,6 +129,7 @@ def function_env(settings, monkeypatch):
         "RELAY_TICK_DEADLINE_S": str(settings.tick_deadline_s),
         "RELAY_REQUEST_TIMEOUT_S": str(settings.request_timeout_s),
         "RELAY_MAX_POLL_INTERVAL_S": str(settings.max_poll_interval_s),
+        "RELAY_ALLOWED_BUCKETS": ",".join(sorted(settings.allowed_buckets or ())),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

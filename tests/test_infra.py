@@ -60,7 +60,7 @@ LEFT_TO_CODE_DEFAULT: dict[str, str] = {}
 
 # Project-level grants the design allows, because the resource has no IAM of its own.
 PROJECT_LEVEL_ROLES = {
-    "roles/datastore.user": "Firestore IAM exists only at project level",
+    "roles/datastore.user": "Firestore roles are granted on the project, held to the relay's database by a condition",
     "roles/aiplatform.viewer": "Vertex AI batch prediction jobs have no resource-level IAM",
     "roles/logging.logWriter": "writing log entries can only be granted on the project (the build account)",
 }
@@ -689,6 +689,65 @@ def check_indexes(tf: dict, needed: list[dict]) -> list[str]:
     return problems
 
 
+_DB_CONDITION = re.compile(r'resource\.name\s*==\s*"\$\{local\.firestore_database_resource\}"')
+
+
+def check_trust(tf: dict) -> list[str]:
+    """Who may write the relay's database, and where copies may go and come from (docs/security.md):
+    - the relay has its own Firestore database by default (firestore.create_database true, an id of its own
+      unless one is given), and the database resource, RELAY_FIRESTORE_DATABASE and the IAM condition all
+      name local.names.firestore_database;
+    - every roles/datastore.user grant carries an IAM condition holding it to that database;
+    - RELAY_SOURCE_BUCKETS is set from var.source_buckets; RELAY_ALLOWED_BUCKETS from var.allowed_buckets and
+      the default destination, and "*" only behind var.allow_any_destination, which defaults to false."""
+    problems = []
+    ftype = str(tf["variable"]["firestore"].get("type", ""))
+    if not re.search(r"create_database\s*=\s*optional\(\s*bool\s*,\s*true\s*\)", ftype):
+        problems.append("firestore.create_database must default to true: the relay gets a database of its own")
+    default_id = re.search(r'database_id\s*=\s*optional\(\s*string\s*(?:,\s*"([^"]*)")?\s*\)', ftype)
+    db_name = str(tf["locals"]["names"].get("firestore_database", ""))
+    if not default_id or default_id[1] == "(default)" or "var.firestore.database_id" not in db_name \
+            or "var.prefix" not in db_name:
+        problems.append("the database id must default to one of the relay's own (PREFIX-db), not (default)")
+    named = "${local.names.firestore_database}"
+    databases = resources(tf, "google_firestore_database")
+    if not databases or any(body.get("name") != named for body in databases.values()):
+        problems.append("google_firestore_database must be named local.names.firestore_database")
+    env = tf["locals"].get("settings_env", {})
+    if env.get("RELAY_FIRESTORE_DATABASE") != named:
+        problems.append("RELAY_FIRESTORE_DATABASE must be local.names.firestore_database")
+    if tf["locals"].get("firestore_database_resource") != f"projects/${{var.project_id}}/databases/{named}":
+        problems.append("locals.firestore_database_resource must be projects/PROJECT/databases/DATABASE")
+    grants = [(f"{rtype}.{name}", body) for rtype in ("google_project_iam_member", "google_project_iam_binding")
+              for name, body in resources(tf, rtype).items() if body.get("role") == "roles/datastore.user"]
+    if not grants:
+        problems.append("no roles/datastore.user grant for the functions")
+    for where, body in grants:
+        conditions = blocks(body, "condition")
+        if len(conditions) != 1 or not _DB_CONDITION.fullmatch(str(conditions[0].get("expression", "")).strip()):
+            problems.append(f"{where}: roles/datastore.user without the IAM condition "
+                            'resource.name == "${local.firestore_database_resource}"')
+    if "var.source_buckets" not in str(env.get("RELAY_SOURCE_BUCKETS", "")):
+        problems.append("RELAY_SOURCE_BUCKETS must be set from var.source_buckets")
+    allowed = resolve_locals(tf, env.get("RELAY_ALLOWED_BUCKETS", ""))
+    entries = str(tf["locals"].get("destination_entries", ""))
+    if "local.destination_entries" not in allowed or "var.allowed_buckets" not in entries \
+            or "var.default_destination" not in entries:
+        problems.append("RELAY_ALLOWED_BUCKETS must be set from var.allowed_buckets and var.default_destination")
+    if "*" in re.sub(r'var\.allow_any_destination\s*\?\s*"\*"', "", allowed):
+        problems.append('RELAY_ALLOWED_BUCKETS may be "*" only when var.allow_any_destination is true')
+    if tf["variable"].get("allow_any_destination", {}).get("default") is not False:
+        problems.append("var.allow_any_destination must default to false (any bucket is an explicit opt-in)")
+    # The reactor reads each finished job from the API: Vertex AI in every project the poller reads.
+    viewers = _members_with_role(tf, "google_project_iam_member", "roles/aiplatform.viewer")
+    projects = {members(b, tf): str(b.get("for_each")) for b in viewers}
+    poller = next((v for k, v in projects.items() if "google_service_account.poller" in k), None)
+    reactor = next((v for k, v in projects.items() if "google_service_account.reactor" in k), None)
+    if reactor is None or reactor != poller:
+        problems.append("the reactor's account needs roles/aiplatform.viewer in the projects the poller reads")
+    return problems
+
+
 def check_ttl(tf: dict) -> list[str]:
     fields = resources(tf, "google_firestore_field")
     collections = set()
@@ -1112,6 +1171,40 @@ def test_the_index_check_catches_what_it_should(tf):
     typo["resource"]["google_firestore_field"]['unindexed["jobs_poled_at"]'] = {
         "collection": "${var.firestore.collection}", "field": "poled_at", "index_config": [{}]}
     assert any("poled_at" in p for p in check_queries(typo, code, docs))
+
+
+def test_the_relays_database_and_the_copys_allow_lists(tf):
+    assert check_trust(tf) == []
+
+
+def test_trust_checks_catch_broken_terraform(tf):
+    shared_default = copy.deepcopy(tf)
+    shared_default["variable"]["firestore"]["type"] = str(tf["variable"]["firestore"]["type"]).replace(
+        "create_database = optional(bool, true)", "create_database = optional(bool, false)").replace(
+        "database_id = optional(string)", 'database_id = optional(string, "(default)")')
+    shared_default["locals"]["settings_env"]["RELAY_FIRESTORE_DATABASE"] = "${var.firestore.database_id}"
+    problems = check_trust(shared_default)
+    for expected in ("create_database", "(default)", "RELAY_FIRESTORE_DATABASE"):
+        assert any(expected in p for p in problems), (expected, problems)
+    unconditioned = _mutated(tf, "google_project_iam_member",
+                             lambda b: b.pop("condition", None) if b.get("role") == "roles/datastore.user" else None)
+    assert any("without the IAM condition" in p for p in check_trust(unconditioned))
+    other_db = _mutated(tf, "google_project_iam_member", lambda b: [
+        c.update(expression='resource.name == "projects/p/databases/(default)"') for c in blocks(b, "condition")])
+    assert any("without the IAM condition" in p for p in check_trust(other_db))
+    extra = copy.deepcopy(tf)
+    extra["resource"]["google_project_iam_member"]["cli"] = {"role": "roles/datastore.user", "member": "user:a@b.c"}
+    assert any("google_project_iam_member.cli" in p for p in check_trust(extra))
+    any_bucket = copy.deepcopy(tf)
+    any_bucket["locals"]["settings_env"]["RELAY_ALLOWED_BUCKETS"] = "*"
+    any_bucket["locals"]["settings_env"].pop("RELAY_SOURCE_BUCKETS")
+    any_bucket["variable"]["allow_any_destination"]["default"] = True
+    problems = check_trust(any_bucket)
+    for expected in ('"*" only when', "RELAY_SOURCE_BUCKETS", "var.allowed_buckets", "default to false"):
+        assert any(expected in p for p in problems), (expected, problems)
+    blind = copy.deepcopy(tf)
+    blind["resource"]["google_project_iam_member"].pop("reactor_vertex_viewer")
+    assert any("aiplatform.viewer" in p for p in check_trust(blind))
 
 
 def test_ttl_policies(tf):

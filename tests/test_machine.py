@@ -274,3 +274,20 @@ def test_unwatch_writes_only_a_watched_record():
     result, change = machine.discover(JobName.parse("batches/m1"), status(), at(1), "me", S, machine.Route("gemini", 5))
     assert result == PollResult.CHANGED and change.record.version == 1
     assert (change.record.watch_scope, change.record.watch_part, change.record.poll_slot) == ("gemini", 5, "")
+
+
+def test_a_copy_waiting_for_its_output_keeps_its_first_try_and_is_not_swept_before_the_wait_ends():
+    ok = fresh().replace(state="JOB_STATE_SUCCEEDED", terminal=True, version=1)
+    s = dataclasses.replace(S, output_wait_s=1800)
+    claimed = machine.claim_copy(ok, at(0), s).result.record
+    waiting = machine.release_copy(claimed, 1, at(1), waiting_since=at(0)).change.record
+    assert waiting.copy_waiting_since == at(0) and waiting.copy_lease_until == at(1)
+    again = machine.claim_copy(waiting, at(100), s).result.record
+    still = machine.release_copy(again, 1, at(101), waiting_since=at(100)).change.record
+    assert still.copy_waiting_since == at(0)  # the first try is kept
+    # an ordinary released copy is stuck a lease after its release; a waiting one a lease after its wait
+    assert machine.copy_stuck(machine.release_copy(claimed, 1, at(1)).change.record, at(601), s)
+    assert not machine.copy_stuck(still, at(1800 + 599), s) and machine.copy_stuck(still, at(1800 + 600), s)
+    _, done = machine.finish_copy(still, 1, at(200), s, status=CopyStatus.DONE)
+    assert done.record.copy_waiting_since is None
+    assert machine.recopy(still, ok.name).result.copy_waiting_since is None

@@ -274,11 +274,13 @@ def test_objects_already_copied_with_the_same_crc32c_are_skipped(relay, simulato
     src, dst = gcs.bucket("ksrc"), gcs.bucket("kdst")
     for name, data in {"a.jsonl": b"same", "b.jsonl": b"new content", "c.jsonl": b"c"}.items():
         gcs.put(src, f"run/prediction-p/{name}", data)
+    spec = vertex_job("skip-1", f"gs://{src}/run/prediction-p")
     gcs.put(dst, "k/a.jsonl", b"same")  # left by an interrupted attempt
-    gcs.put(dst, "k/b.jsonl", b"stale")  # a different object under the same name
+    # a different object under the same name, left by an earlier attempt of this job's copy (the relay's mark)
+    gcs.put(dst, "k/b.jsonl", b"stale", metadata={"batch-relay-job": spec["name"]})
     kept = gcs.meta(dst, "k/a.jsonl")["generation"]
     stale = gcs.meta(dst, "k/b.jsonl")["generation"]
-    record, message = succeed(relay, simulator, vertex_job("skip-1", f"gs://{src}/run/prediction-p"), f"gs://{dst}/k")
+    record, message = succeed(relay, simulator, spec, f"gs://{dst}/k")
     assert deliver(event_client, message).status_code == 200
     assert gcs.meta(dst, "k/a.jsonl")["generation"] == kept  # not copied again
     assert gcs.meta(dst, "k/b.jsonl")["generation"] != stale and gcs.get(dst, "k/b.jsonl") == b"new content"

@@ -36,6 +36,12 @@ def test_values_are_parsed():
     ("RELAY_DEFAULT_DESTINATION", "gs://UPPER/x"),
     ("RELAY_ALLOWED_BUCKETS", "ok-bucket,bad bucket"),
     ("RELAY_ALLOWED_BUCKETS", " , "),
+    ("RELAY_ALLOWED_BUCKETS", "gs://ok-bucket"),
+    ("RELAY_ALLOWED_BUCKETS", "ok-bucket/../other"),
+    ("RELAY_SOURCE_BUCKETS", "ok-bucket/prefix"),
+    ("RELAY_SOURCE_BUCKETS", " , "),
+    ("RELAY_OUTPUT_WAIT_S", "-1"),
+    ("RELAY_OUTPUT_WAIT_S", "half an hour"),
     ("RELAY_TICK_DEADLINE_S", "-1"),
     ("RELAY_COLLECTION", "a/b"),
     ("STORAGE_EMULATOR_HOST", "127.0.0.1:4443"),
@@ -114,3 +120,13 @@ def test_results_settings_default_and_parse():
     assert s.prices == "gs://price-tables/batch/prices.json" and s.output_wait_s == 0.0
     s = Settings.from_env({**BASE, "RELAY_PRICES": "/srv/prices.json", "RELAY_OUTPUT_WAIT_S": "90.5"})
     assert s.prices == "/srv/prices.json" and s.output_wait_s == 90.5
+
+
+def test_allow_lists_and_the_output_wait():
+    s = Settings.from_env(BASE)
+    assert s.allowed_buckets is None and s.source_buckets is None and s.output_wait_s == 1800
+    s = Settings.from_env({**BASE, "RELAY_ALLOWED_BUCKETS": "out-a, out-b/team-x/, out-c/a/b",
+                           "RELAY_SOURCE_BUCKETS": "vertex-out", "RELAY_OUTPUT_WAIT_S": "60"})
+    assert s.allowed_buckets == frozenset({"out-a", "out-b/team-x", "out-c/a/b"})
+    assert s.source_buckets == frozenset({"vertex-out"}) and s.output_wait_s == 60
+    assert Settings.from_env({**BASE, "RELAY_ALLOWED_BUCKETS": "*"}).allowed_buckets == frozenset({"*"})

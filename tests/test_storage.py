@@ -549,3 +549,55 @@ def test_a_source_that_breaks_ends_the_upload_unfinished(gcs_emulator):
 
     requests, info = on_gcs(gcs_emulator, body)
     assert info is None and requests == 1  # the session started; nothing was sent, nothing finished
+
+
+def test_writes_send_their_precondition_and_metadata():
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, headers={"Location": "https://gcs.test/s?upload_id=1"},
+                              json={**OBJECT, "metadata": {"k": "v"}} if "rewriteTo" not in request.url.path
+                              else {"done": True, "resource": OBJECT})
+
+    mark = {"batch-relay-job": "batches/j"}
+
+    async def body(storage: StorageClient):
+        async def source() -> AsyncIterator[bytes]:
+            yield b"abc"
+
+        await storage.rewrite("src", "a", "dst", "b", if_generation_match=0, metadata=mark, content_type="text/csv")
+        await storage.upload_stream("dst", "c", source(), if_generation_match="17", metadata=mark)
+        info = await storage.upload_bytes("dst", "d/e.json", b'{"x": 1}', content_type="application/json",
+                                          if_generation_match=0, metadata=mark)
+        plain = await storage.upload_bytes("dst", "f", b"1")
+        return info, plain
+
+    (info, _), _ = on_mock(handler, body)
+    rewrite, start, _put, multipart, media = seen
+    assert rewrite.url.params["ifGenerationMatch"] == "0"
+    assert json.loads(rewrite.content) == {"contentType": "text/csv", "metadata": mark}
+    assert start.url.params["ifGenerationMatch"] == "17" and json.loads(start.content)["metadata"] == mark
+    assert multipart.url.params["uploadType"] == "multipart" and multipart.url.params["ifGenerationMatch"] == "0"
+    boundary = multipart.headers["content-type"].split("boundary=")[1]
+    parts = multipart.content.split(f"--{boundary}".encode())
+    assert json.loads(parts[1].split(b"\r\n\r\n", 1)[1]) == {"name": "d/e.json", "contentType": "application/json",
+                                                             "metadata": mark}
+    assert parts[2].split(b"\r\n\r\n", 1)[1] == b'{"x": 1}\r\n' and parts[3] == b"--\r\n"
+    assert media.url.params["uploadType"] == "media" and "ifGenerationMatch" not in media.url.params
+    assert info.metadata == {"k": "v"}
+
+
+def test_a_failed_precondition_is_raised_at_once_not_retried():
+    from batch_relay.reactor.storage import PreconditionFailed
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(412, json={"error": {"code": 412, "message": "conditionNotMet"}})
+
+    async def body(storage: StorageClient):
+        with pytest.raises(PreconditionFailed) as caught:
+            await storage.rewrite("src", "a", "dst", "b", if_generation_match=0)
+        return caught.value
+
+    error, storage = on_mock(handler, body)
+    assert storage.requests == 1 and isinstance(error, TransientError) and "412" in str(error)

@@ -14,7 +14,7 @@ import re
 from typing import TYPE_CHECKING
 
 from ..errors import ForbiddenError, PermanentError
-from .names import Api, JobName
+from .names import Api, JobName, is_file_name
 from .scopes import WatchScope
 
 if TYPE_CHECKING:  # pragma: no cover - settings imports this module (for the default below)
@@ -61,7 +61,7 @@ def is_gemini_origin(settings: Settings, url: httpx.URL) -> bool:
 
 def file_download_url(settings: Settings, file_name: str) -> str:
     """The media download of a Files API file (``files/{id}``); a name of another shape is refused."""
-    if not file_name.startswith("files/") or "/" in file_name[6:] or ".." in file_name:
+    if not is_file_name(file_name):
         raise PermanentError(f"unexpected responses file name {file_name[:100]!r}", kind="bad_source")
     return f"{settings.gemini_base_url}/download/v1beta/{file_name}:download?alt=media"
 

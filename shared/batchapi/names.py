@@ -1,4 +1,5 @@
-"""Job names (contract A3): which API a name belongs to, and the record's document id."""
+"""Job names (contract A3): which API a name belongs to, and the record's document id; and the names of
+Gemini Files API files (a batch's responses file)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,21 @@ _VERTEX = re.compile(
     rf"/batchPredictionJobs/(?P<id>{_ID})$"
 )
 
+# A Files API file: ``files/{id}``. Batch output ids run past the documented 40 characters, so the id is held
+# to the job-id alphabet and length: never a '/', '.', '%', ':' or '?' that could reach another path.
+_FILE = re.compile(rf"files/{_ID}")
+
 
 class Api(enum.StrEnum):
     """Which API a job belongs to: the record's and events' ``api`` field, exactly these strings (A4)."""
 
     GEMINI = "gemini"
     VERTEX = "vertex"
+
+
+def is_file_name(name: object) -> bool:
+    """Whether ``name`` is a Gemini Files API file name, ``files/{id}``."""
+    return isinstance(name, str) and _FILE.fullmatch(name) is not None
 
 
 class ProjectMatch(enum.Enum):

@@ -1,5 +1,7 @@
 """The reactor: on a ``stateChanged`` to SUCCEEDED or PARTIALLY_SUCCEEDED, copy the job's outputs into
 its destination, verify them, record the result and announce it (``outputsReady``/``outputsFailed``).
+What is copied, and from where, is what the batch API says at copy time (``reactor.source``); the record
+only says which job, to where, and which attempt.
 
 Errors are the retry contract: a transient failure releases the claim and raises, so Pub/Sub redelivers;
 a permanent one is recorded on the record and announced, and the message is acked. A message that is not
@@ -30,6 +32,7 @@ from ..record.machine import ClaimResult
 from ..record.model import CopyStatus, JobRecord
 from ..record.store import JobStore
 from .plans import Copier
+from .source import OutputPending
 
 _log = get_logger("reactor")
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024
@@ -142,6 +145,11 @@ class Reactor:
             await self._store.finish_copy(name, attempt, now, status=CopyStatus.FAILED, error=error)
             await self._outbox.flush_name(name, force=True)
             return Reaction.FAILED
+        except OutputPending as exc:
+            log(_log, logging.INFO, "output location not shown yet; the event will be redelivered",
+                error=str(exc)[:500], **fields)
+            await self._store.release_copy(name, attempt, waiting_since=now)
+            raise
         except BaseException as exc:
             log(_log, logging.WARNING, "copy interrupted; the event will be redelivered",
                 error=f"{type(exc).__name__}: {exc}"[:500], **fields)

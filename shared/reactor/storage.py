@@ -5,13 +5,20 @@ The ``httpx.AsyncClient`` is passed in: the caller owns its auth and its lifecyc
 builds it). Every request goes through ``retry.send`` (failures mapped to ``errors.py``) and, where it
 is safe to repeat, ``retry.retry``: transient failures (408/429/5xx, timeouts, connection errors) are
 retried here, once, and raised as ``TransientError`` after the last attempt.
+
+Writes take an optional ``if_generation_match`` (``0``: only if no object of that name exists; a
+generation: only if the object is still that one) and custom ``metadata``. A precondition that does not
+hold is ``PreconditionFailed``: transient, but never retried here (the object changed since the caller
+looked at it, so the caller must look again).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Collection
+import json
+import secrets
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Collection, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -23,7 +30,7 @@ from ..retry import RetryPolicy, retry, send, transient
 DEFAULT_BASE_URL = "https://storage.googleapis.com"
 UPLOAD_QUANTUM = 256 * 1024  # resumable chunks (all but the last) are multiples of this
 DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
-_OBJECT_FIELDS = "bucket,name,size,crc32c,md5Hash,generation,contentType"
+_OBJECT_FIELDS = "bucket,name,size,crc32c,md5Hash,generation,contentType,metadata"
 _DEFAULT_RETRY = RetryPolicy()
 
 
@@ -44,6 +51,7 @@ class ObjectInfo:
     md5_hash: str | None = None
     generation: str | None = None
     content_type: str | None = None
+    metadata: Mapping[str, str] | None = None  # custom metadata (``x-goog-meta-*``)
 
     @classmethod
     def from_api(cls, data: Any) -> ObjectInfo:
@@ -57,9 +65,43 @@ class ObjectInfo:
                 md5_hash=data.get("md5Hash"),
                 generation=str(data["generation"]) if data.get("generation") is not None else None,
                 content_type=data.get("contentType"),
+                metadata=_metadata(data.get("metadata")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BadResponseError(f"not an object resource: {type(exc).__name__}: {exc}") from exc
+
+
+def _metadata(value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError("metadata is not an object")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+class PreconditionFailed(TransientError):
+    """HTTP 412: a write's ``ifGenerationMatch`` did not hold (the object appeared or changed since the
+    caller looked). Transient for the caller (look again, e.g. on redelivery), never retried here."""
+
+
+def _retryable(exc: BaseException) -> bool:
+    return transient(exc) and not isinstance(exc, PreconditionFailed)
+
+
+def _write_params(if_generation_match: int | str | None) -> dict[str, str]:
+    return {} if if_generation_match is None else {"ifGenerationMatch": str(if_generation_match)}
+
+
+def _resource(name: str | None, content_type: str | None, metadata: Mapping[str, str] | None) -> dict[str, Any]:
+    """An object resource for a request body: only the fields given."""
+    body: dict[str, Any] = {}
+    if name is not None:
+        body["name"] = name
+    if content_type is not None:
+        body["contentType"] = content_type
+    if metadata:
+        body["metadata"] = dict(metadata)
+    return body
 
 
 def _path(name: str) -> str:
@@ -140,13 +182,18 @@ class StorageClient:
 
     async def _send(self, method: str, url: str, *, ok: Collection[int] = (), stream: bool = False,
                     **kw: Any) -> httpx.Response:
-        """One HTTP request (counted), failures mapped by ``retry.send``."""
+        """One HTTP request (counted), failures mapped by ``retry.send``; 412 is ``PreconditionFailed``."""
         self.requests += 1
-        return await send(self.http, method, url, ok=ok, stream=stream, timeout=self.timeout, **kw)
+        response = await send(self.http, method, url, ok=(*ok, 412), stream=stream, timeout=self.timeout, **kw)
+        if response.status_code == 412 and 412 not in ok:
+            await response.aclose()
+            raise PreconditionFailed(f"{method} {response.request.url.path}: HTTP 412: the object changed since it "
+                                     "was looked at (ifGenerationMatch)")
+        return response
 
     async def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
-        """``_send`` with transient errors retried up to ``retry.max_attempts``."""
-        return await retry(lambda: self._send(method, url, **kw), self.retry)
+        """``_send`` with transient errors (but a failed precondition) retried up to ``retry.max_attempts``."""
+        return await retry(lambda: self._send(method, url, **kw), self.retry, retry_if=_retryable)
 
     # -- metadata --------------------------------------------------------------------------------------
 
@@ -186,13 +233,18 @@ class StorageClient:
                 return
             params["pageToken"] = token
 
-    async def rewrite(self, src_bucket: str, src_name: str, dst_bucket: str, dst_name: str) -> ObjectInfo:
-        """Server-side copy, looping on ``rewriteToken`` until done."""
+    async def rewrite(self, src_bucket: str, src_name: str, dst_bucket: str, dst_name: str, *,
+                      if_generation_match: int | str | None = None, metadata: Mapping[str, str] | None = None,
+                      content_type: str | None = None) -> ObjectInfo:
+        """Server-side copy, looping on ``rewriteToken`` until done. With ``metadata`` (or ``content_type``)
+        the destination gets those instead of the source's metadata."""
         url = self._url(f"b/{_path(src_bucket)}/o/{_path(src_name)}/rewriteTo/b/{_path(dst_bucket)}"
                         f"/o/{_path(dst_name)}")
-        params: dict[str, str] = {}
+        params: dict[str, str] = _write_params(if_generation_match)
+        resource = _resource(None, content_type, metadata)
+        extra: dict[str, Any] = {"json": resource} if resource else {}
         while True:
-            body = _json(await self._request("POST", url, params=params))
+            body = _json(await self._request("POST", url, params=params, **extra))
             if body.get("done"):
                 return ObjectInfo.from_api(body.get("resource"))
             token = body.get("rewriteToken")
@@ -224,18 +276,30 @@ class StorageClient:
             raise TransientError(f"GET {response.request.url.path}: {type(exc).__name__}: {exc}") from exc
 
     async def upload_bytes(self, bucket: str, name: str, data: bytes, *,
-                           content_type: str = "application/octet-stream") -> ObjectInfo:
-        """Simple (single request) media upload, for small objects."""
-        response = await self._request(
-            "POST", self._url(f"b/{_path(bucket)}/o", upload=True),
-            params={"uploadType": "media", "name": name}, content=data,
-            headers={"Content-Type": content_type},
-        )
+                           content_type: str = "application/octet-stream",
+                           if_generation_match: int | str | None = None,
+                           metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+        """Single-request upload, for small objects: a media upload, or a multipart one (the object's
+        resource, then its bytes) when it carries ``metadata``."""
+        url = self._url(f"b/{_path(bucket)}/o", upload=True)
+        params = _write_params(if_generation_match)
+        if not metadata:
+            response = await self._request("POST", url, params={"uploadType": "media", "name": name, **params},
+                                           content=data, headers={"Content-Type": content_type})
+            return ObjectInfo.from_api(_json(response))
+        boundary = secrets.token_hex(16)
+        head = (f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n"
+                f"{json.dumps(_resource(name, content_type, metadata))}\r\n"
+                f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n").encode()
+        body = head + data + f"\r\n--{boundary}--\r\n".encode()
+        response = await self._request("POST", url, params={"uploadType": "multipart", **params}, content=body,
+                                       headers={"Content-Type": f"multipart/related; boundary={boundary}"})
         return ObjectInfo.from_api(_json(response))
 
     async def upload_stream(self, bucket: str, name: str, chunks: AsyncIterable[bytes], *,
                             content_type: str = "application/octet-stream",
-                            chunk_size: int = DEFAULT_CHUNK_SIZE) -> ObjectInfo:
+                            chunk_size: int = DEFAULT_CHUNK_SIZE, if_generation_match: int | str | None = None,
+                            metadata: Mapping[str, str] | None = None) -> ObjectInfo:
         """Resumable upload from pieces of any size, ``chunk_size`` bytes per PUT. Holds about one chunk
         (plus one source piece), never the whole object. A failed PUT is retried by ``retry.retry``: the
         next attempt asks the session what it holds, keeps the rest of the buffer and sends on from there.
@@ -244,7 +308,7 @@ class StorageClient:
         unfinished."""
         if chunk_size <= 0 or chunk_size % UPLOAD_QUANTUM:
             raise ValueError(f"chunk_size must be a positive multiple of {UPLOAD_QUANTUM}")
-        session = await self._open_session(bucket, name, content_type)
+        session = await self._open_session(bucket, name, content_type, if_generation_match, metadata)
         source = aiter(chunks)
         buf = memoryview(bytearray(chunk_size))  # fixed, filled up to ``fill``; writes are plain copies
         state = _UploadState()
@@ -302,15 +366,16 @@ class StorageClient:
             return None
 
         while True:
-            done = await retry(step, self.retry, retry_if=lambda exc: transient(exc) and not state.source_failed)
+            done = await retry(step, self.retry, retry_if=lambda exc: _retryable(exc) and not state.source_failed)
             if done is not None:
                 return done
 
-    async def _open_session(self, bucket: str, name: str, content_type: str) -> str:
+    async def _open_session(self, bucket: str, name: str, content_type: str,
+                            if_generation_match: int | str | None, metadata: Mapping[str, str] | None) -> str:
         response = await self._request(
             "POST", self._url(f"b/{_path(bucket)}/o", upload=True),
-            params={"uploadType": "resumable", "name": name},
-            json={"name": name, "contentType": content_type},
+            params={"uploadType": "resumable", "name": name, **_write_params(if_generation_match)},
+            json=_resource(name, content_type, metadata),
             headers={"X-Upload-Content-Type": content_type},
         )
         session: str | None = response.headers.get("location")

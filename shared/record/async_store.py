@@ -88,8 +88,9 @@ class AsyncStore:
     async def finish_copy(self, name: str, attempt: int, now: dt.datetime, **result: Any) -> Event | None:
         return await asyncio.to_thread(self.sync.finish_copy, name, attempt, now, **result)
 
-    async def release_copy(self, name: str, attempt: int, now: dt.datetime | None = None) -> bool:
-        return await asyncio.to_thread(self.sync.release_copy, name, attempt, now)
+    async def release_copy(self, name: str, attempt: int, now: dt.datetime | None = None, *,
+                           waiting_since: dt.datetime | None = None) -> bool:
+        return await asyncio.to_thread(self.sync.release_copy, name, attempt, now, waiting_since=waiting_since)
 
     async def recopy(self, name: str) -> JobRecord:
         return await asyncio.to_thread(self.sync.recopy, name)

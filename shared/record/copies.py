@@ -30,10 +30,12 @@ class Copies(StoreBase):
         return self._transact(name, lambda record: machine.finish_copy(record, attempt, now, self._settings,
                                                                        **result))
 
-    def release_copy(self, name: str, attempt: int, now: dt.datetime | None = None) -> bool:
-        """Give a claimed copy back after a transient failure (False: this attempt no longer owns it)."""
+    def release_copy(self, name: str, attempt: int, now: dt.datetime | None = None, *,
+                     waiting_since: dt.datetime | None = None) -> bool:
+        """Give a claimed copy back after a transient failure (False: this attempt no longer owns it);
+        ``waiting_since``: the copy waits for the API to show its output location (``machine.release_copy``)."""
         at = now or dt.datetime.now(dt.UTC)
-        return self._transact(name, lambda record: machine.release_copy(record, attempt, at))
+        return self._transact(name, lambda record: machine.release_copy(record, attempt, at, waiting_since))
 
     def recopy(self, name: str) -> JobRecord:
         """A new attempt of a failed or stuck copy (``UsageError`` when there is none to make)."""

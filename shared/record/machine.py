@@ -405,29 +405,40 @@ def finish_copy(record: JobRecord | None, attempt: int, now: dt.datetime, settin
         return Outcome(None)
     copy = dataclasses.replace(record.copy, status=status, uri=uri, manifest_uri=manifest_uri, objects=int(objects),
                                bytes=int(size), error=error, announced=False)
-    after = record.replace(copy=copy, copy_lease_until=None)
+    after = record.replace(copy=copy, copy_lease_until=None, copy_waiting_since=None)
     build = events.outputs_failed if status == CopyStatus.FAILED else events.outputs_ready
     event = build(after, settings.event_source, now)
     after = after.replace(outbox={**after.outbox, "copy": event.to_doc()}, has_unpublished=True)
     return Outcome(event, Change(after, events=(event,)))
 
 
-def release_copy(record: JobRecord | None, attempt: int, now: dt.datetime) -> Outcome[bool]:
+def release_copy(record: JobRecord | None, attempt: int, now: dt.datetime,
+                 waiting_since: dt.datetime | None = None) -> Outcome[bool]:
     """Give a claimed copy back after a transient failure: it stays ``copying`` with its lease ended now,
     so a redelivery takes it over at once, and if none ever comes (the dead-letter topic took the message)
-    the sweep fails and announces it a lease later."""
+    the sweep fails and announces it a lease later. ``waiting_since``: the copy found no output location
+    yet; the first such time is kept (``copy_waiting_since``)."""
     if record is None or not _owns_copy(record, attempt):
         return Outcome(False)
-    return Outcome(True, Change(record.replace(copy_lease_until=now)))
+    after = record.replace(copy_lease_until=now)
+    if waiting_since is not None and record.copy_waiting_since is None:
+        after = after.replace(copy_waiting_since=waiting_since)
+    return Outcome(True, Change(after))
 
 
 def copy_stuck(record: JobRecord, now: dt.datetime, settings: Settings) -> bool:
     """A copy in ``copying`` whose lease ran out a whole lease ago: a redelivery had its chance to take
-    the expired lease over; the reactor is taken to have died or the dead-letter topic to hold the message."""
+    the expired lease over; the reactor is taken to have died or the dead-letter topic to hold the message.
+    A copy waiting for the API to show its output location is redelivered for up to ``RELAY_OUTPUT_WAIT_S``
+    from its first try: it is stuck only a lease after that."""
     if record.copy.status != CopyStatus.COPYING:
         return False
     lease = record.copy_lease_until
-    return lease is None or lease + dt.timedelta(seconds=settings.copy_lease_s) <= now
+    if lease is None:
+        return True
+    if record.copy_waiting_since is not None:
+        lease = max(lease, record.copy_waiting_since + dt.timedelta(seconds=settings.output_wait_s))
+    return lease + dt.timedelta(seconds=settings.copy_lease_s) <= now
 
 
 def fail_stuck_copy(record: JobRecord | None, now: dt.datetime, settings: Settings) -> Outcome[bool]:
@@ -451,5 +462,6 @@ def recopy(record: JobRecord | None, name: str) -> Outcome[JobRecord]:
         raise UsageError(f"{name} is {record.state}: only succeeded jobs have outputs to copy")
     if record.copy.status.finished_ok:
         raise UsageError(f"the copy of {name} is already {record.copy.status.value}")
-    after = record.replace(copy=CopyState(attempt=record.copy.attempt + 1), copy_lease_until=None)
+    after = record.replace(copy=CopyState(attempt=record.copy.attempt + 1), copy_lease_until=None,
+                           copy_waiting_since=None)
     return Outcome(after, Change(after))

@@ -183,6 +183,9 @@ class JobRecord:
     outbox: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # key -> stored event
     publish_lease: Lease | None = None
     copy_lease_until: dt.datetime | None = None
+    # When the reactor first found the API showing no output location for this copy attempt (the output
+    # wait, RELAY_OUTPUT_WAIT_S, counts from it when the API gives no end time); None when not waiting.
+    copy_waiting_since: dt.datetime | None = None
     expire_at: dt.datetime | None = None
     # Which path observes the job: ``poll_slot`` (the GET path's schedule, "" = not polled by GET) and
     # ``watch_scope`` (the watched scope whose list observes it, "" = none; ``watch_part``: its digest part).
@@ -222,7 +225,7 @@ class JobRecord:
             shard=_int(doc.get("shard"), shard_of(name)), has_unpublished=bool(doc.get("has_unpublished")),
             published_version=_int(doc.get("published_version")), outbox=_map(doc.get("outbox")) or {},
             publish_lease=Lease.from_doc(doc.get("publish_lease")), copy_lease_until=doc.get("copy_lease_until"),
-            expire_at=doc.get("expire_at"),
+            copy_waiting_since=doc.get("copy_waiting_since"), expire_at=doc.get("expire_at"),
             poll_slot=doc.get("poll_slot", "" if doc.get("terminal") else EVERY_TICK),
             watch_scope=doc.get("watch_scope") or "", watch_part=_int(doc.get("watch_part")),
         )
