@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .poller.tick import Poller
     from .reactor.handler import Reaction, Reactor
     from .record.client import FirestoreClient
+    from .secret_versions import SecretVersions
     from .webhooks.jwks import JwksKeys
     from .webhooks.recent import RecentIds
 
@@ -178,6 +179,18 @@ async def webhook_admin(settings: Settings, *,
 
     async with http_client(httpx.Timeout(settings.request_timeout_s), transport=transport) as http:
         yield WebhookAdmin(http, settings)
+
+
+@contextlib.asynccontextmanager
+async def secret_versions(settings: Settings, *,
+                          transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[SecretVersions]:
+    """Secret Manager's secret versions (``webhook register --secret``), with Application Default Credentials
+    (a placeholder token to a plain-http ``RELAY_SECRET_MANAGER_URL``: a local test peer)."""
+    from .secret_versions import SecretVersions
+
+    auth = endpoint_auth(settings.secret_manager_url)
+    async with http_client(httpx.Timeout(settings.request_timeout_s), auth=auth, transport=transport) as http:
+        yield SecretVersions(http, settings.secret_manager_url)
 
 
 # -- the reactor --------------------------------------------------------------------------------------------
