@@ -103,11 +103,16 @@ def make_poller(settings: Settings, db: FirestoreClient, publisher_client: Publi
                 now: Callable[[], dt.datetime] | None = None) -> Poller:
     """The tick's Poller over real clients (``store`` may be given, e.g. an instrumented one; ``now``, a
     clock, for tests of the cadence)."""
+    from .batchapi.webhook_admin import WebhookAdmin
     from .poller.tick import Poller
+    from .poller.webhook_health import WebhookHealth
 
     store = store or JobStore(db, settings)
     api = BatchApiClient(http, settings, vertex_auth=vertex_auth(settings))
-    return Poller(settings, store, api, event_publisher(settings, publisher_client), now=now)
+    health = WebhookHealth(settings, store, lambda: WebhookAdmin(http, settings, retry_policy=RetryPolicy(
+        max_attempts=2)))
+    return Poller(settings, store, api, event_publisher(settings, publisher_client), now=now,
+                  webhook_check=health.check)
 
 
 async def run_tick(settings: Settings, db: FirestoreClient, publisher_client: PublisherClient, *,
