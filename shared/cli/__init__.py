@@ -14,7 +14,7 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..batchapi import states
@@ -225,6 +225,10 @@ def _republish(name: str, settings: Settings, store: JobStore) -> int:
     return 0 if left == 0 else 1
 
 
+# runs one call of the webhook client (built and closed around it)
+_Runner = Callable[[Callable[["WebhookAdmin"], Awaitable[Any]]], Coroutine[Any, Any, Any]]
+
+
 def _webhook(args: argparse.Namespace, settings: Settings) -> int:
     from .. import wiring
     from ..batchapi.endpoints import MissingApiKey
@@ -261,15 +265,14 @@ def _webhook(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _register(args: argparse.Namespace, settings: Settings,
-              run: Callable[[Callable[[WebhookAdmin], Awaitable[Any]]], Awaitable[Any]]) -> int:
+def _register(args: argparse.Namespace, settings: Settings, run: _Runner) -> int:
     """Register the webhook; its signing secret goes to a new Secret Manager version (``--secret``), to a
     new file of mode 0600 (``--secret-file``), or to the terminal once — never into a shell command."""
     from ..batchapi.webhook_admin import BATCH_EVENTS
 
     fd = _new_secret_file(args.secret_file) if args.secret_file else None  # refused before registering
     try:
-        created = dict(asyncio.run(run(lambda admin: admin.register(args.url, name=args.name))))
+        created: dict[str, Any] = dict(asyncio.run(run(lambda admin: admin.register(args.url, name=args.name))))
     except BaseException:
         if fd is not None:
             os.close(fd)
@@ -333,8 +336,7 @@ async def _add_secret_version(settings: Settings, secret: str, value: str) -> st
         return await versions.add(secret, value.encode("utf-8"))
 
 
-def _register_failed(hook_id: str, secret: str, exc: Exception,
-                     run: Callable[[Callable[[WebhookAdmin], Awaitable[Any]]], Awaitable[Any]]) -> int:
+def _register_failed(hook_id: str, secret: str, exc: Exception, run: _Runner) -> int:
     """The secret could not be stored: unregister the webhook (nobody could verify its deliveries)."""
     print(f"error: could not store the signing secret in {secret}: {safe(exc)}", file=sys.stderr)
     try:
