@@ -294,7 +294,7 @@ def _register(args: argparse.Namespace, settings: Settings, run: _Runner) -> int
     if args.json:
         print(json.dumps(created if stored else {**created, "new_signing_secret": secret}, indent=2))
         return 0
-    print(f"registered webhook {safe(hook_id)} -> {args.url}")
+    print(f"registered webhook {safe(hook_id)} -> {safe(args.url)}")
     print(f"  for {safe(', '.join(created.get('subscribed_events') or BATCH_EVENTS))}")
     if args.secret:
         version = stored.rsplit("/", 1)[-1]
