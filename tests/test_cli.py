@@ -342,3 +342,12 @@ def test_webhook_list_shows_states_and_escapes_what_the_api_says(simulator, func
     assert code == 0 and _plain(out) and "\\x1b[2J" in line and "DISABLED (failed deliveries)" in line
     assert "not enabled" in out.splitlines()[-1]
     assert _hooks(capsys)[created["id"]]["state"] == "disabled_due_to_failed_deliveries"
+
+
+def test_safe_leaves_nothing_a_terminal_would_act_on():
+    from batch_relay.cli.views import safe
+
+    everything = "".join(chr(c) for c in range(0x10000)) + "\U000e0001\U0010ffff"
+    assert safe(everything).isprintable()
+    assert safe("Grüße, 東京 [bold]x[/] \\ ok") == "Grüße, 東京 [bold]x[/] \\ ok"  # printable text unchanged
+    assert safe("a\x1b[31mb\x07\x7f\x85\u2028") == "a\\x1b[31mb\\x07\\x7f\\x85\\u2028"
