@@ -3,7 +3,7 @@
 The Gemini API disables a webhook after a day of failed deliveries (``state``:
 ``disabled_due_to_failed_deliveries``) and tells nobody; the relay then silently falls back to polling.
 So the tick's global work (the coordinator only, under fan-out) calls ``WebhookHealth.check``: it lists
-the webhooks (``GET /v1beta/webhooks``, one page or a few) and logs a WARNING ``webhook disabled``
+the webhooks (``WebhookAdmin.list``: one page or a few) and logs a WARNING ``webhook disabled``
 (``webhook``, ``state``, ``uri``) for each one subscribed to batch events that is not ``enabled`` — the
 line the log-based metric ``webhooks_disabled`` and its alert count (infra/monitoring.tf).
 
