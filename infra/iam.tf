@@ -95,10 +95,11 @@ resource "google_project_iam_member" "datastore_user" {
   }
 }
 
-# --- Vertex AI: the poller reads batch prediction jobs (project level is the only level for them): in
-# this project, in poller.vertex_projects and in the projects of the watched Vertex AI scopes.
+# --- Vertex AI: the poller reads batch prediction jobs (project level is the only level for them), only
+# when the relay reads Vertex AI jobs (local.vertex_used): in this project, in poller.vertex_projects and in
+# the projects of the watched Vertex AI scopes.
 resource "google_project_iam_member" "poller_vertex_viewer" {
-  for_each = toset(distinct(concat([var.project_id], var.poller.vertex_projects, local.watch_vertex_projects)))
+  for_each = toset(local.vertex_used ? distinct(concat([var.project_id], var.poller.vertex_projects, local.watch_vertex_projects)) : [])
 
   project = each.value
   role    = "roles/aiplatform.viewer"
@@ -108,7 +109,7 @@ resource "google_project_iam_member" "poller_vertex_viewer" {
 # The reactor reads a finished job from Vertex AI at copy time (its output location comes from that reply,
 # never from the record), in the same projects.
 resource "google_project_iam_member" "reactor_vertex_viewer" {
-  for_each = toset(distinct(concat([var.project_id], var.poller.vertex_projects, local.watch_vertex_projects)))
+  for_each = toset(local.vertex_used ? distinct(concat([var.project_id], var.poller.vertex_projects, local.watch_vertex_projects)) : [])
 
   project = each.value
   role    = "roles/aiplatform.viewer"

@@ -61,6 +61,11 @@ locals {
   # their jobs, so it gets roles/aiplatform.viewer there (iam.tf).
   watch_vertex_projects = distinct([for s in var.watch.scopes : split("/", s)[1] if startswith(s, "vertex:")])
 
+  # Whether the relay reads Vertex AI jobs (poller.vertex_ai; by default: unless it is a Gemini-only relay,
+  # one with a Gemini API key that names no Vertex AI project or scope). Only then does the poller get
+  # roles/aiplatform.viewer (iam.tf), in this project and every project named.
+  vertex_used = coalesce(var.poller.vertex_ai, var.gemini_api_key_secret == null || length(var.poller.vertex_projects) > 0 || length(local.watch_vertex_projects) > 0)
+
   gemini_secret = var.gemini_api_key_secret == null ? null : {
     project_id = coalesce(var.gemini_api_key_secret.project_id, var.project_id)
     secret_id  = var.gemini_api_key_secret.secret_id

@@ -96,6 +96,15 @@ locals {
       unit        = "1"
       value_field = null
     }
+    webhooks_disabled = {
+      buckets     = null
+      description = "Gemini webhooks found not enabled by the poller's hourly check (e.g. disabled_due_to_failed_deliveries)"
+      filter      = "${local.log_filter.poller} AND jsonPayload.message=\"webhook disabled\""
+      labels      = { state = "state" }
+      name        = "webhooks_disabled"
+      unit        = "1"
+      value_field = null
+    }
     webhook_deliveries = {
       buckets     = null
       description = "Gemini webhook deliveries received"
@@ -285,6 +294,41 @@ resource "google_monitoring_alert_policy" "stalled_jobs" {
   }
 }
 
+resource "google_monitoring_alert_policy" "disabled_webhooks" {
+  count = var.alerts.enabled && var.alerts.disabled_webhooks ? 1 : 0
+
+  project               = var.project_id
+  display_name          = "batch-relay ${var.prefix}: Gemini webhook disabled"
+  combiner              = "OR"
+  notification_channels = var.alerts.notification_channels
+  user_labels           = local.labels
+
+  conditions {
+    display_name = "the poller found a Gemini webhook that is not enabled"
+    condition_threshold {
+      filter          = "metric.type=\"logging.googleapis.com/user/${time_sleep.log_metrics.triggers["webhooks_disabled"]}\" AND resource.type=\"cloud_run_revision\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+      aggregations {
+        # the check runs at most once an hour: a two-hour window keeps the incident open between checks
+        alignment_period     = "7200s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "The poller `${local.names.poller_function}` checks the project's static Gemini API webhooks once an hour and found one subscribed to batch events that is not `enabled` (WARNING `webhook disabled`, fields `webhook`, `state`, `uri`). `disabled_due_to_failed_deliveries`: the Gemini API gave up after a day of failed deliveries, and batches are noticed by the ticks only. Check `${local.names.webhook_function}`'s logs (`webhook delivery refused`: a signing secret that does not match), fix the cause, then register the webhook anew (`batch-relay webhook register --secret ...`) and unregister the disabled one (`batch-relay webhook list`, `batch-relay webhook unregister ID`). See docs/webhooks.md, \"Webhook health\"."
+  }
+}
+
 # --- The operations dashboard: one chart per log-based metric (plus the dead-letter backlog).
 locals {
   # metric: a key of local.log_metrics (its chart filter is built below), or null with filter set.
@@ -299,6 +343,7 @@ locals {
     { title = "Output copy duration, seconds (p50, p99)", metric = "copy_duration", filter = null, aligner = "ALIGN_DELTA", reducers = ["REDUCE_PERCENTILE_50", "REDUCE_PERCENTILE_99"], group_by = [], unit = "s", enabled = true },
     { title = "Copy failures per minute, by API", metric = "copy_failures", filter = null, aligner = "ALIGN_SUM", reducers = ["REDUCE_SUM"], group_by = ["metric.label.api"], unit = "failures", enabled = true },
     { title = "Jobs reported stalled per minute, by API", metric = "job_stalls", filter = null, aligner = "ALIGN_SUM", reducers = ["REDUCE_SUM"], group_by = ["metric.label.api"], unit = "jobs", enabled = true },
+    { title = "Gemini webhooks found disabled (hourly check), by state", metric = "webhooks_disabled", filter = null, aligner = "ALIGN_SUM", reducers = ["REDUCE_SUM"], group_by = ["metric.label.state"], unit = "webhooks", enabled = var.gemini_api_key_secret != null },
     { title = "Webhook deliveries per minute, by result", metric = "webhook_deliveries", filter = null, aligner = "ALIGN_SUM", reducers = ["REDUCE_SUM"], group_by = ["metric.label.result"], unit = "deliveries", enabled = var.webhooks.enabled },
     { title = "Dead-letter backlog (messages)", metric = null, filter = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" resource.type=\"pubsub_subscription\" resource.label.\"subscription_id\"=\"${google_pubsub_subscription.dead_letter.name}\"", aligner = "ALIGN_MAX", reducers = ["REDUCE_MAX"], group_by = [], unit = "messages", enabled = true },
   ]

@@ -1,10 +1,11 @@
 # Input variables, in alphabetical order. Objects carry optional() defaults: set only what differs.
 
 variable "alerts" {
-  description = "Monitoring: alert policies (when enabled) on a stale heartbeat (no poll tick for heartbeat_stale_minutes), a dead-letter backlog above dead_letter_threshold, a sustained status-fetch error rate (more than poll_error_threshold failures per 5 minutes, for poll_error_minutes) and stalled jobs (stalled_jobs); and the operations dashboard (dashboard)."
+  description = "Monitoring: alert policies (when enabled) on a stale heartbeat (no poll tick for heartbeat_stale_minutes), a dead-letter backlog above dead_letter_threshold, a sustained status-fetch error rate (more than poll_error_threshold failures per 5 minutes, for poll_error_minutes), stalled jobs (stalled_jobs) and Gemini webhooks the API disabled (disabled_webhooks; found by the poller's hourly check); and the operations dashboard (dashboard). Minutes are whole numbers."
   type = object({
     dashboard               = optional(bool, true)
     dead_letter_threshold   = optional(number, 0)
+    disabled_webhooks       = optional(bool, true)
     enabled                 = optional(bool, true)
     heartbeat_stale_minutes = optional(number, 10)
     notification_channels   = optional(list(string), [])
@@ -15,16 +16,16 @@ variable "alerts" {
   default  = {}
   nullable = false
   validation {
-    condition     = var.alerts.heartbeat_stale_minutes >= 3 && var.alerts.heartbeat_stale_minutes <= 1380
-    error_message = "alerts.heartbeat_stale_minutes must be between 3 and 1380 (23 h)."
+    condition     = var.alerts.heartbeat_stale_minutes >= 3 && var.alerts.heartbeat_stale_minutes <= 1380 && floor(var.alerts.heartbeat_stale_minutes) == var.alerts.heartbeat_stale_minutes
+    error_message = "alerts.heartbeat_stale_minutes must be a whole number of minutes between 3 and 1380 (23 h): Cloud Monitoring takes alert durations in whole minutes only."
   }
   validation {
     condition     = var.alerts.dead_letter_threshold >= 0
     error_message = "alerts.dead_letter_threshold must not be negative."
   }
   validation {
-    condition     = var.alerts.poll_error_threshold >= 0 && var.alerts.poll_error_minutes >= 5 && var.alerts.poll_error_minutes <= 1380
-    error_message = "alerts.poll_error_threshold must not be negative; alerts.poll_error_minutes must be between 5 and 1380."
+    condition     = var.alerts.poll_error_threshold >= 0 && var.alerts.poll_error_minutes >= 5 && var.alerts.poll_error_minutes <= 1380 && floor(var.alerts.poll_error_minutes) == var.alerts.poll_error_minutes
+    error_message = "alerts.poll_error_threshold must not be negative; alerts.poll_error_minutes must be a whole number of minutes between 5 and 1380 (Cloud Monitoring takes alert durations in whole minutes only)."
   }
 }
 
@@ -123,16 +124,20 @@ variable "firestore" {
 }
 
 variable "gemini_api_key_secret" {
-  description = "Secret Manager secret holding the Gemini API key (its id, never the value), exposed to every function as RELAY_GEMINI_API_KEY. Null for Vertex AI only (then neither the gemini watch scope nor webhooks can be used)."
+  description = "Secret Manager secret holding the Gemini API key (its id, never the value) and the version the functions read (a number, never \"latest\": a secret environment variable is read when an instance starts, so a pinned version decides which value runs, and changing it rolls the functions), exposed to every function as RELAY_GEMINI_API_KEY. Null for Vertex AI only (then neither the gemini watch scope nor webhooks can be used)."
   type = object({
     project_id = optional(string)
     secret_id  = string
-    version    = optional(string, "latest")
+    version    = string
   })
   default = null
   validation {
     condition     = var.gemini_api_key_secret == null || can(regex("^[A-Za-z0-9_-]{1,255}$", try(var.gemini_api_key_secret.secret_id, "")))
     error_message = "gemini_api_key_secret.secret_id must be a secret id (not a path, not the key)."
+  }
+  validation {
+    condition     = var.gemini_api_key_secret == null || can(regex("^[1-9][0-9]*$", try(var.gemini_api_key_secret.version, "")))
+    error_message = "gemini_api_key_secret.version must be a version number such as \"3\" (not \"latest\"): pin the version the functions read (gcloud secrets versions list SECRET)."
   }
 }
 
@@ -154,7 +159,7 @@ variable "labels" {
 }
 
 variable "poller" {
-  description = "The poll_jobs function and its schedule: memory, timeout (the tick deadline is set 30 s below it), status-request concurrency and retry settings, the per-job publish lease (against overlapping ticks), extra projects whose Vertex AI jobs it (and the reactor, at copy time) may read; the Scheduler interval in seconds (tick_interval_s, must match schedule), the longest a job goes unpolled (max_poll_interval_s), after how long without change a job is reported stalled (stall_after_s, 0 = never) and how many parallel parts a tick is split into (fanout, 1-64)."
+  description = "The poll_jobs function and its schedule: memory, timeout (the tick deadline is set 30 s below it), status-request concurrency and retry settings, the per-job publish lease (against overlapping ticks), whether the relay reads Vertex AI jobs (vertex_ai: roles/aiplatform.viewer for the poller in this project, vertex_projects and the watched Vertex AI scopes' projects; null: true unless a Gemini API key is set and no Vertex AI project or scope is named, i.e. a Gemini-only relay gets no Vertex AI role), extra projects whose Vertex AI jobs it (and the reactor, at copy time) may read (vertex_projects); the Scheduler interval in seconds (tick_interval_s, must match schedule), the longest a job goes unpolled (max_poll_interval_s), after how long without change a job is reported stalled (stall_after_s, 0 = never) and how many parallel parts a tick is split into (fanout, 1-64)."
   type = object({
     concurrency         = optional(number, 32)
     fanout              = optional(number, 1)
@@ -170,6 +175,7 @@ variable "poller" {
     tick_interval_s     = optional(number, 60)
     time_zone           = optional(string, "Etc/UTC")
     timeout_s           = optional(number, 300)
+    vertex_ai           = optional(bool)
     vertex_projects     = optional(list(string), [])
     vertex_region_qpm   = optional(number, 600)
   })
@@ -327,7 +333,7 @@ variable "watch" {
 }
 
 variable "webhooks" {
-  description = "Gemini API batch webhooks: when enabled, a third function (on_gemini_webhook, public: the Gemini API sends no Google identity token) receives deliveries and records the batch at once instead of waiting for the next poll. signing_secrets: Secret Manager secret (its id, never the value) whose value is a comma list of whsec_... signing secrets (RELAY_GEMINI_WEBHOOK_SECRETS); jwks_url: JWKS endpoint for signed-token deliveries (RELAY_GEMINI_JWKS_URL). At least one of the two is needed."
+  description = "Gemini API batch webhooks: when enabled, a third function (on_gemini_webhook, public: the Gemini API sends no Google identity token) receives deliveries and records the batch at once instead of waiting for the next poll. signing_secrets: Secret Manager secret (its id, never the value) whose value is a comma list of whsec_... signing secrets (RELAY_GEMINI_WEBHOOK_SECRETS), and the version the function reads (a number, never \"latest\"); jwks_url: JWKS endpoint for signed-token deliveries (RELAY_GEMINI_JWKS_URL). At least one of the two is needed."
   type = object({
     enabled       = optional(bool, false)
     jwks_url      = optional(string)
@@ -336,7 +342,7 @@ variable "webhooks" {
     signing_secrets = optional(object({
       project_id = optional(string)
       secret_id  = string
-      version    = optional(string, "latest")
+      version    = string
     }))
     timeout_s = optional(number, 60)
   })
@@ -345,6 +351,10 @@ variable "webhooks" {
   validation {
     condition     = var.webhooks.signing_secrets == null ? true : can(regex("^[A-Za-z0-9_-]{1,255}$", var.webhooks.signing_secrets.secret_id))
     error_message = "webhooks.signing_secrets.secret_id must be a secret id (not a path, not a secret value)."
+  }
+  validation {
+    condition     = var.webhooks.signing_secrets == null ? true : can(regex("^[1-9][0-9]*$", var.webhooks.signing_secrets.version))
+    error_message = "webhooks.signing_secrets.version must be a version number such as \"2\" (not \"latest\"): pin the version the webhook function reads (batch-relay webhook register --secret prints it)."
   }
   validation {
     condition     = var.webhooks.jwks_url == null ? true : can(regex("^https://", var.webhooks.jwks_url))

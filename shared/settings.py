@@ -23,6 +23,7 @@ from .batchapi.scopes import WatchScope, parse_scopes
 from .errors import SettingsError, UsageError
 from .log import add_secret
 
+SECRET_MANAGER_URL = "https://secretmanager.googleapis.com"  # noqa: S105 - an endpoint, not a secret
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 ANY_BUCKET = "*"  # RELAY_ALLOWED_BUCKETS=*: copies may go to any bucket (an explicit opt-in)
 
@@ -71,6 +72,8 @@ class Settings:
     firestore_emulator_host: str | None = None
     pubsub_emulator_host: str | None = None
     storage_emulator_host: str | None = None
+    # Only the CLI writes to Secret Manager (``webhook register --secret``); tests point it at a local peer.
+    secret_manager_url: str = SECRET_MANAGER_URL
 
     @property
     def meta_collection(self) -> str:
@@ -120,6 +123,7 @@ class Settings:
             firestore_emulator_host=get.text("FIRESTORE_EMULATOR_HOST"),
             pubsub_emulator_host=get.text("PUBSUB_EMULATOR_HOST"),
             storage_emulator_host=get.url("STORAGE_EMULATOR_HOST"),
+            secret_manager_url=get.url("RELAY_SECRET_MANAGER_URL", secure=True) or SECRET_MANAGER_URL,
         ).register_secrets()
 
 

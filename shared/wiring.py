@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .poller.tick import Poller
     from .reactor.handler import Reaction, Reactor
     from .record.client import FirestoreClient
+    from .secret_versions import SecretVersions
     from .webhooks.jwks import JwksKeys
     from .webhooks.recent import RecentIds
 
@@ -107,11 +108,16 @@ def make_poller(settings: Settings, db: FirestoreClient, publisher_client: Publi
                 now: Callable[[], dt.datetime] | None = None) -> Poller:
     """The tick's Poller over real clients (``store`` may be given, e.g. an instrumented one; ``now``, a
     clock, for tests of the cadence)."""
+    from .batchapi.webhook_admin import WebhookAdmin
     from .poller.tick import Poller
+    from .poller.webhook_health import WebhookHealth
 
     store = store or JobStore(db, settings)
     api = BatchApiClient(http, settings, vertex_auth=vertex_auth(settings))
-    return Poller(settings, store, api, event_publisher(settings, publisher_client), now=now)
+    health = WebhookHealth(settings, store, lambda: WebhookAdmin(http, settings, retry_policy=RetryPolicy(
+        max_attempts=2)))
+    return Poller(settings, store, api, event_publisher(settings, publisher_client), now=now,
+                  webhook_check=health.check)
 
 
 async def run_tick(settings: Settings, db: FirestoreClient, publisher_client: PublisherClient, *,
@@ -183,6 +189,18 @@ async def webhook_admin(settings: Settings, *,
 
     async with http_client(httpx.Timeout(settings.request_timeout_s), transport=transport) as http:
         yield WebhookAdmin(http, settings)
+
+
+@contextlib.asynccontextmanager
+async def secret_versions(settings: Settings, *,
+                          transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[SecretVersions]:
+    """Secret Manager's secret versions (``webhook register --secret``), with Application Default Credentials
+    (a placeholder token to a plain-http ``RELAY_SECRET_MANAGER_URL``: a local test peer)."""
+    from .secret_versions import SecretVersions
+
+    auth = endpoint_auth(settings.secret_manager_url)
+    async with http_client(httpx.Timeout(settings.request_timeout_s), auth=auth, transport=transport) as http:
+        yield SecretVersions(http, settings.secret_manager_url)
 
 
 # -- the reactor --------------------------------------------------------------------------------------------

@@ -56,7 +56,10 @@ SUBSCRIPTION = "google_pubsub_subscription"
 # Settings the code reads that Terraform may leave to the code's default, with the reason. Every other
 # RELAY_* variable (and GOOGLE_CLOUD_PROJECT) in shared/settings.py must be set by infra/main.tf's
 # `settings_env` map. An entry here must have a default in the code (not `required=True`).
-LEFT_TO_CODE_DEFAULT: dict[str, str] = {}
+LEFT_TO_CODE_DEFAULT: dict[str, str] = {
+    "RELAY_SECRET_MANAGER_URL": "only the CLI writes to Secret Manager (webhook register --secret); tests point it "
+                                "at a local peer, deployments never need another endpoint",
+}
 
 # Project-level grants the design allows, because the resource has no IAM of its own.
 PROJECT_LEVEL_ROLES = {
@@ -82,6 +85,7 @@ LOG_METRICS = [
     ("outputs copied", "duration_s", "on_job_event"),
     ("copy failed", None, "on_job_event"),
     ("job stalled", None, "poll_jobs"),
+    ("webhook disabled", None, "poll_jobs"),
 ]
 
 
@@ -817,6 +821,12 @@ def check_monitoring(tf: dict) -> list[str]:
     if not any(metric_refs(tf, t.get("filter")) & errors and "var.alerts." in str(t.get("threshold_value"))
                and "var.alerts." in str(t.get("duration")) for t in threshold):
         problems.append("no alert on a sustained 'status fetch failed' rate (threshold and duration from var.alerts)")
+    disabled = {n for n, b in resources(tf, "google_logging_metric").items()
+                if _metric_line(b) == ("webhook disabled", None)}
+    if not any(metric_refs(tf, one(c, "condition_threshold").get("filter")) & disabled
+               and "var.alerts." in str(p.get("count"))
+               for p in resources(tf, "google_monitoring_alert_policy").values() for c in blocks(p, "conditions")):
+        problems.append("no alert (switched by var.alerts) on the 'webhook disabled' log metric (webhook health)")
     # Monitoring answers 404 for minutes after a log-based metric is created: whatever names a metric
     # takes its name from a time_sleep created after the metrics.
     sleeps = resources(tf, "time_sleep")
@@ -1220,6 +1230,13 @@ def test_log_metrics_and_dashboard(tf):
     assert check_dashboard(tf) == []
 
 
+def test_the_code_writes_every_metered_log_line():
+    """A log-based metric counts lines by their message: each message in LOG_METRICS is a string the code
+    writes (a renamed log line would leave its metric, its chart and its alert at zero)."""
+    code = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "shared").rglob("*.py"))
+    assert [m for m, _, _ in LOG_METRICS if f'"{m}"' not in code] == []
+
+
 # ------------------------------------------------------------------------- the checks fail for real
 
 def _mutated(tf: dict, rtype: str, change) -> dict:
@@ -1356,6 +1373,10 @@ def test_checks_catch_broken_terraform(tf):
     no_agent = copy.deepcopy(tf)
     no_agent["resource"]["google_project_service_identity"] = {}
     assert check_pubsub_agent(no_agent)
+
+    no_health_alert = copy.deepcopy(tf)
+    no_health_alert["resource"]["google_monitoring_alert_policy"].pop("disabled_webhooks")
+    assert any("webhook disabled" in p for p in check_monitoring(no_health_alert))
 
     no_stall = copy.deepcopy(tf)
     no_stall["locals"]["settings_env"].pop("RELAY_STALL_AFTER_S")

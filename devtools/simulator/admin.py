@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 from devtools.simulator import vertex
 from devtools.simulator.faults import parse_faults, parse_list_faults
 from devtools.simulator.jobs import parse_error, parse_stats, parse_steps, short_state
+from devtools.simulator.webhooks import WEBHOOK_STATES
 from devtools.simulator.wire import GEMINI, VERTEX, SpecError, google_error, json_payload
 
 if TYPE_CHECKING:
@@ -137,6 +138,21 @@ def _jwks(sim: Simulator, query: str, data: dict) -> Any:
     return sim.webhooks.jwks()
 
 
+def _webhook_state(sim: Simulator, query: str, data: dict) -> Any:
+    """Set a registered webhook's ``state`` as the Gemini API would (``enabled``, ``disabled``,
+    ``disabled_due_to_failed_deliveries``); a webhook not enabled gets no deliveries."""
+    from devtools.simulator.wire import stamp
+
+    entry = sim.registered.get(data.get("id"))
+    if entry is None:
+        raise SpecError(f"no webhook {data.get('id')!r}", 404)
+    if data.get("state") not in WEBHOOK_STATES:
+        raise SpecError(f"state must be one of {sorted(WEBHOOK_STATES)}")
+    entry[0]["state"] = data["state"]
+    entry[0]["update_time"] = stamp(time.monotonic(), 6)
+    return entry[0]
+
+
 def _reset_stats(sim: Simulator, query: str, data: dict) -> Any:
     sim.reset_stats()
     return {}
@@ -158,4 +174,5 @@ _ROUTES: dict[tuple[str, str], Callable[[Simulator, str, dict], Any]] = {
     ("GET", "/_sim/stats"): _stats,
     ("GET", "/_sim/webhooks/jwks.json"): _jwks,
     ("POST", "/_sim/stats/reset"): _reset_stats,
+    ("POST", "/_sim/webhooks/state"): _webhook_state,
 }

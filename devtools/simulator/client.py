@@ -122,6 +122,10 @@ class SimulatorClient:
     def reset_stats(self) -> None:
         self._call("POST", "/_sim/stats/reset", {})
 
+    def set_webhook_state(self, webhook_id: str, state: str) -> dict:
+        """Set a registered webhook's state (``enabled``, ``disabled``, ``disabled_due_to_failed_deliveries``)."""
+        return self._call("POST", "/_sim/webhooks/state", {"id": webhook_id, "state": state})
+
     def close(self) -> None:
         self._http.close()
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 WEBHOOK_TYPES = {"SUCCEEDED": "batch.succeeded", "FAILED": "batch.failed", "CANCELLED": "batch.cancelled",
                  "EXPIRED": "batch.expired"}
+WEBHOOK_STATES = ("enabled", "disabled", "disabled_due_to_failed_deliveries")  # a static webhook's ``state``
 WEBHOOK_EVENTS = frozenset({*WEBHOOK_TYPES.values(), "interaction.requires_action", "interaction.completed",
                             "interaction.failed", "video.generated"})
 
@@ -173,6 +174,8 @@ def notify(sim: Simulator, job: Job, old: str) -> None:
     if sim.webhooks is not None:
         sim.webhooks.batch_ended(job)
     for resource, sender in sim.registered.values():
+        if resource["state"] != "enabled":  # disabled (POST /_sim/webhooks/state): nothing is delivered
+            continue
         if WEBHOOK_TYPES.get(job.state) in resource["subscribed_events"]:
             sender.batch_ended(job)
 

@@ -18,6 +18,7 @@ from ..errors import BadResponseError, UsageError
 from ..retry import RetryPolicy, retry, send
 from ..settings import Settings
 from .endpoints import gemini_key, webhooks_url
+from .http import HttpPool
 
 # The batch events of the Gemini API's webhook enum; batch-relay takes any batch.* delivery as a nudge.
 BATCH_EVENTS = ("batch.succeeded", "batch.failed", "batch.expired")
@@ -52,10 +53,11 @@ def _webhook(body: Any) -> dict[str, Any]:
 
 
 class WebhookAdmin:
-    """Register, list and unregister over ``http`` (an ``httpx.AsyncClient`` the caller builds and closes);
+    """Register, list and unregister over ``http`` (an ``httpx.AsyncClient`` or the tick's ``HttpPool``, which
+    the caller builds and closes);
     ``endpoints.MissingApiKey`` without the API key. Lists (GET) are retried; a POST or DELETE is sent once."""
 
-    def __init__(self, http: httpx.AsyncClient, settings: Settings, *,
+    def __init__(self, http: httpx.AsyncClient | HttpPool, settings: Settings, *,
                  retry_policy: RetryPolicy | None = None) -> None:
         self._headers = gemini_key(settings)
         self._http = http

@@ -11,8 +11,10 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
+import shlex
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..batchapi import states
@@ -21,8 +23,10 @@ from ..errors import UsageError
 from ..record.model import JobRecord, to_json_value
 from ..record.store import JobStore
 from ..settings import Settings
+from .views import safe
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..batchapi.webhook_admin import WebhookAdmin
     from ..record.client import FirestoreClient
 
 
@@ -83,8 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = hooks.add_parser("register", help="register URL (the on_gemini_webhook function) for the batch events")
     p.add_argument("url")
     p.add_argument("--name", help="a name for it (the API's own id is printed)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--secret", metavar="projects/P/secrets/S",
+                       help="store the signing secret as a new version of this Secret Manager secret (Application "
+                            "Default Credentials); it is not shown")
+    where.add_argument("--secret-file", metavar="PATH",
+                       help="write the signing secret to this new file (mode 0600; an existing file is refused)")
     p.add_argument("--secret-id", default="batch-relay-webhook-secrets", metavar="SECRET",
-                   help="the Secret Manager secret the printed command stores the signing secret in")
+                   help="the Secret Manager secret the instructions name (without --secret)")
     p.add_argument("--json", action="store_true")
     p = hooks.add_parser("unregister", help="remove a webhook by its id")
     p.add_argument("id")
@@ -108,24 +118,28 @@ def main(argv: Sequence[str] | None = None, *, env: dict[str, str] | None = None
             from ..batchapi import webhook_admin
 
             if args.webhook_command == "register":
+                from ..secret_versions import check_secret
+
                 webhook_admin.check_url(args.url)
+                if args.secret:
+                    check_secret(args.secret)
             elif args.webhook_command == "unregister":
                 args.id = webhook_admin.check_id(args.id)
         settings = Settings.from_env(env)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {safe(exc)}", file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     try:
         return _run(args, settings)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {safe(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - anything else means the command could not run
-        print(f"error: could not run: {type(exc).__name__}: {str(exc)[:300]}", file=sys.stderr)
+        print(f"error: could not run: {type(exc).__name__}: {safe(str(exc)[:300])}", file=sys.stderr)
         return 1
 
 
@@ -214,10 +228,13 @@ def _republish(name: str, settings: Settings, store: JobStore) -> int:
     return 0 if left == 0 else 1
 
 
+# runs one call of the webhook client (built and closed around it)
+_Runner = Callable[[Callable[["WebhookAdmin"], Awaitable[Any]]], Coroutine[Any, Any, Any]]
+
+
 def _webhook(args: argparse.Namespace, settings: Settings) -> int:
     from .. import wiring
     from ..batchapi.endpoints import MissingApiKey
-    from ..batchapi.webhook_admin import BATCH_EVENTS, WebhookAdmin
     from ..errors import NotFoundError, PermanentError
 
     async def run(call: Callable[[WebhookAdmin], Awaitable[Any]]) -> Any:
@@ -227,20 +244,8 @@ def _webhook(args: argparse.Namespace, settings: Settings) -> int:
     command = args.webhook_command
     try:
         if command == "register":
-            created = asyncio.run(run(lambda admin: admin.register(args.url, name=args.name)))
-            secret = created["new_signing_secret"]
-            if args.json:
-                print(json.dumps(created, indent=2))
-                return 0
-            print(f"registered webhook {created.get('id') or created.get('name')} -> {args.url}")
-            print(f"  for {', '.join(created.get('subscribed_events') or BATCH_EVENTS)}")
-            print("\nsigning secret, shown this once: store it now")
-            print(f"  {secret}")
-            print("\nstore it where on_gemini_webhook reads RELAY_GEMINI_WEBHOOK_SECRETS "
-                  "(Terraform: webhooks.signing_secrets):")
-            print(f"  printf '%s' '{secret}' | gcloud secrets versions add {args.secret_id} --data-file=-")
-            print("  (to keep an older secret valid while deliveries move over, store both: 'NEW,OLD')")
-        elif command == "unregister":
+            return _register(args, settings, run)
+        if command == "unregister":
             asyncio.run(run(lambda admin: admin.unregister(args.id)))
             print(f"unregistered webhook {args.id}")
         else:
@@ -248,10 +253,10 @@ def _webhook(args: argparse.Namespace, settings: Settings) -> int:
             if args.json:
                 print(json.dumps(hooks, indent=2))
             else:
-                for hook in hooks:
-                    print(f"{hook.get('id') or hook.get('name')}  {hook.get('state', '-'):10}  {hook.get('uri')}  "
-                          f"{','.join(hook.get('subscribed_events') or [])}")
-                print(f"{len(hooks)} webhook(s)")
+                from .views import webhook_table
+
+                for line in webhook_table(hooks):
+                    print(line)
     except MissingApiKey as exc:  # a setting the person has to give
         raise UsageError(str(exc)) from None
     except NotFoundError:
@@ -261,6 +266,90 @@ def _webhook(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(f"the Gemini API refused it: {exc}") from None
         raise
     return 0
+
+
+def _register(args: argparse.Namespace, settings: Settings, run: _Runner) -> int:
+    """Register the webhook; its signing secret goes to a new Secret Manager version (``--secret``), to a
+    new file of mode 0600 (``--secret-file``), or to the terminal once — never into a shell command."""
+    from ..batchapi.webhook_admin import BATCH_EVENTS
+
+    fd = _new_secret_file(args.secret_file) if args.secret_file else None  # refused before registering
+    try:
+        created: dict[str, Any] = dict(asyncio.run(run(lambda admin: admin.register(args.url, name=args.name))))
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+            os.unlink(args.secret_file)
+        raise
+    secret: str = created.pop("new_signing_secret")
+    hook_id = str(created.get("id") or created.get("name"))
+    stored = ""
+    if fd is not None:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(secret)  # no newline: the file is what `gcloud secrets versions add --data-file` stores
+        created["signing_secret_file"] = stored = args.secret_file
+    elif args.secret:
+        try:
+            created["signing_secret_version"] = stored = asyncio.run(_add_secret_version(settings, args.secret,
+                                                                                       secret))
+        except Exception as exc:  # noqa: BLE001 - the secret is lost: the webhook is of no use, take it back
+            return _register_failed(hook_id, args.secret, exc, run)
+    if args.json:
+        print(json.dumps(created if stored else {**created, "new_signing_secret": secret}, indent=2))
+        return 0
+    print(f"registered webhook {safe(hook_id)} -> {safe(args.url)}")
+    print(f"  for {safe(', '.join(created.get('subscribed_events') or BATCH_EVENTS))}")
+    if args.secret:
+        version = stored.rsplit("/", 1)[-1]
+        print(f"\nsigning secret stored as {safe(stored)} (not shown)")
+        print(f"next: pin it (Terraform: webhooks.signing_secrets.version = \"{safe(version)}\") and terraform apply; "
+              "see docs/webhooks.md, \"Rotate a secret\"")
+    elif args.secret_file:
+        print(f"\nsigning secret written to {args.secret_file} (mode 0600, not shown)")
+        print(f"next: store it as a new version of the secret on_gemini_webhook reads ({args.secret_id}):")
+        print(f"  gcloud secrets versions add {args.secret_id} --data-file={shlex.quote(args.secret_file)}")
+        print("  then delete the file, pin the new version (webhooks.signing_secrets.version) and terraform apply")
+    else:
+        print("\nsigning secret, shown this once: store it now")
+        print(f"  {secret}")
+        print(f"\nput it in a new version of the Secret Manager secret {args.secret_id}, which on_gemini_webhook "
+              "reads as RELAY_GEMINI_WEBHOOK_SECRETS (Terraform: webhooks.signing_secrets): paste it into "
+              f"`gcloud secrets versions add {args.secret_id} --data-file=-` (then Ctrl-D), never into a "
+              "command line; then pin that version and terraform apply.")
+        print("  (to keep an older secret valid while deliveries move over, store both: 'NEW,OLD')")
+        print("  next time, --secret projects/P/secrets/S stores it for you, --secret-file PATH writes it to a file")
+    return 0
+
+
+def _new_secret_file(path: str) -> int:
+    """A new file for the signing secret, readable by its owner only; an existing path (a symlink too) is
+    refused, before anything is registered."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(f"{path}: the file exists; refusing to overwrite it (give a new path)") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot create the secret file ({exc.strerror})") from None
+
+
+async def _add_secret_version(settings: Settings, secret: str, value: str) -> str:
+    from .. import wiring
+
+    async with wiring.secret_versions(settings) as versions:
+        return await versions.add(secret, value.encode("utf-8"))
+
+
+def _register_failed(hook_id: str, secret: str, exc: Exception, run: _Runner) -> int:
+    """The secret could not be stored: unregister the webhook (nobody could verify its deliveries)."""
+    print(f"error: could not store the signing secret in {secret}: {safe(exc)}", file=sys.stderr)
+    try:
+        asyncio.run(run(lambda admin: admin.unregister(hook_id)))
+    except Exception as undo:  # noqa: BLE001 - say what is left behind
+        print(f"error: and the webhook {safe(hook_id)} could not be unregistered ({safe(undo)}): remove it with "
+              f"`batch-relay webhook unregister {safe(hook_id)}`", file=sys.stderr)
+    else:
+        print(f"the webhook {safe(hook_id)} was unregistered again; nothing is left behind", file=sys.stderr)
+    return 1
 
 
 def _show(record: JobRecord) -> dict[str, Any]:
@@ -282,7 +371,7 @@ def _format_show(view: dict[str, Any]) -> str:
             inner = ", ".join(f"{k}={json.dumps(to_json_value(v))}" for k, v in value.items()) or "-"
             lines.append(f"{key:17} {inner}")
         else:
-            lines.append(f"{key:17} {'-' if value is None else value}")
+            lines.append(f"{key:17} {'-' if value is None else safe(value)}")
     return "\n".join(lines)
 
 

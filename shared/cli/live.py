@@ -61,9 +61,11 @@ class _WaitView:
                 rate = f"{(progress[0] - self._first[1]) / (now - self._first[0]):.1f}/s"
         if self._progress is not None and self._task is not None:
             total = progress[1] if progress else None
+            from rich.markup import escape  # the columns are markup: an API's text must not be read as it
+
             self._progress.update(self._task, total=total, completed=progress[0] if progress else 0,
-                                  state=views.short_state(public), version=record.version, rate=rate,
-                                  note=views.note_cell(public)[:60])
+                                  state=escape(views.safe(views.short_state(public))), version=record.version,
+                                  rate=rate, note=escape(views.safe(views.note_cell(public))[:60]))
             return
         text = views.line(public)
         if text != self._last:

@@ -2,6 +2,11 @@
 demo's live view, as plain text, and — when the optional ``rich`` library is installed
 (``pip install 'batch-relay[cli]'``) — as a table with progress bars. Without ``rich``, every view
 falls back to plain lines. Records are public records (``JobRecord.public()``: JSON values).
+
+Every string an API or a record supplies (a display name, an error message, a URI) goes through
+``safe`` before it reaches a terminal: control characters (C0, ESC, DEL, C1) and other unprintable
+ones (bidirectional overrides, line separators) become visible escapes, so a job's error message
+cannot move the cursor, recolour the screen or hide text. ``--json`` output is JSON (already escaped).
 """
 
 from __future__ import annotations
@@ -20,6 +25,16 @@ STATE_STYLES: dict[str, str] = {
     JobState.CANCELLED: "magenta", JobState.CANCELLING: "magenta", JobState.EXPIRED: "red", JobState.RUNNING: "cyan",
     JobState.PAUSED: "yellow",
 }
+
+
+def safe(text: object) -> str:
+    """``text`` fit for a terminal: every unprintable character (``str.isprintable``: C0 and C1 controls,
+    ESC, DEL, format characters such as U+202E, line and paragraph separators) as its Python escape
+    (``\\x1b``, ``\\n``, ``\\u202e``); printable text, non-ASCII letters included, unchanged."""
+    value = text if isinstance(text, str) else str(text)
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in value)
 
 
 def have_rich() -> bool:
@@ -90,16 +105,17 @@ def note_cell(record: dict[str, Any]) -> str:
 def line(record: dict[str, Any], label: Callable[[str], str] = str) -> str:
     """One plain line: what ``list --follow`` and ``wait`` print per change when not drawing."""
     note = note_cell(record)
-    return (f"{label(record.get('name', '?'))}  {short_state(record)}  v{record.get('version', 0)}  "
-            f"{counts_cell(record)}  copy {copy_cell(record)}" + (f"  {note}" if note else ""))
+    return safe(f"{label(record.get('name', '?'))}  {short_state(record)}  v{record.get('version', 0)}  "
+                f"{counts_cell(record)}  copy {copy_cell(record)}" + (f"  {note}" if note else ""))
 
 
 COLUMNS = ("JOB", "API", "STATE", "VER", "OK/FAIL/LEFT", "COPY", "NOTE")
 
 
 def rows(records: Iterable[dict[str, Any]], label: Callable[[str], str] = str) -> list[tuple[str, ...]]:
-    return [(label(r.get("name", "?")), r.get("api") or "-", short_state(r), str(r.get("version", 0)),
-             counts_cell(r), copy_cell(r), note_cell(r)) for r in records]
+    return [tuple(safe(cell) for cell in (label(r.get("name", "?")), r.get("api") or "-", short_state(r),
+                                          str(r.get("version", 0)), counts_cell(r), copy_cell(r), note_cell(r)))
+            for r in records]
 
 
 def plain_table(records: Iterable[dict[str, Any]], label: Callable[[str], str] = str) -> list[str]:
@@ -131,8 +147,36 @@ def rich_table(records: Iterable[dict[str, Any]], *, label: Callable[[str], str]
             bar = ProgressBar(total=None, width=bar_width, pulse=not record.get("terminal"))
         else:
             bar = ProgressBar(total=progress[1], completed=progress[0], width=bar_width)
-        style = STATE_STYLES.get(record.get("state") or "", "")
-        table.add_row(label(record.get("name", "?")), record.get("api") or "-",
-                      Text(short_state(record), style=style), str(record.get("version", 0)), bar,
-                      counts_cell(record), copy_cell(record), Text(note_cell(record), style="dim"))
+        # Text, never str: a plain string cell would be read as rich markup ("[link=…]" in a display name)
+        table.add_row(Text(safe(label(record.get("name", "?")))), Text(safe(record.get("api") or "-")),
+                      Text(safe(short_state(record)), style=STATE_STYLES.get(record.get("state") or "", "")),
+                      Text(str(record.get("version", 0))),
+                      bar, Text(safe(counts_cell(record))), Text(safe(copy_cell(record))),
+                      Text(safe(note_cell(record)), style="dim"))
     return table
+
+
+# -- the project's Gemini API webhooks (``batch-relay webhook list``) -------------------------------------------
+
+WEBHOOK_COLUMNS = ("ID", "STATE", "URI", "EVENTS")
+WEBHOOK_STATES = {"enabled": "enabled", "disabled": "DISABLED",
+                  "disabled_due_to_failed_deliveries": "DISABLED (failed deliveries)"}
+
+
+def webhook_table(hooks: Iterable[dict[str, Any]]) -> list[str]:
+    """The webhooks as plain lines, their state first among the facts (a webhook the Gemini API disabled
+    after a day of failed deliveries gets nothing more), and a closing count of the ones not enabled."""
+    hooks = list(hooks)
+    table = [WEBHOOK_COLUMNS]
+    for hook in hooks:
+        state = str(hook.get("state") or "-")
+        events = ",".join(str(e) for e in hook.get("subscribed_events") or [])
+        table.append((safe(hook.get("id") or hook.get("name") or "?"), safe(WEBHOOK_STATES.get(state, state)),
+                      safe(hook.get("uri") or "-"), safe(events)))
+    widths = [max(len(row[i]) for row in table) for i in range(len(WEBHOOK_COLUMNS) - 1)]
+    lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]]).rstrip()
+             for row in table]
+    off = sum(1 for hook in hooks if hook.get("state") not in (None, "enabled"))
+    lines.append(f"{len(hooks)} webhook(s)" + (f", {off} not enabled: deliveries to it stopped (docs/webhooks.md, "
+                                                "\"Webhook health\")" if off else ""))
+    return lines

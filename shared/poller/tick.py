@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 from ..batchapi.client import BatchApiClient
 from ..batchapi.names import JobName
@@ -35,6 +35,7 @@ from .apply import Applier
 from .fanout import Part
 from .summary import TickSummary
 from .watch import ScopeRun
+from .webhook_health import no_check
 
 __all__ = ["Poller", "TickSummary"]
 
@@ -48,7 +49,8 @@ class Poller:
 
     def __init__(self, settings: Settings, store: JobStore, api: BatchApiClient, publisher: EventPublisher,
                  *, now: Callable[[], dt.datetime] | None = None, clock: Callable[[], float] = time.monotonic,
-                 sweep: bool = True, scopes: tuple[WatchScope, ...] | None = None) -> None:
+                 sweep: bool = True, scopes: tuple[WatchScope, ...] | None = None,
+                 webhook_check: Callable[[dt.datetime], Awaitable[object]] = no_check) -> None:
         self.settings = settings
         self._store = AsyncStore(store)
         self.api = api
@@ -56,6 +58,7 @@ class Poller:
         self.clock = clock
         self._sweep = sweep
         self._scopes = settings.watch if scopes is None else scopes
+        self.webhook_check = webhook_check  # webhook_health: at most hourly, never fails the tick
         self.outbox = Outbox(store, publisher)
         self.owner = self.outbox.owner
         self.tick_no = cadence.tick_number(self._now(), settings)
@@ -105,6 +108,7 @@ class Poller:
             await run.settle(summary)
         if global_work:
             await self._retire_scopes(summary)
+            await self.webhook_check(self._now())
         summary.duration_s = self.clock() - started
         fields = {"part": fanned.index, "parts": fanned.count} if fanned is not None else {}
         await self._store.heartbeat(summary.as_dict(), self._now(), fanned.index if fanned is not None else None,

@@ -1,14 +1,19 @@
-"""What the meta collection stores of ticks: the heartbeat (``heartbeat``: the last tick's summary) and
-the parts of a fanned-out tick (``heartbeat-part-{i}``), and the bounded read the CLI probes with."""
+"""What the meta collection stores of ticks: the heartbeat (``heartbeat``: the last tick's summary), the
+parts of a fanned-out tick (``heartbeat-part-{i}``), when the webhooks' health was last checked
+(``webhook-check``), and the bounded read the CLI probes with."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import StoreBase
 
+if TYPE_CHECKING:  # pragma: no cover
+    from google.cloud.firestore_v1.transaction import Transaction
+
 HEARTBEAT = "heartbeat"
+WEBHOOK_CHECK = "webhook-check"
 
 
 class Heartbeats(StoreBase):
@@ -27,6 +32,26 @@ class Heartbeats(StoreBase):
             if data and data.get("tick") == tick and isinstance(data.get("part"), int):
                 out[data["part"]] = data.get("summary") or {}
         return out
+
+    def claim_webhook_check(self, now: dt.datetime, every: dt.timedelta) -> tuple[bool, dt.datetime]:
+        """Whether the caller checks the webhooks now — none was checked within ``every`` — and when the
+        next check is due. The claim is written in a transaction before the check, so of many instances
+        one checks, and a check that fails is not retried before ``every`` is up either."""
+        from google.cloud import firestore
+
+        ref = self._meta.document(WEBHOOK_CHECK)
+
+        @firestore.transactional
+        def run(txn: Transaction) -> tuple[bool, dt.datetime]:
+            doc = ref.get(transaction=txn)
+            last = (doc.to_dict() or {}).get("checked_at") if doc.exists else None
+            if isinstance(last, dt.datetime) and last <= now < last + every:
+                return False, last + every
+            txn.set(ref, {"checked_at": now})
+            return True, now + every
+
+        claimed: tuple[bool, dt.datetime] = run(self._db.transaction())
+        return claimed
 
     def read_heartbeat(self) -> dict[str, Any] | None:
         doc = self._meta.document(HEARTBEAT).get()
