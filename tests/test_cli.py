@@ -311,7 +311,7 @@ def test_follow_and_wait_escape_what_the_api_says(relay, simulator, function_env
     stop = threading.Event()
     out = io.StringIO()
     follower = threading.Thread(target=live.follow_command, args=(relay.db, relay.settings),
-                                kwargs={"out": out, "stop": stop})
+                                kwargs={"out": out, "stop": stop, "finished": True})  # esc-2 is finished: --all
     follower.start()
     for _ in range(100):
         if "esc-2" in out.getvalue():
