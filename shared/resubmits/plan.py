@@ -197,7 +197,7 @@ class Plan:
                          f"(start, then upload, finalize), streamed from {self.failed.uri}"},
                 {"method": "POST", "url": batch_create_url(settings, self.model),
                  "body": {"batch": {"displayName": self.display_name, "model": f"models/{self.model}",
-                                    "inputConfig": {"fileName": "files/… (the uploaded file)"}}}},
+                                    "inputConfig": {"fileName": "files/... (the uploaded file)"}}}},
             ]
         job = self.record.job
         return [{"method": "POST", "url": vertex_create_url(settings, job.project or "", job.location or ""),
