@@ -92,6 +92,7 @@ locals {
     jobs_publish_lease      = { collection = var.firestore.collection, field = "publish_lease" }
     jobs_copy_lease_until   = { collection = var.firestore.collection, field = "copy_lease_until" }
     jobs_outbox             = { collection = var.firestore.collection, field = "outbox" }
+    jobs_resubmit_claim     = { collection = var.firestore.collection, field = "resubmit_claim" }
     transitions_observed_at = { collection = "transitions", field = "observed_at" }
     transitions_event       = { collection = "transitions", field = "event" }
     meta_entries            = { collection = "${var.firestore.collection}_meta", field = "entries" }

@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .poller.tick import Poller
     from .reactor.handler import Reaction, Reactor
     from .record.client import FirestoreClient
+    from .resubmits.runner import Resubmitter
     from .secret_versions import SecretVersions
     from .webhooks.jwks import JwksKeys
     from .webhooks.recent import RecentIds
@@ -243,3 +244,27 @@ def react_to_cloud_event(cloud_event: Any, settings: Settings, db: FirestoreClie
             return await r.handle(trigger)
 
     return asyncio.run(run())
+
+
+# -- resubmit -----------------------------------------------------------------------------------------------
+
+@contextlib.asynccontextmanager
+async def resubmitter(settings: Settings, db: FirestoreClient, *, store: JobStore | None = None,
+                      transport: httpx.AsyncBaseTransport | None = None,
+                      clock: Callable[[], dt.datetime] | None = None) -> AsyncIterator[Resubmitter]:
+    """A Resubmitter over the async clients of one call (closed when the block ends): Cloud Storage (to read
+    ``failed.jsonl``), the Gemini API (upload, create, list) and Vertex AI (create, list). ``store`` and
+    ``clock`` may be given (tests: an instrumented store, a clock past a claim's lease)."""
+    from .batchapi.create import GeminiCreate, VertexCreate
+    from .reactor.storage import StorageClient, storage_base_url
+    from .resubmits.runner import Resubmitter
+
+    store = store or JobStore(db, settings)
+    gcs_base = storage_base_url(settings.storage_emulator_host)
+    gcs_auth = endpoint_auth(gcs_base, emulator=settings.storage_emulator_host is not None)
+    timeout = httpx.Timeout(settings.request_timeout_s, read=120.0)
+    async with http_client(timeout, auth=gcs_auth, transport=transport) as gcs_http, \
+            http_client(timeout, transport=transport) as api_http:
+        storage = StorageClient(gcs_http, base_url=gcs_base, retry=RetryPolicy(max_attempts=settings.max_attempts))
+        yield Resubmitter(settings, store, storage, GeminiCreate(api_http, settings),
+                          VertexCreate(api_http, settings, vertex_auth=vertex_auth(settings)), clock=clock)

@@ -60,7 +60,8 @@ Admin API (JSON in and out, never delayed, never faulted, not counted in stats):
   ``requests`` spec holds (Gemini ``responses.jsonl`` or ``inline.json`` and ``input.jsonl``; Vertex its
   prediction shards)
 - ``GET  /_sim/stats`` -> ``{"requests", "status_gets", "by_code", "max_in_flight", "in_flight",
-  "user_projects", "per_job_gets", "connections_opened", "connections_open", "list_pages", "list_filters"}``;
+  "user_projects", "per_job_gets", "connections_opened", "connections_open", "list_pages", "list_filters",
+  "creates"}`` (``creates``: batches made by each API's create call, per api);
   ``POST /_sim/stats/reset``
 - ``GET  /_sim/config``
 

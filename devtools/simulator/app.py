@@ -64,6 +64,7 @@ class Simulator:
         self.connections_opened = 0
         self.list_pages: collections.Counter = collections.Counter()  # per api
         self.list_filters: list[str] = []  # the Vertex filters received, in order (the last 50)
+        self.creates: collections.Counter = collections.Counter()  # batches created through each API
 
     def apply_config(self, cfg: dict, replace: bool = False) -> None:
         if replace:
@@ -175,6 +176,7 @@ class Simulator:
                 "user_projects": list(self.user_projects), "per_job_gets": dict(self.per_job_gets),
                 "connections_opened": self.connections_opened, "connections_open": len(self.connections),
                 "list_pages": dict(self.list_pages), "list_filters": list(self.list_filters),
+                "creates": dict(self.creates),
                 "webhooks": self.webhooks.stats() if self.webhooks is not None else None}
 
     def add_jobs(self, specs: Any) -> int:
@@ -217,6 +219,7 @@ class Simulator:
         now = time.monotonic()
         job = Job(spec, now, batch=batch, gemini_input=gemini_input)
         self._install(job, now)
+        self.creates[job.api] += 1
         return job
 
     def write_outputs(self, job: Job) -> None:

@@ -12,10 +12,16 @@
 Both creates return the new job's ``JobStatus``. Only the upload's ``start`` is retried (it creates
 nothing): an upload or a create that fails is not sent again here, since a second create is a second batch,
 billed again. Their errors are those of ``retry.send``.
+
+Neither create takes a request id, so a caller that does not know whether its create went through looks
+for the batch first: ``GeminiCreate.find_batch`` (the batch of a display name, among those the API key
+lists) and ``VertexCreate.find_job`` (the job with some labels, by a list ``filter``). Lists are read
+(retried) page by page; one that does not end within ``MAX_FIND_PAGES`` is an error, never "not found".
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterable
 from typing import Any
@@ -30,12 +36,33 @@ from .endpoints import (
     file_upload_url,
     gemini_key,
     is_gemini_origin,
+    list_url,
     model_id,
     vertex_create_url,
 )
+from .listing import PAGE_SIZE, ListedJob, parse_page
+from .names import Api
+from .scopes import WatchScope
 from .wire import JobStatus
 
 JSONL = "application/jsonl"
+MAX_FIND_PAGES = 500
+
+
+async def _find(http: httpx.AsyncClient, url: str, scope: WatchScope, params: dict[str, Any], policy: RetryPolicy,
+                match: Any, **kw: Any) -> JobStatus | None:
+    """The first listed item ``match`` accepts, as a status; None when the whole list has none."""
+    params = {"pageSize": PAGE_SIZE, **params}
+    for _ in range(MAX_FIND_PAGES):
+        response = await retry(functools.partial(send, http, "GET", url, params=dict(params), **kw), policy)
+        page = parse_page(scope, _json(response, "list"))
+        for item in page.items:
+            if match(item):
+                return item.status()
+        if not page.next_token:
+            return None
+        params["pageToken"] = page.next_token
+    raise BadResponseError(f"the list did not end within {MAX_FIND_PAGES} pages")
 
 
 def _json(response: httpx.Response, what: str) -> Any:
@@ -95,6 +122,16 @@ class GeminiCreate:
             reply = {"name": reply["name"], "metadata": reply}  # the batch itself rather than its Operation
         return JobStatus.from_gemini(reply)
 
+    async def find_batch(self, display_name: str) -> JobStatus | None:
+        """The batch named ``display_name`` among every batch the API key lists (None: there is none)."""
+        def named(item: ListedJob) -> bool:
+            meta = item.raw.get("metadata")
+            return isinstance(meta, dict) and meta.get("displayName") == display_name
+
+        scope = WatchScope(Api.GEMINI)
+        return await _find(self._http, list_url(self._settings, scope), scope, {}, self._retry, named,
+                           headers=gemini_key(self._settings))
+
 
 def vertex_job_body(*, display_name: str, model: str, input_uris: list[str], output_prefix: str,
                     labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -110,13 +147,32 @@ def vertex_job_body(*, display_name: str, model: str, input_uris: list[str], out
     return body
 
 
+def labels_filter(labels: dict[str, str]) -> str:
+    """A Vertex list ``filter`` for the jobs carrying every one of ``labels`` (keys and values as label
+    rules allow them: lowercase letters, digits, ``_`` and ``-``)."""
+    return " AND ".join(f'labels.{key}="{value}"' for key, value in sorted(labels.items()))
+
+
 class VertexCreate:
     """``batchPredictionJobs.create`` over ``http``, authenticated with ``vertex_auth`` (an ``httpx.Auth``)."""
 
-    def __init__(self, http: httpx.AsyncClient, settings: Settings, *, vertex_auth: httpx.Auth | None = None) -> None:
+    def __init__(self, http: httpx.AsyncClient, settings: Settings, *, vertex_auth: httpx.Auth | None = None,
+                 retry_policy: RetryPolicy | None = None) -> None:
         self._http = http
         self._settings = settings
         self._auth = vertex_auth
+        self._retry = retry_policy or RetryPolicy(max_attempts=settings.max_attempts)
+
+    async def find_job(self, project: str, location: str, labels: dict[str, str]) -> JobStatus | None:
+        """The job of ``projects/{project}/locations/{location}`` carrying all of ``labels`` (None: none)."""
+        def labelled(item: ListedJob) -> bool:
+            have = item.raw.get("labels")
+            return isinstance(have, dict) and all(have.get(k) == v for k, v in labels.items())
+
+        scope = WatchScope(Api.VERTEX, project, location)
+        auth: Any = httpx.USE_CLIENT_DEFAULT if self._auth is None else self._auth
+        return await _find(self._http, list_url(self._settings, scope), scope, {"filter": labels_filter(labels)},
+                           self._retry, labelled, auth=auth)
 
     async def create_job(self, project: str, location: str, body: dict[str, Any]) -> JobStatus:
         """A new job under ``projects/{project}/locations/{location}`` (``body``: ``vertex_job_body``)."""

@@ -1,5 +1,5 @@
 """``batch-relay`` command line (contract A7). ``views`` formats records; ``live`` holds the commands that
-follow the store's listeners (``wait``, ``list --follow``).
+follow the store's listeners (``wait``, ``list --follow``); ``resubmit``, the command of that name.
 
 Exit codes: 0 done; 1 could not run (e.g. Firestore unreachable); 2 bad usage or input, one clear
 line on stderr and nothing written. ``--json`` prints one JSON document.
@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p = sub.add_parser("recopy", help="re-run a failed or stuck copy as a new attempt")
     p.add_argument("name")
+    p = sub.add_parser("resubmit", help="a new batch from a job's failed requests (failed.jsonl), tracked with parent")
+    p.add_argument("name")
+    p.add_argument("--again", action="store_true", help="make another batch even if one was made before")
+    p.add_argument("--dry-run", action="store_true", help="print what would be sent; send and write nothing")
+    p.add_argument("--json", action="store_true")
     p = sub.add_parser("webhook", help="the project's static Gemini API webhooks for batch events")
     hooks = p.add_subparsers(dest="webhook_command", required=True, parser_class=_Parser)
     p = hooks.add_parser("register", help="register URL (the on_gemini_webhook function) for the batch events")
@@ -188,6 +193,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(view, indent=2) if args.json else _format_show(view))
     elif command == "republish":
         return _republish(args.name, settings, store)
+    elif command == "resubmit":
+        from .resubmit import resubmit_command
+
+        return resubmit_command(db, store, settings, args.name, again=args.again, dry_run=args.dry_run,
+                                as_json=args.json)
     elif command == "recopy":
         result = _recopy(args.name, settings, db, store)
         print(json.dumps(result))

@@ -23,7 +23,7 @@ from ..batchapi.wire import JobStatus
 from ..errors import UsageError
 from ..events import event as events
 from ..settings import Settings
-from .model import EVERY_TICK, CopyState, CopyStatus, JobRecord, Lease, TrackedBy, transition_id
+from .model import EVERY_TICK, CopyState, CopyStatus, JobRecord, Lease, ResubmitClaim, TrackedBy, transition_id
 
 
 class PollResult(enum.StrEnum):
@@ -465,3 +465,134 @@ def recopy(record: JobRecord | None, name: str) -> Outcome[JobRecord]:
     after = record.replace(copy=CopyState(attempt=record.copy.attempt + 1), copy_lease_until=None,
                            copy_waiting_since=None)
     return Outcome(after, Change(after))
+
+
+# -- resubmits ----------------------------------------------------------------------------------------------
+# ``batch-relay resubmit``: a new batch from a job's failed requests. The job keeps a claim while the batch is
+# being made (``resubmit_claim``: a request id, the retry number ``n``, a lease), so that two resubmits never
+# both create one, and an interrupted one is finished — its batch looked for first — rather than started
+# again. Retry numbers count the batches of a lineage: the first job of a chain of resubmits holds the counter.
+
+class ResubmitStep(enum.StrEnum):
+    """What beginning a resubmit found."""
+
+    FRESH = "fresh"  # a new retry number is ours: create the batch
+    RESUME = "resume"  # an interrupted resubmit (its claim ran out) is ours to finish: look for its batch first
+    EXISTING = "existing"  # already resubmitted, and not ``--again``: that batch is the answer
+    BUSY = "busy"  # another resubmit holds a live claim: look for its batch; if none is listed, wait
+
+
+@dataclasses.dataclass(frozen=True)
+class ResubmitStart:
+    """What ``begin_resubmit`` decided: the step, the retry number, the claim (ours, or the live one of
+    another resubmit when ``BUSY``), the batch already made (``EXISTING``), the lineage's first job (whose
+    counter numbered it) and that record's change when it is another record than the job's."""
+
+    step: ResubmitStep
+    n: int = 0
+    claim: ResubmitClaim | None = None
+    existing: str | None = None
+    root: str = ""
+    root_change: Change | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ResubmitFinish:
+    """What ``finish_resubmit`` did: whether the job's ``resubmitted_as`` names the batch now (``linked``;
+    False when a later resubmit of the job has taken its place), and the batch's record after (created when
+    ``created``), with the change that writes it."""
+
+    linked: bool
+    record: JobRecord
+    created: bool
+    child_change: Change | None = None
+
+
+def lineage_root(record: JobRecord, root: JobRecord | None) -> JobRecord:
+    """The record that numbers a resubmit of ``record``: the first job of its lineage (``root``, as read),
+    or the job itself when it starts one, or when that first job is no longer tracked."""
+    if record.lineage and root is not None and root.name == record.lineage:
+        return root
+    return record
+
+
+def next_retry(record: JobRecord, root: JobRecord | None) -> int:
+    """The retry number a resubmit of ``record`` would take now: the interrupted one's, or the next free."""
+    if record.resubmit_claim is not None:
+        return record.resubmit_claim.n
+    return lineage_root(record, root).resubmits + 1
+
+
+def begin_resubmit(record: JobRecord | None, root: JobRecord | None, name: str, *, request_id: str, again: bool,
+                   now: dt.datetime, lease_s: float) -> Outcome[ResubmitStart]:
+    """Begin a resubmit of ``record``'s failed requests (``root``: the first job of its lineage, as read;
+    None when it has none or it is gone). A claim already there is finished first — a live one of another
+    request is ``BUSY``, one that ran out is taken over (``RESUME``, the same ``n``) — with or without
+    ``again``; then a job already resubmitted is ``EXISTING`` unless ``again``; else a new retry number is
+    counted on the lineage's first job and claimed (``FRESH``). ``UsageError`` when the job is not tracked."""
+    if record is None:
+        raise UsageError(f"{name} is not tracked")
+    until = now + dt.timedelta(seconds=lease_s)
+    first = lineage_root(record, root)
+    claim = record.resubmit_claim
+    if claim is not None:
+        if claim.active(now) and claim.id != request_id:
+            return Outcome(ResubmitStart(ResubmitStep.BUSY, claim.n, claim, root=first.name))
+        mine = ResubmitClaim(request_id, claim.n, until, claim.at)
+        return Outcome(ResubmitStart(ResubmitStep.RESUME, claim.n, mine, root=first.name),
+                       Change(record.replace(resubmit_claim=mine)))
+    if record.resubmitted_as and not again:
+        return Outcome(ResubmitStart(ResubmitStep.EXISTING, existing=record.resubmitted_as, root=first.name))
+    n = first.resubmits + 1
+    mine = ResubmitClaim(request_id, n, until, now)
+    after = record.replace(resubmit_claim=mine)
+    root_change = None
+    if first is record:
+        after = after.replace(resubmits=n)
+    else:
+        root_change = Change(first.replace(resubmits=n))
+    return Outcome(ResubmitStart(ResubmitStep.FRESH, n, mine, root=first.name, root_change=root_change),
+                   Change(after))
+
+
+def renew_resubmit(record: JobRecord | None, request_id: str, now: dt.datetime, lease_s: float) -> Outcome[bool]:
+    """Hold our claim a lease longer (True); False, and nothing to write, when it is no longer ours."""
+    claim = record.resubmit_claim if record is not None else None
+    if record is None or claim is None or claim.id != request_id:
+        return Outcome(False)
+    mine = dataclasses.replace(claim, until=now + dt.timedelta(seconds=lease_s))
+    return Outcome(True, Change(record.replace(resubmit_claim=mine)))
+
+
+def release_resubmit(record: JobRecord | None, request_id: str, now: dt.datetime) -> Outcome[bool]:
+    """End our claim's lease now, keeping its retry number: the batch was certainly not created, so the next
+    resubmit takes the claim over at once (and still looks for a batch first). False when it is not ours."""
+    claim = record.resubmit_claim if record is not None else None
+    if record is None or claim is None or claim.id != request_id:
+        return Outcome(False)
+    return Outcome(True, Change(record.replace(resubmit_claim=dataclasses.replace(claim, until=now))))
+
+
+def finish_resubmit(record: JobRecord | None, child: JobRecord | None, *, parent: str, batch: JobName, n: int,
+                    root: str, destination: str | None, labels: dict[str, str],
+                    now: dt.datetime) -> Outcome[ResubmitFinish]:
+    """Record a batch made of ``parent``'s failed requests (retry ``n`` of the lineage that starts at
+    ``root``): the parent's ``resubmitted_as`` names it and its claim ends, when the claim is still the one
+    of that retry number (whoever made the batch: a resubmit that found an interrupted one's batch finishes
+    it too); and the batch is tracked (``tracked_by = track``) with ``parent``, the parent's labels and the
+    retry's destination — or, already tracked (a watched scope found it first), given what it lacks. The
+    parent's change is the Outcome's; the batch's is in its result. A parent no longer tracked only loses
+    the link: the batch, made and paid for, is tracked all the same."""
+    if child is None:
+        fresh = JobRecord.new(batch, destination=destination, labels=labels, now=now, tracked_by=TrackedBy.TRACK)
+        fresh = fresh.replace(parent=parent, lineage=root)
+        made = ResubmitFinish(False, fresh, True, Change(fresh))
+    else:
+        after = child.replace(parent=child.parent or parent, lineage=child.lineage or root,
+                              labels={**labels, **child.labels}, destination=child.destination or destination)
+        made = ResubmitFinish(False, after, False, None if after == child else Change(after))
+    claim = record.resubmit_claim if record is not None else None
+    if record is not None and claim is not None and claim.n == n:
+        linked = record.replace(resubmitted_as=batch.name, resubmit_claim=None)
+        return Outcome(dataclasses.replace(made, linked=True), Change(linked))
+    return Outcome(dataclasses.replace(made, linked=record is not None and record.resubmitted_as == batch.name))

@@ -73,6 +73,10 @@ def _int(value: Any, default: int = 0) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _map(value: Any) -> dict[str, Any] | None:
     return dict(value) if isinstance(value, dict) else None
 
@@ -138,12 +142,38 @@ class Lease:
         return self.until > now
 
 
+@dataclasses.dataclass(frozen=True)
+class ResubmitClaim:
+    """A resubmit under way (``batch-relay resubmit``), kept on the job whose failed requests it sends: its
+    request ``id``, its retry number ``n`` (the batch's display name or labels follow from it, so a later
+    attempt can look for the batch before creating one), and until when its owner holds it."""
+
+    id: str
+    n: int
+    until: dt.datetime
+    at: dt.datetime
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> ResubmitClaim | None:
+        if not isinstance(doc, dict) or not isinstance(doc.get("until"), dt.datetime):
+            return None
+        at = doc.get("at")
+        return cls(str(doc.get("id") or ""), _int(doc.get("n"), 1) or 1, doc["until"],
+                   at if isinstance(at, dt.datetime) else doc["until"])
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"id": self.id, "n": self.n, "until": self.until, "at": self.at}
+
+    def active(self, now: dt.datetime) -> bool:
+        return self.until > now
+
+
 # The A4 fields, in order; everything else on the document is internal bookkeeping.
 PUBLIC_FIELDS = (
     "name", "api", "state", "terminal", "version", "tracking_id", "display_name", "model",
     "create_time", "start_time", "end_time", "update_time", "completion_stats", "error", "output",
     "destination", "labels", "copy", "tracked_at", "polled_at", "last_poll_error", "tracked_by",
-    "changed_at", "stalled_at",
+    "changed_at", "stalled_at", "parent", "resubmitted_as",
 )
 
 
@@ -176,6 +206,8 @@ class JobRecord:
     tracked_by: TrackedBy = TrackedBy.TRACK
     changed_at: dt.datetime | None = None
     stalled_at: dt.datetime | None = None
+    parent: str | None = None  # the job whose failed requests this batch resubmits
+    resubmitted_as: str | None = None  # the latest batch made of this job's failed requests
     # -- internal bookkeeping (never in events) --
     shard: int = 0
     has_unpublished: bool = False
@@ -192,6 +224,12 @@ class JobRecord:
     poll_slot: str = EVERY_TICK
     watch_scope: str = ""
     watch_part: int = 0
+    # Resubmits: ``lineage`` names the first job of the chain this batch resubmits (its root; "" for a job that
+    # resubmits nothing); on that first job, ``resubmits`` counts the batches its lineage made (the ``n`` of
+    # ``/retry-{n}``); ``resubmit_claim`` is a resubmit of this job's failed requests under way.
+    lineage: str = ""
+    resubmits: int = 0
+    resubmit_claim: ResubmitClaim | None = None
 
     # -- construction ----------------------------------------------------------------------------------
     @classmethod
@@ -222,12 +260,15 @@ class JobRecord:
             copy=CopyState.from_doc(doc.get("copy")), tracked_at=doc.get("tracked_at"), polled_at=polled_at,
             last_poll_error=_map(doc.get("last_poll_error")), tracked_by=tracked_by,
             changed_at=doc.get("changed_at", polled_at), stalled_at=doc.get("stalled_at"),
+            parent=_str(doc.get("parent")), resubmitted_as=_str(doc.get("resubmitted_as")),
             shard=_int(doc.get("shard"), shard_of(name)), has_unpublished=bool(doc.get("has_unpublished")),
             published_version=_int(doc.get("published_version")), outbox=_map(doc.get("outbox")) or {},
             publish_lease=Lease.from_doc(doc.get("publish_lease")), copy_lease_until=doc.get("copy_lease_until"),
             copy_waiting_since=doc.get("copy_waiting_since"), expire_at=doc.get("expire_at"),
             poll_slot=doc.get("poll_slot", "" if doc.get("terminal") else EVERY_TICK),
             watch_scope=doc.get("watch_scope") or "", watch_part=_int(doc.get("watch_part")),
+            lineage=_str(doc.get("lineage")) or "", resubmits=_int(doc.get("resubmits")),
+            resubmit_claim=ResubmitClaim.from_doc(doc.get("resubmit_claim")),
         )
 
     # -- views -----------------------------------------------------------------------------------------
@@ -236,7 +277,7 @@ class JobRecord:
         doc: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if isinstance(value, (CopyState, Lease)):
+            if isinstance(value, (CopyState, Lease, ResubmitClaim)):
                 value = value.to_doc()
             elif isinstance(value, enum.Enum):
                 value = value.value
