@@ -3,18 +3,21 @@ with four poll_jobs instances behind one URL, the parts pushed over Pub/Sub."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import dataclasses
 import json
 import time
 
 import httpx
 import pytest
 
+from batch_relay.batchapi.quota import share
 from batch_relay.batchapi.scopes import WatchScope
 from batch_relay.poller import fanout
 from batch_relay.record.model import SHARDS
 from batch_relay.settings import Settings
-from devtools.simulator import SimulatorClient, gemini_spec
+from devtools.simulator import SimulatorClient, gemini_spec, vertex_spec
 from devtools.stack import LocalStack
 
 
@@ -45,6 +48,36 @@ def test_bodies_poll_jobs_takes(body, expected):
 def test_bad_bodies_are_refused(body):
     with pytest.raises(ValueError):
         fanout.parse_body(body)
+
+
+def test_the_parts_shares_of_the_vertex_quota_add_up_to_it():
+    for per_minute in (1, 7, 63, 64, 600, 1000):
+        for count in range(1, 65):
+            shares = [share(per_minute, part.index, part.count) for part in fanout.plan(count, 1)]
+            assert sum(shares) == per_minute and max(shares) - min(shares) <= 1, (per_minute, count, shares)
+    with pytest.raises(ValueError):
+        share(600, 4, 4)
+
+
+def test_the_parts_of_a_fanned_out_tick_spend_one_vertex_quota_not_one_each(relay, simulator):
+    """Four parts side by side over 40 due Vertex jobs of one region, with 8 calls a minute: 8 status
+    calls in all (each part its share of 2; the rest is deferred), not 8 per part."""
+    settings = dataclasses.replace(relay.settings, tick_fanout=4, vertex_region_qpm=8, tick_deadline_s=3)
+    names = [f"projects/proj-q/locations/us-east1/batchPredictionJobs/q{i}" for i in range(40)]
+    simulator.add_jobs([vertex_spec("proj-q", "us-east1", name.rsplit("/", 1)[1], ["RUNNING"]) for name in names])
+    for name in names:
+        relay.store.track(name)
+
+    async def side_by_side():
+        from batch_relay import wiring
+
+        return await asyncio.gather(*(wiring.run_tick(settings, relay.db, relay.publisher, part=part)
+                                      for part in fanout.plan(4, 1)))
+
+    summaries = asyncio.run(side_by_side())
+    calls = sum(simulator.stats()["per_job_gets"].values())
+    assert calls == 8, [s["polled"] for s in summaries]
+    assert sum(s["deferred"] for s in summaries) == len(names) - 8
 
 
 @pytest.mark.slow
