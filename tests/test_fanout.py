@@ -20,7 +20,7 @@ from batch_relay.poller import fanout
 from batch_relay.record.model import SHARDS
 from batch_relay.settings import Settings
 from devtools.simulator import SimulatorClient, gemini_spec, vertex_spec
-from devtools.stack import LocalStack
+from devtools.stack import PARTS_MAX_DELIVERY_ATTEMPTS, PARTS_RETRY_BACKOFF_S, LocalStack
 
 
 def test_the_plan_covers_every_shard_once_and_deals_the_scopes():
@@ -175,4 +175,84 @@ def test_a_fanned_out_tick_polls_every_job_exactly_once_over_four_instances(tmp_
                 firsts = [v for i, v in enumerate(versions) if v not in versions[:i]]
                 assert firsts == sorted(firsts) and firsts[0] == 1, (name, versions)
                 assert store.load(name).version == len(firsts)
+            db.close()
+
+
+def test_the_local_parts_subscription_retries_as_terraforms_does():
+    from pathlib import Path
+
+    from devtools.hcl import load_terraform, one, resources
+
+    sub = resources(load_terraform(Path(__file__).resolve().parents[1] / "infra"),
+                    "google_pubsub_subscription")["tick_parts"]
+    retry = one(sub, "retry_policy")
+    assert (retry["minimum_backoff"], retry["maximum_backoff"]) == tuple(f"{s}s" for s in PARTS_RETRY_BACKOFF_S)
+    assert one(sub, "dead_letter_policy")["max_delivery_attempts"] == PARTS_MAX_DELIVERY_ATTEMPTS
+
+
+def _served(log_path) -> list[tuple[float, float]]:
+    """(start, end) of each tick or part an instance logged, from its ``tick finished`` lines."""
+    out = []
+    for line in log_path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("message") == "tick finished":
+            end = dt.datetime.fromisoformat(entry["time"]).timestamp()
+            out.append((end - float(entry["duration_s"]), end))
+    return sorted(out)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_parts_beyond_the_instances_get_429_and_are_pushed_again(tmp_path):
+    """Two poll_jobs instances serving one request at a time, as Cloud Run functions do, and a tick in
+    three parts: the coordinator holds one instance and a part the other, so the third part is refused
+    with 429 (this front end lets no request wait) and the parts subscription pushes it again, with
+    backoff, until an instance is free. Every job is still fetched exactly once, nothing dead-lettered;
+    and an instance asked twice at once directly serves one request after the other."""
+    with LocalStack(project="batch-relay-capacity", tick_s=None, webhooks=False, pollers=2, pending_s=0,
+                    log_dir=tmp_path, extra_env={"RELAY_TICK_FANOUT": "3"}) as stack:
+        sim = SimulatorClient(stack.url("simulator"))
+        sim.configure(latency_ms=20)
+        names = [f"batches/cap-{i:04d}" for i in range(150)]
+        sim.add_jobs([gemini_spec(n, ["RUNNING", "SUCCEEDED"]) for n in names])
+        with stack.environ():
+            from google.cloud import pubsub_v1
+
+            from batch_relay import wiring
+            from batch_relay.record.store import JobStore
+            from devtools.pubsub_drain import drain
+
+            settings = stack.settings()
+            db = wiring.make_firestore(settings)
+            store = JobStore(db, settings)
+            for name in names:
+                store.track(name)
+            reply = httpx.post(stack.url("poll_jobs") + "/", json={}, timeout=120).json()
+            assert reply["parts"] == 3 and reply["parts_published"] == 2, reply
+            deadline = time.monotonic() + 150
+            while time.monotonic() < deadline and not all(store.load(n).version == 1 for n in names):
+                time.sleep(1.0)
+            per_job = sim.stats()["per_job_gets"]
+            assert all(per_job.get(n) == 1 for n in names), {n: per_job.get(n) for n in names if per_job.get(n) != 1}
+            balancer = stack.balancer
+            assert balancer.peak == [1, 1]
+            refused = [body for status, body in balancer.answers if status == 429]
+            assert refused and all(json.loads(body)["part"] in (1, 2) for body in refused)
+            assert all((200, body) in balancer.answers for body in refused)  # each refused part was served later
+            subscriber = pubsub_v1.SubscriberClient()
+            assert drain(subscriber, stack.parts_dead_letter_subscription, quiet_s=1.0) == []
+            subscriber.close()
+            # straight to one instance, two parts at once: the second starts when the first has ended
+            one_instance = stack.services["poll_jobs#1"].url + "/"
+            parts = fanout.plan(3, None)[1:]
+            before = len(_served(tmp_path / "poll_jobs#1.log"))
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                replies = list(pool.map(lambda p: httpx.post(one_instance, content=p.to_message(), timeout=120),
+                                        parts))
+            assert all(r.status_code == 200 for r in replies)
+            (a_start, a_end), (b_start, b_end) = _served(tmp_path / "poll_jobs#1.log")[before:]
+            assert b_start >= a_end
             db.close()
