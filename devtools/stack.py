@@ -72,7 +72,8 @@ class Scheduler:
 
     Like Cloud Scheduler it does not wait for one tick to finish before firing the next (ticks may
     overlap, which batch-relay is built for); at most ``max_overlap`` are in flight, a firing beyond
-    that is skipped and counted."""
+    that is skipped and counted. ``LocalStack`` sets it to the ticks its ``poll_jobs`` instances hold
+    (instances ÷ fan-out, at most 2), as Terraform holds ``poller.max_instances`` to two ticks' parts."""
 
     def __init__(self, url: str, interval_s: float, *, timeout_s: float = 300.0, max_overlap: int = 2,
                  on_tick: Callable[[dict[str, Any]], None] | None = None) -> None:
@@ -225,10 +226,15 @@ class LocalStack:
             self._create_pubsub()
             self._start_webhooks()
             if self.tick_s:
+                # no more ticks in flight than the instances hold, one request each at a time: with a
+                # tick's parts on every instance, a second tick's coordinator would hold one while its
+                # parts wait for an instance (the deadlock Terraform's 2 x fanout instances rule out)
+                overlap = max(1, min(2, self.pollers // int(self.env.get("RELAY_TICK_FANOUT") or 1)))
                 self.scheduler = Scheduler(f"{self.url('poll_jobs')}/", self.tick_s,
                                            timeout_s=float(self.env.get("RELAY_TICK_DEADLINE_S", 240)) + 30,
-                                           on_tick=self._on_tick).start()
-                self._progress(f"scheduler: POST {self.url('poll_jobs')}/ every {self.tick_s:g}s")
+                                           max_overlap=overlap, on_tick=self._on_tick).start()
+                self._progress(f"scheduler: POST {self.url('poll_jobs')}/ every {self.tick_s:g}s "
+                               f"(at most {overlap} tick{'s' if overlap > 1 else ''} in flight)")
         except BaseException:
             # a service interrupted while starting is not in self.services yet: stop it by its PID too
             for service in list(emulators._live):
