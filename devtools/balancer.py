@@ -1,27 +1,44 @@
 """What Cloud Run's front end does for the local stack: one URL in front of several instances of a
-function, each request to the least busy one (round robin among equals). A development tool; runs in
-the stack's process on its own thread."""
+function. A development tool; runs in the stack's process on its own thread.
+
+Like Cloud Run functions by default, each instance serves one request at a time (``concurrency``): a
+request goes to an idle instance (round robin among them); when every instance is busy it waits up to
+``pending_s`` for one to free up, and then gets 429, as Cloud Run answers when no instance is available
+(a Pub/Sub push retries it with backoff, then dead-letters it). ``served``, ``refused`` and
+``peak`` (the most requests an instance ever had at once) show what happened; ``answers`` the status
+and body of the latest requests, in order.
+"""
 
 from __future__ import annotations
 
+import collections
 import http.server
 import itertools
 import threading
+import time
 
 import httpx
 
 from .emulators import free_port
 
+NO_INSTANCE = b'{"error": "The request was aborted because there was no available instance."}'
+
 
 class Balancer:
-    def __init__(self, backends: list[str], *, timeout_s: float = 600.0) -> None:
+    def __init__(self, backends: list[str], *, concurrency: int | None = 1, pending_s: float = 10.0,
+                 timeout_s: float = 600.0) -> None:
         self.backends = [b.rstrip("/") for b in backends]
+        self.concurrency = concurrency  # requests an instance serves at once; None: no limit
+        self.pending_s = pending_s
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.served = [0] * len(self.backends)
+        self.peak = [0] * len(self.backends)
+        self.refused = 0
+        self.answers: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=10_000)
         self._busy = [0] * len(self.backends)
         self._turn = itertools.count()
-        self._lock = threading.Lock()
+        self._free = threading.Condition()
         self._http = httpx.Client(timeout=timeout_s)
         balancer = self
 
@@ -48,14 +65,30 @@ class Balancer:
         self._thread.start()
         return self
 
-    def _pick(self) -> int:
-        with self._lock:
-            turn = next(self._turn)
-            order = sorted(range(len(self.backends)), key=lambda i: (self._busy[i], (i - turn) % len(self.backends)))
-            chosen = order[0]
-            self._busy[chosen] += 1
-            self.served[chosen] += 1
-            return chosen
+    def _pick(self) -> int | None:
+        """An idle instance, marked busy; None when none frees up within ``pending_s``."""
+        deadline = time.monotonic() + self.pending_s
+        n = len(self.backends)
+        with self._free:
+            while True:
+                idle = [i for i in range(n) if self.concurrency is None or self._busy[i] < self.concurrency]
+                if idle:
+                    turn = next(self._turn)
+                    chosen = min(idle, key=lambda i: (self._busy[i], (i - turn) % n))
+                    self._busy[chosen] += 1
+                    self.served[chosen] += 1
+                    self.peak[chosen] = max(self.peak[chosen], self._busy[chosen])
+                    return chosen
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.refused += 1
+                    return None
+                self._free.wait(left)
+
+    def _release(self, chosen: int) -> None:
+        with self._free:
+            self._busy[chosen] -= 1
+            self._free.notify()
 
     @staticmethod
     def _body(handler: http.server.BaseHTTPRequestHandler) -> bytes:
@@ -79,15 +112,20 @@ class Balancer:
         headers = {k: v for k, v in handler.headers.items()
                    if k.lower() not in ("host", "content-length", "transfer-encoding", "connection")}
         chosen = self._pick()
-        try:
-            response = self._http.request(handler.command, self.backends[chosen] + handler.path, content=body,
-                                          headers=headers)
-            status, payload, ctype = response.status_code, response.content, response.headers.get("content-type")
-        except httpx.HTTPError as exc:
-            status, payload, ctype = 502, f'{{"error": "backend: {type(exc).__name__}"}}'.encode(), "application/json"
-        finally:
-            with self._lock:
-                self._busy[chosen] -= 1
+        if chosen is None:
+            status, payload, ctype = 429, NO_INSTANCE, "application/json"
+        else:
+            try:
+                response = self._http.request(handler.command, self.backends[chosen] + handler.path, content=body,
+                                              headers=headers)
+                status, payload = response.status_code, response.content
+                ctype = response.headers.get("content-type")
+            except httpx.HTTPError as exc:
+                status, payload = 502, f'{{"error": "backend: {type(exc).__name__}"}}'.encode()
+                ctype = "application/json"
+            finally:
+                self._release(chosen)
+        self.answers.append((status, body))
         handler.send_response(status)
         handler.send_header("content-type", ctype or "application/json")
         handler.send_header("content-length", str(len(payload)))

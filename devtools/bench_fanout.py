@@ -1,16 +1,20 @@
 """Benchmark: one tick over N due GET-path jobs by a single poller instance, and fanned out over K
 instances (RELAY_TICK_FANOUT=K), side by side on the same local stack in one run.
 
-The stack runs K ``poll_jobs`` instances behind one URL (as Cloud Run's front end), the Firestore and
-Pub/Sub emulators and the simulator (50 ms per status call). N Gemini jobs are RUNNING and known (the
-steady state). Timed: a POST of a one-range body (``{"shard_lo": 0, "shard_hi": 1024}``: one instance
-polls everything) and a POST of Scheduler's ``{}`` (the coordinator publishes K-1 parts, runs one,
-waits for the others' heartbeats). After each, the simulator's per-job counts show every job was
-fetched exactly once. A third tick, fanned out, runs after a tenth of the jobs ended: each must publish
-exactly one ``stateChanged`` (its version 1), and no other job any.
+The stack runs K ``poll_jobs`` instances (``--instances``, default K) behind one URL, each serving one
+request at a time as on Cloud Run (a request finding every instance busy waits up to 10 s, then gets 429
+and, if it is a pushed part, is pushed again with backoff), the Firestore and Pub/Sub emulators and the
+simulator (50 ms per status call). N Gemini jobs are RUNNING and known (the steady state). Timed: a POST
+of a one-range body (``{"shard_lo": 0, "shard_hi": 1024}``: one instance polls everything) and a POST of
+Scheduler's ``{}`` (the coordinator publishes K-1 parts, runs one, waits for the others' heartbeats).
+After each, once every job was fetched (or a minute passed), the simulator's per-job counts show every
+job was fetched exactly once. A third tick, fanned out, runs after a tenth of the jobs ended: each must
+publish exactly one ``stateChanged`` (its version 1), and no other job any. Printed at the end: what the
+front end did (requests per instance, the most one instance had at once, 429s).
 
-    python -m devtools.bench_fanout               # N = 10000, K = 4
+    python -m devtools.bench_fanout               # N = 10000, K = 4 over 4 instances
     python -m devtools.bench_fanout --jobs 2000 --parts 2
+    python -m devtools.bench_fanout --jobs 2000 --parts 4 --instances 2   # parts beyond the instances: 429s
 """
 
 from __future__ import annotations
@@ -56,7 +60,10 @@ def timed_tick(stack: LocalStack, body: dict, names: list[str]) -> dict:
     started = time.perf_counter()
     reply = httpx.post(stack.url("poll_jobs") + "/", json=body, timeout=900).json()
     seconds = time.perf_counter() - started
-    time.sleep(1.0)  # a part that did not report in time still finishes: count its fetches too
+    until = time.monotonic() + 60  # a part that did not report in time (or waits for an instance) still runs
+    while len(per_job := sim.stats()["per_job_gets"]) < len(names) and time.monotonic() < until:
+        time.sleep(0.5)
+    time.sleep(1.0)
     per_job = sim.stats()["per_job_gets"]
     return {"seconds": round(seconds, 2), "reply": reply, "once": sum(1 for n in names if per_job.get(n) == 1),
             "more": sum(1 for n in names if (per_job.get(n) or 0) > 1),
@@ -85,10 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10000)
     parser.add_argument("--parts", type=int, default=4)
+    parser.add_argument("--instances", type=int, default=None, help="poll_jobs instances (default: --parts)")
     args = parser.parse_args(argv)
+    instances = args.instances or args.parts
     env = {"RELAY_TICK_FANOUT": str(args.parts), "RELAY_TICK_DEADLINE_S": "600", "RELAY_POLL_CONCURRENCY": "32",
            "RELAY_MAX_POLL_INTERVAL_S": "0"}  # every job due on both ticks
-    with LocalStack(project="bench-fanout", tick_s=None, webhooks=False, pollers=args.parts, extra_env=env) as stack:
+    with LocalStack(project="bench-fanout", tick_s=None, webhooks=False, pollers=instances, extra_env=env) as stack:
         with stack.environ():
             names = seed(stack, args.jobs)
             single = timed_tick(stack, {"shard_lo": 0, "shard_hi": 1024}, names)
@@ -101,9 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             events_of(stack)  # nothing before this tick
             moving = timed_tick(stack, {}, names)
             published = events_of(stack)
+            front = stack.balancer
     r = fanned["reply"]
-    print(f"N={args.jobs} due GET-path jobs, 50 ms per status call, {args.parts} poll_jobs instances on "
-          f"this machine:")
+    print(f"N={args.jobs} due GET-path jobs, 50 ms per status call, {args.parts} parts over {instances} poll_jobs "
+          f"instances (one request each at a time) on this machine:")
     for label, run in (("one instance", single), (f"fan-out x{args.parts}", fanned),
                        (f"fan-out, {len(changed)} ending", moving)):
         print(f"    {label:22} {run['seconds']:7.2f}s   fetched once: {run['once']}, more than once: {run['more']}, "
@@ -116,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"    the coordinator reported {r.get('parts_reported')}/{r.get('parts', 1) - 1} other parts, "
           f"{r.get('polled')} jobs polled in all;  one instance / fan-out = "
           f"{single['seconds'] / fanned['seconds']:.2f}x")
+    if front is not None:
+        print(f"    front end: requests served per instance {front.served}, the most one instance had at once "
+              f"{max(front.peak)}, refused with 429 (every instance busy for {front.pending_s:g}s): {front.refused}")
     return 0
 
 

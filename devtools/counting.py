@@ -4,7 +4,7 @@ report's meter (one class, so that they all count the same way).
 - ``record_reads``: job records and their transitions (the due queries, the outbox and sweep queries,
   the watched-scope reconciles, gets, the read inside each transaction, the transitions read back);
 - ``meta_reads``: bookkeeping documents (a scope's digest parts and state, the scopes, the schema,
-  untrack tombstones);
+  untrack tombstones, the heartbeats of a fan-out's parts — each read's parts also in ``part_reads``);
 - ``empty``: queries that returned nothing: Firestore bills each as one read, a cost of the tick rather
   than of any job, so they are kept apart from the document counts;
 - ``writes``: documents written (a record and its transitions, slot steps, heartbeats, digest parts,
@@ -24,6 +24,7 @@ class CountingStore(JobStore):
 
     def reset(self) -> None:
         self.record_reads = self.meta_reads = self.writes = self.empty = 0
+        self.part_reads: list[list[int]] = []  # the parts each read of part heartbeats asked for
 
     @property
     def reads(self) -> int:
@@ -89,6 +90,12 @@ class CountingStore(JobStore):
     def migrated(self, ladder):
         self.meta_reads += 1
         return super().migrated(ladder)
+
+    def part_heartbeats(self, tick, parts):
+        parts = list(parts)
+        self.meta_reads += len(parts)
+        self.part_reads.append(parts)
+        return super().part_heartbeats(tick, parts)
 
     # -- writes ---------------------------------------------------------------------------------------------
     def _write(self, writer, name, before, change, option=None):

@@ -7,12 +7,17 @@
 - the three Cloud Functions under functions-framework: ``poll_jobs`` (HTTP), ``on_job_event`` (CloudEvent)
   and ``on_gemini_webhook`` (HTTP), from ``functions/main.py`` exactly as deployed; the simulator sends
   signed webhook deliveries to the last one when its Gemini batches end (a fresh ``whsec_`` secret per
-  stack, in ``RELAY_GEMINI_WEBHOOK_SECRETS``);
+  stack, in ``RELAY_GEMINI_WEBHOOK_SECRETS``). Each ``poll_jobs`` instance serves one request at a time,
+  as on Cloud Run (gunicorn with one worker and one thread); with ``pollers=K`` they sit behind
+  ``devtools/balancer.py``, which, like Cloud Run's front end, answers 429 when every instance stays busy
+  for ``pending_s``;
 
 then creates the events topic, the reactor's Pub/Sub **push** subscription (emulator -> ``on_job_event``,
 the same filter as ``infra/pubsub.tf``), two ordered pull subscriptions (``…-viewer`` for tools that
-watch the stream, ``…-console`` left for you), and runs a scheduler thread that POSTs to ``poll_jobs``
-every ``tick_s`` seconds, as Cloud Scheduler does.
+watch the stream, ``…-console`` left for you), the tick parts' push subscription (-> ``poll_jobs``, with
+the retries and dead-lettering of ``infra/pubsub.tf``: a part refused with 429 is pushed again, and after
+``PARTS_MAX_DELIVERY_ATTEMPTS`` lands on ``…-tick-parts-dead-letter``), and runs a scheduler thread that
+POSTs to ``poll_jobs`` every ``tick_s`` seconds, as Cloud Scheduler does.
 
     with LocalStack() as stack:          # everything up; .env holds the settings of the functions/CLI
         ...
@@ -55,6 +60,11 @@ REACTOR_FILTER = ('attributes.ce-type = "batchrelay.job.v1.stateChanged" AND (at
                   '"JOB_STATE_SUCCEEDED" OR attributes.state = "JOB_STATE_PARTIALLY_SUCCEEDED")')
 EMULATOR_VARS = ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST")
 FUNCTIONS = (("poll_jobs", "http"), ("on_job_event", "cloudevent"), ("on_gemini_webhook", "http"))
+# The tick parts' push subscription, as infra/pubsub.tf declares it (backoff in seconds).
+PARTS_RETRY_BACKOFF_S = (10, 60)
+PARTS_MAX_DELIVERY_ATTEMPTS = 5
+# One request at a time per poll_jobs instance (functions-framework's gunicorn: one worker, one thread).
+ONE_REQUEST_AT_A_TIME = {"WORKERS": "1", "THREADS": "1"}
 
 
 class Scheduler:
@@ -62,7 +72,8 @@ class Scheduler:
 
     Like Cloud Scheduler it does not wait for one tick to finish before firing the next (ticks may
     overlap, which batch-relay is built for); at most ``max_overlap`` are in flight, a firing beyond
-    that is skipped and counted."""
+    that is skipped and counted. ``LocalStack`` sets it to the ticks its ``poll_jobs`` instances hold
+    (instances ÷ fan-out, at most 2), as Terraform holds ``poller.max_instances`` to two ticks' parts."""
 
     def __init__(self, url: str, interval_s: float, *, timeout_s: float = 300.0, max_overlap: int = 2,
                  on_tick: Callable[[dict[str, Any]], None] | None = None) -> None:
@@ -155,7 +166,7 @@ class LocalStack:
     def __init__(self, *, project: str = DEFAULT_PROJECT, collection: str = "batch_jobs",
                  topic: str = "batch-job-events", tick_s: float | None = 2.0,
                  gemini_api_key: str = DEFAULT_API_KEY, extra_env: dict[str, str] | None = None,
-                 webhooks: dict[str, Any] | bool = True, pollers: int = 1,
+                 webhooks: dict[str, Any] | bool = True, pollers: int = 1, pending_s: float = 10.0,
                  log_dir: str | os.PathLike | None = None,
                  on_progress: Callable[[str], None] | None = None,
                  on_tick: Callable[[dict[str, Any]], None] | None = None) -> None:
@@ -168,8 +179,10 @@ class LocalStack:
         # the simulator's webhook deliveries to on_gemini_webhook: False for none, a dict for more settings
         self.webhooks = {} if webhooks is True else webhooks
         self.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-        # several poll_jobs instances behind one URL (a balancer, as Cloud Run's front end), for fan-out
+        # several poll_jobs instances behind one URL (a balancer, as Cloud Run's front end), for fan-out:
+        # one request each at a time; a request finding them all busy for pending_s gets 429
         self.pollers = pollers
+        self.pending_s = pending_s
         self.balancer = None
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="batch-relay-stack-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -185,6 +198,8 @@ class LocalStack:
         self.console_subscription = f"projects/{project}/subscriptions/{topic}-console"
         self.parts_topic = f"{topic}-tick-parts"
         self.parts_topic_path = f"projects/{project}/topics/{self.parts_topic}"
+        self.parts_dead_letter_topic_path = f"{self.parts_topic_path}-dead-letter"
+        self.parts_dead_letter_subscription = f"projects/{project}/subscriptions/{self.parts_topic}-dead-letter"
         self.started_s: float | None = None
         self._saved_signals: dict[int, Any] = {}
         self._stopped = False
@@ -211,10 +226,15 @@ class LocalStack:
             self._create_pubsub()
             self._start_webhooks()
             if self.tick_s:
+                # no more ticks in flight than the instances hold, one request each at a time: with a
+                # tick's parts on every instance, a second tick's coordinator would hold one while its
+                # parts wait for an instance (the deadlock Terraform's 2 x fanout instances rule out)
+                overlap = max(1, min(2, self.pollers // int(self.env.get("RELAY_TICK_FANOUT") or 1)))
                 self.scheduler = Scheduler(f"{self.url('poll_jobs')}/", self.tick_s,
                                            timeout_s=float(self.env.get("RELAY_TICK_DEADLINE_S", 240)) + 30,
-                                           on_tick=self._on_tick).start()
-                self._progress(f"scheduler: POST {self.url('poll_jobs')}/ every {self.tick_s:g}s")
+                                           max_overlap=overlap, on_tick=self._on_tick).start()
+                self._progress(f"scheduler: POST {self.url('poll_jobs')}/ every {self.tick_s:g}s "
+                               f"(at most {overlap} tick{'s' if overlap > 1 else ''} in flight)")
         except BaseException:
             # a service interrupted while starting is not in self.services yet: stop it by its PID too
             for service in list(emulators._live):
@@ -340,7 +360,8 @@ class LocalStack:
             port = emulators.free_port()
             argv = [sys.executable, "-m", "functions_framework", "--target", target, "--source", str(MAIN),
                     "--signature-type", signature, "--host", "127.0.0.1", "--port", str(port)]
-            started.append(self._adopt(emulators.Service(name, argv, port, env=env, log_dir=str(self.log_dir))))
+            own_env = {**env, **ONE_REQUEST_AT_A_TIME} if target == "poll_jobs" else env
+            started.append(self._adopt(emulators.Service(name, argv, port, env=own_env, log_dir=str(self.log_dir))))
         for service in started:  # they import side by side; wait for each
             service.wait_ready(60)
             self._progress(f"functions-framework {service.name:12} {service.url}  pid {service.pid}")
@@ -348,8 +369,9 @@ class LocalStack:
             from devtools.balancer import Balancer
 
             pollers = [s.url for s in started if s.name.startswith("poll_jobs")]
-            self.balancer = Balancer(pollers).start()
-            self._progress(f"{self.pollers} poll_jobs instances behind {self.balancer.url} (as Cloud Run's front end)")
+            self.balancer = Balancer(pollers, concurrency=1, pending_s=self.pending_s).start()
+            self._progress(f"{self.pollers} poll_jobs instances behind {self.balancer.url} (as Cloud Run's front end: "
+                           f"one request each at a time, 429 after {self.pending_s:g}s with all busy)")
 
     def _create_pubsub(self) -> None:
         with self.environ():
@@ -369,12 +391,21 @@ class LocalStack:
                 subscriber.create_subscription(request={
                     "name": name, "topic": self.topic_path, "enable_message_ordering": True,
                     "ack_deadline_seconds": 60})
-            # fan-out: the coordinator's parts, pushed (the message data as the body) to poll_jobs
+            # fan-out: the coordinator's parts, pushed (the message data as the body) to poll_jobs; a part
+            # refused (429 with every instance busy) is pushed again with backoff, then dead-lettered
             publisher.create_topic(name=self.parts_topic_path)
+            publisher.create_topic(name=self.parts_dead_letter_topic_path)
+            subscriber.create_subscription(request={
+                "name": self.parts_dead_letter_subscription, "topic": self.parts_dead_letter_topic_path,
+                "ack_deadline_seconds": 60})
+            low, high = PARTS_RETRY_BACKOFF_S
             subscriber.create_subscription(request={
                 "name": f"projects/{self.project}/subscriptions/{self.parts_topic}-push",
                 "topic": self.parts_topic_path, "ack_deadline_seconds": 600,
-                "push_config": {"push_endpoint": f"{self.url('poll_jobs')}/", "no_wrapper": {"write_metadata": False}}})
+                "push_config": {"push_endpoint": f"{self.url('poll_jobs')}/", "no_wrapper": {"write_metadata": False}},
+                "retry_policy": {"minimum_backoff": {"seconds": low}, "maximum_backoff": {"seconds": high}},
+                "dead_letter_policy": {"dead_letter_topic": self.parts_dead_letter_topic_path,
+                                       "max_delivery_attempts": PARTS_MAX_DELIVERY_ATTEMPTS}})
         finally:
             subscriber.close()
             publisher.stop()

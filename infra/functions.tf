@@ -166,6 +166,11 @@ resource "google_cloudfunctions2_function" "function" {
     service_account_email          = each.value.service_account
     environment_variables          = each.value.env
 
+    # One request at a time per instance, as Cloud Run functions default to (more would need at least
+    # 1 vCPU, available_cpu): a tick or part owns its instance's CPU, and a fan-out takes one instance
+    # per part (poller.max_instances is validated against poller.fanout in variables.tf).
+    max_instance_request_concurrency = 1
+
     dynamic "secret_environment_variables" {
       for_each = { for key, secret in each.value.secret_env : key => secret if secret != null }
       content {

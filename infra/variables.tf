@@ -159,7 +159,7 @@ variable "labels" {
 }
 
 variable "poller" {
-  description = "The poll_jobs function and its schedule: memory, timeout (the tick deadline is set 30 s below it), status-request concurrency and retry settings, the per-job publish lease (against overlapping ticks), whether the relay reads Vertex AI jobs (vertex_ai: roles/aiplatform.viewer for the poller in this project, vertex_projects and the watched Vertex AI scopes' projects; null: true unless a Gemini API key is set and no Vertex AI project or scope is named, i.e. a Gemini-only relay gets no Vertex AI role), extra projects whose Vertex AI jobs it (and the reactor, at copy time) may read (vertex_projects); the Scheduler interval in seconds (tick_interval_s, must match schedule), the longest a job goes unpolled (max_poll_interval_s), after how long without change a job is reported stalled (stall_after_s, 0 = never) and how many parallel parts a tick is split into (fanout, 1-64)."
+  description = "The poll_jobs function and its schedule: memory, timeout (the tick deadline is set 30 s below it), status-request concurrency and retry settings, the per-job publish lease (against overlapping ticks), whether the relay reads Vertex AI jobs (vertex_ai: roles/aiplatform.viewer for the poller in this project, vertex_projects and the watched Vertex AI scopes' projects; null: true unless a Gemini API key is set and no Vertex AI project or scope is named, i.e. a Gemini-only relay gets no Vertex AI role), extra projects whose Vertex AI jobs it (and the reactor, at copy time) may read (vertex_projects); the Scheduler interval in seconds (tick_interval_s, must match schedule), the longest a job goes unpolled (max_poll_interval_s), after how long without change a job is reported stalled (stall_after_s, 0 = never) and how many parallel parts a tick is split into (fanout, 1-64; each instance serves one request at a time, so max_instances must be at least 2 * fanout)."
   type = object({
     concurrency         = optional(number, 32)
     fanout              = optional(number, 1)
@@ -208,6 +208,14 @@ variable "poller" {
   validation {
     condition     = var.poller.fanout >= 1 && var.poller.fanout <= 64 && floor(var.poller.fanout) == var.poller.fanout
     error_message = "poller.fanout must be a whole number between 1 and 64."
+  }
+  # Each instance serves one request at a time (functions.tf): a tick takes `fanout` instances (the
+  # coordinator with part 0, and fanout - 1 parts), and as many again for the next tick, which Scheduler
+  # starts while the last parts of this one may still run. A part finding none free gets 429, is pushed
+  # again with backoff and, after 5 attempts, dead-lettered.
+  validation {
+    condition     = 2 * var.poller.fanout <= var.poller.max_instances
+    error_message = "poller.max_instances must be at least 2 * poller.fanout: each poller instance serves one request at a time, and a tick needs one instance per part (the coordinator runs part 0) with as many again for the next, overlapping tick; parts beyond that get 429 and are dead-lettered."
   }
   validation {
     condition     = var.poller.fanout == 1 || var.poller.timeout_s <= 600

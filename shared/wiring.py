@@ -24,6 +24,7 @@ from .auth import endpoint_auth
 from .batchapi.client import BatchApiClient
 from .batchapi.endpoints import vertex_base_url
 from .batchapi.http import USER_AGENT, HttpPool, make_http_pool
+from .batchapi.quota import RegionLimiter, share
 from .events.outbox import Outbox
 from .events.publisher import EventPublisher
 from .record.client import make_client
@@ -104,17 +105,24 @@ def vertex_auth(settings: Settings) -> httpx.Auth:
     return endpoint_auth(vertex_base_url(settings, "global"))
 
 
+def vertex_limiter(settings: Settings, part: Part | None = None) -> RegionLimiter:
+    """The Vertex quota one invocation may spend: ``RELAY_VERTEX_REGION_QPM`` is the project's, so a part
+    of a fan-out (side by side with the others) gets its share (``quota.share``); anything else, all of it."""
+    per_minute = settings.vertex_region_qpm
+    return RegionLimiter(per_minute if part is None else share(per_minute, part.index, part.count))
+
+
 def make_poller(settings: Settings, db: FirestoreClient, publisher_client: PublisherClient,
                 http: HttpPool, *, store: JobStore | None = None,
-                now: Callable[[], dt.datetime] | None = None) -> Poller:
+                now: Callable[[], dt.datetime] | None = None, part: Part | None = None) -> Poller:
     """The tick's Poller over real clients (``store`` may be given, e.g. an instrumented one; ``now``, a
-    clock, for tests of the cadence)."""
+    clock, for tests of the cadence; ``part``, the fan-out part it runs, for its share of the Vertex quota)."""
     from .batchapi.webhook_admin import WebhookAdmin
     from .poller.tick import Poller
     from .poller.webhook_health import WebhookHealth
 
     store = store or JobStore(db, settings)
-    api = BatchApiClient(http, settings, vertex_auth=vertex_auth(settings))
+    api = BatchApiClient(http, settings, vertex_auth=vertex_auth(settings), limiter=vertex_limiter(settings, part))
     health = WebhookHealth(settings, store, lambda: WebhookAdmin(http, settings, retry_policy=RetryPolicy(
         max_attempts=2)))
     return Poller(settings, store, api, event_publisher(settings, publisher_client), now=now,
@@ -127,9 +135,13 @@ async def run_tick(settings: Settings, db: FirestoreClient, publisher_client: Pu
     """One tick with clients that belong to this event loop (built here, closed here): the whole tick, one
     ``part`` of a fan-out, or — when ``RELAY_TICK_FANOUT`` > 1 and no part is given — the coordinator
     (``poller.coordinator``)."""
+    from .poller.fanout import plan
+
+    coordinator = part is None and shards is None and settings.tick_fanout > 1
+    share_of = plan(settings.tick_fanout, None)[0] if coordinator else part  # the coordinator runs part 0
     async with make_http_pool(settings.poll_concurrency, settings.request_timeout_s, transport=transport) as http:
-        poller = make_poller(settings, db, publisher_client, http, now=now)
-        if part is None and shards is None and settings.tick_fanout > 1:
+        poller = make_poller(settings, db, publisher_client, http, now=now, part=share_of)
+        if coordinator:
             from .poller.coordinator import coordinate
 
             return await coordinate(settings, poller, publisher_client, JobStore(db, settings))

@@ -486,6 +486,53 @@ def check_tick_fanout(tf: dict) -> list[str]:
     return problems
 
 
+def _holds(condition: str, values: dict[str, Any]) -> bool | None:
+    """Whether a validation condition made of numbers, `var.x[.y]`, arithmetic, comparisons, `&&` and
+    `||` holds at ``values``; None when it uses anything else."""
+    text = condition.strip()
+    if text.startswith("${") and text.endswith("}"):
+        text = text[2:-1]
+    try:
+        text = re.sub(r"\bvar\.([A-Za-z_][\w.]*)", lambda m: repr(values[m[1]]), text)
+    except KeyError:
+        return None
+    text = text.replace("&&", " and ").replace("||", " or ")
+    if not re.fullmatch(r"[0-9+\-*/(). <>=!]*(?:(?:and|or)[0-9+\-*/(). <>=!]*)*", text):
+        return None
+    return bool(eval(text, {"__builtins__": {}}, {}))  # noqa: S307 - digits, operators, and/or (checked above)
+
+
+def check_instance_capacity(tf: dict) -> list[str]:
+    """One request per instance, explicitly (Cloud Run functions' default): then a fanned-out tick needs
+    a poller instance per part, and as many again for the next, overlapping tick. Whatever the poller
+    variable's validations accept must give ``max_instance_count >= 2 * fanout``, and 2 * fanout must be
+    accepted."""
+    problems = []
+    poller = _function_by_entry(tf, "poll_jobs")
+    for fname, body in resources(tf, FUNCTION).items():
+        if evaluate(one(body, "service_config").get("max_instance_request_concurrency"), {}) != 1:
+            problems.append(f"function {fname}: max_instance_request_concurrency is not set to 1")
+    if poller is None:
+        return problems + ["no poll_jobs function"]
+    max_count = one(resources(tf, FUNCTION)[poller], "service_config").get("max_instance_count")
+    conditions = [str(v.get("condition", "")) for v in blocks(tf["variable"].get("poller", {}), "validation")
+                  if "max_instances" in str(v.get("condition", ""))]
+    base = variable_defaults(tf)
+    for fanout in (1, 2, 3, 8, 64):
+        for instances in sorted({1, 2, 3, fanout, 2 * fanout - 1, 2 * fanout, 4 * fanout}):
+            values = {**base, "poller.fanout": fanout, "poller.max_instances": instances}
+            accepted = all(_holds(c, values) for c in conditions)
+            count = evaluate(max_count, values)
+            if accepted and (count is None or count < 2 * fanout):
+                problems.append(f"poller.fanout = {fanout} with {count} instances is accepted: a tick and the "
+                                f"next need {2 * fanout} instances of one request each")
+                break
+            if not accepted and instances >= 2 * fanout:
+                problems.append(f"poller.fanout = {fanout} with {instances} instances is refused")
+                break
+    return problems
+
+
 def check_example_subscription(tf: dict) -> list[str]:
     events = [n for n in resources(tf, "google_pubsub_topic")
               if f"google_pubsub_topic.{n}.name" in str(tf["locals"].get("settings_env", {}).get("RELAY_EVENTS_TOPIC"))]
@@ -1063,6 +1110,26 @@ def test_reactor_delivery_push_subscription(tf):
 
 def test_tick_fanout_push_subscription(tf):
     assert check_tick_fanout(tf) == []
+
+
+def test_a_fan_out_has_an_instance_per_request(tf):
+    assert check_instance_capacity(tf) == []
+
+
+def test_the_capacity_check_catches_what_it_should(tf):
+    shared = _mutated(tf, FUNCTION, lambda b: one(b, "service_config").update(max_instance_request_concurrency=8))
+    assert any("max_instance_request_concurrency" in p for p in check_instance_capacity(shared))
+    unset = _mutated(tf, FUNCTION, lambda b: one(b, "service_config").pop("max_instance_request_concurrency"))
+    assert any("max_instance_request_concurrency" in p for p in check_instance_capacity(unset))
+    for loose in ("var.poller.fanout <= var.poller.max_instances", "true"):
+        changed = copy.deepcopy(tf)
+        for val in blocks(changed["variable"]["poller"], "validation"):
+            val["condition"] = str(val["condition"]).replace("2 * var.poller.fanout <= var.poller.max_instances", loose)
+        assert any("is accepted" in p for p in check_instance_capacity(changed)), loose
+    strict = copy.deepcopy(tf)
+    for val in blocks(strict["variable"]["poller"], "validation"):
+        val["condition"] = str(val["condition"]).replace("2 * var.poller", "3 * var.poller")
+    assert any("is refused" in p for p in check_instance_capacity(strict))
 
 
 def test_watched_scopes(tf):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
 from ..batchapi.names import JobName
@@ -128,7 +128,7 @@ class AsyncStore:
                         tick: int | None = None) -> None:
         await asyncio.to_thread(self.sync.heartbeat, summary, now, part, tick)
 
-    async def part_heartbeats(self, tick: int, parts: range) -> dict[int, dict[str, Any]]:
+    async def part_heartbeats(self, tick: int, parts: Iterable[int]) -> dict[int, dict[str, Any]]:
         return await asyncio.to_thread(self.sync.part_heartbeats, tick, parts)
 
     async def migrated(self, ladder: tuple[int, ...]) -> bool:

@@ -5,6 +5,7 @@ parts of a fanned-out tick (``heartbeat-part-{i}``), when the webhooks' health w
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .base import StoreBase
@@ -23,8 +24,9 @@ class Heartbeats(StoreBase):
         doc = HEARTBEAT if part is None else f"{HEARTBEAT}-part-{part}"
         self._meta.document(doc).set({"last_tick": now, "summary": summary, "tick": tick, "part": part})
 
-    def part_heartbeats(self, tick: int, parts: range) -> dict[int, dict[str, Any]]:
-        """The summaries the parts of tick ``tick`` wrote (parts not done yet are missing)."""
+    def part_heartbeats(self, tick: int, parts: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """The summaries parts ``parts`` of tick ``tick`` wrote (parts not done yet are missing): one
+        document read per part asked for."""
         refs = [self._meta.document(f"{HEARTBEAT}-part-{i}") for i in parts]
         out = {}
         for doc in self._db.get_all(refs):
