@@ -9,6 +9,7 @@ stall is due or its cadence steps up).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -44,6 +45,9 @@ class Applier:
         self.now = now
         self.tick_no = tick_no
         self.deadline = deadline
+        # A tick's GETs start before its outbox phase (``Poller._republish``) is over; what they saw is
+        # applied (committed, published) only after it, so that no job's events are flushed twice at once.
+        self.outbox_done: asyncio.Event | None = None
 
     # -- observing with GET ---------------------------------------------------------------------------------
     async def poll_snapshot(self, snap: Snapshot, summary: TickSummary) -> None:
@@ -65,14 +69,21 @@ class Applier:
             return
         except RelayError as exc:
             summary.polled += 1
+            await self._after_outbox()
             await self.error(snap, exc.kind, str(exc), summary)
             return
         except Exception as exc:  # noqa: BLE001 - garbage from an API must never stop the tick
             summary.polled += 1
+            await self._after_outbox()
             await self.error(snap, BadResponseError.kind, f"{type(exc).__name__}: {exc}", summary)
             return
         summary.polled += 1
+        await self._after_outbox()
         await self.observe(snap, status, summary, via=via)
+
+    async def _after_outbox(self) -> None:
+        if self.outbox_done is not None and not self.outbox_done.is_set():
+            await self.outbox_done.wait()
 
     # -- applying -------------------------------------------------------------------------------------------
     async def observe(self, snap: Snapshot, status: JobStatus, summary: TickSummary, *,
