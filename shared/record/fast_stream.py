@@ -29,10 +29,10 @@ if TYPE_CHECKING:  # pragma: no cover
 def stream_snapshots(query: Query) -> Iterator[Snapshot]:
     """The records ``query`` returns, as ``stream()`` would give them (``snap_of``), in its order."""
     from google.api_core import exceptions as gexc
-    from google.api_core.datetime_helpers import DatetimeWithNanoseconds
     from google.api_core.gapic_v1.method import DEFAULT
     from google.cloud.firestore_v1 import _helpers
     from google.cloud.firestore_v1.document import DocumentSnapshot
+    from proto.datetime_helpers import DatetimeWithNanoseconds  # the type stream() gives update_time
 
     client = query._client
     replies, prefix = query._get_stream_iterator(None, DEFAULT, None)
