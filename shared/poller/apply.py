@@ -69,19 +69,17 @@ class Applier:
             return
         except RelayError as exc:
             summary.polled += 1
-            await self._after_outbox()
             await self.error(snap, exc.kind, str(exc), summary)
             return
         except Exception as exc:  # noqa: BLE001 - garbage from an API must never stop the tick
             summary.polled += 1
-            await self._after_outbox()
             await self.error(snap, BadResponseError.kind, f"{type(exc).__name__}: {exc}", summary)
             return
         summary.polled += 1
-        await self._after_outbox()
         await self.observe(snap, status, summary, via=via)
 
     async def _after_outbox(self) -> None:
+        """Wait, if the tick's outbox phase is not over yet (before anything is written)."""
         if self.outbox_done is not None and not self.outbox_done.is_set():
             await self.outbox_done.wait()
 
@@ -91,6 +89,7 @@ class Applier:
         """Apply one observation of a job (from any path) and publish what it changed. Returns the result
         and the record after (None after a conflict or an error). ``route``: the observation came from
         that scope's list, which observes the job from now on."""
+        await self._after_outbox()
         if route is None and not machine.needs_write(snap.record, status):
             # the common case: one read, no write, no thread hop (unless the job has stalled)
             if machine.is_stale(snap.record, status):
@@ -160,6 +159,7 @@ class Applier:
 
     async def error(self, snap: Snapshot, kind: str, message: str, summary: TickSummary) -> None:
         """Note on the record why its status fetch failed (a ``lost`` event after long enough 404s)."""
+        await self._after_outbox()
         summary.errors += 1
         message = storable(message)  # stored on the record (and in a lost event)
         log(_log, logging.WARNING, "status fetch failed", job=snap.name, api=snap.record.api, kind=kind,
