@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="1000:32,10000:64", help="N:concurrency,...")
     parser.add_argument("--latency-ms", type=float, default=50.0)
-    parser.add_argument("--repeats", type=int, default=4, help="tick and plain pairs per case")
+    parser.add_argument("--repeats", type=int, default=3, help="tick, pool and plain runs per case")
     parser.add_argument("--sample", type=int, default=200, help="jobs timed in the sequential loop (0: none)")
     parser.add_argument("--profile", action="store_true", help="print where the ticks' CPU goes")
     args = parser.parse_args(argv)
