@@ -25,12 +25,13 @@ def test_records_decoded_from_the_protobuf_equal_those_of_stream(relay, simulato
         relay.store.track(name, labels={"team": "a", "n": str(i)}, destination="gs://bucket/p")
     relay.tick()  # records with state, counts, outbox and transitions, errors, timestamps
     # every kind of value Firestore stores, some a record never holds, in nested maps and arrays
+    at = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
     relay.store.ref("batches/fast-odd").set({
         "name": "batches/fast-odd", "api": "gemini", "shard": 7, "version": 3, "terminal": False,
         "completion_stats": {"successful": 2**40, "failed": 0, "incomplete": None},
-        "output": {"list": [1, 2.5, "x", None, True, {"deep": [b"\x00\xff"]}], "at": dt.datetime(2026, 1, 2, 3, 4, 5,
-                                                                                               678901, tzinfo=dt.UTC)},
-        "error": {"code": 3, "message": "é ☃"}, "labels": {}, "outbox": {"1": {"where": GeoPoint(1.5, -2.25), "v": Vector([1.0, 2.0])}},
+        "output": {"list": [1, 2.5, "x", None, True, {"deep": [b"\x00\xff"]}], "at": at},
+        "error": {"code": 3, "message": "é ☃"}, "labels": {},
+        "outbox": {"1": {"where": GeoPoint(1.5, -2.25), "v": Vector([1.0, 2.0])}},
         "polled_at": dt.datetime(2026, 1, 2, tzinfo=dt.UTC), "poll_slot": "1:0", "extra": [],
     })
     slow = [snap_of(doc) for doc in _query(relay).stream()]

@@ -90,18 +90,19 @@ class Poller:
         await self._migrate(summary)
         apply = self._applier(deadline)
         # The due-records query, the listings and the GETs start at once, beside the outbox work of
-        # earlier ticks: what the GETs see is applied once that is over (``Applier.outbox_done``), and
-        # ordering per job holds either way (a new change is published after every older unpublished
-        # event of its job).
+        # earlier ticks. What the GETs see is applied once that work is over (``Applier.outbox_done``): a
+        # job's events are never flushed by both at once, and a new change is published after every older
+        # unpublished event of its job.
         runs = [ScopeRun(scope, self.settings, self._store, self.api, apply, self.clock) for scope in self._scopes]
         listings = [asyncio.create_task(run.read_listing(summary, deadline)) for run in runs]
         take = self._due_reader(shard_lo, shard_hi)
         first = asyncio.create_task(self._store.run(take, _first_size()))
         apply.outbox_done = asyncio.Event()
-        background = asyncio.create_task(self._global_work(summary, deadline, apply.outbox_done)) \
-            if global_work else None
-        if background is None:
-            apply.outbox_done.set()
+        background: asyncio.Task[dict[str, bool] | None] | None = None
+        if global_work:
+            background = asyncio.create_task(self._global_work(summary, deadline, apply.outbox_done))
+        else:
+            apply.outbox_done.set()  # only the part that does the global work has an outbox phase
         try:
             await self._poll(first, take, runs, apply, summary, deadline)
         finally:
