@@ -9,6 +9,7 @@ stall is due or its cadence steps up).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -44,6 +45,9 @@ class Applier:
         self.now = now
         self.tick_no = tick_no
         self.deadline = deadline
+        # A tick's GETs start before its outbox phase (``Poller._republish``) is over; what they saw is
+        # applied (committed, published) only after it, so that no job's events are flushed twice at once.
+        self.outbox_done: asyncio.Event | None = None
 
     # -- observing with GET ---------------------------------------------------------------------------------
     async def poll_snapshot(self, snap: Snapshot, summary: TickSummary) -> None:
@@ -74,12 +78,18 @@ class Applier:
         summary.polled += 1
         await self.observe(snap, status, summary, via=via)
 
+    async def _after_outbox(self) -> None:
+        """Wait, if the tick's outbox phase is not over yet (before anything is written)."""
+        if self.outbox_done is not None and not self.outbox_done.is_set():
+            await self.outbox_done.wait()
+
     # -- applying -------------------------------------------------------------------------------------------
     async def observe(self, snap: Snapshot, status: JobStatus, summary: TickSummary, *,
                       route: Route | None = None, via: str = "get") -> tuple[PollResult, JobRecord | None]:
         """Apply one observation of a job (from any path) and publish what it changed. Returns the result
         and the record after (None after a conflict or an error). ``route``: the observation came from
         that scope's list, which observes the job from now on."""
+        await self._after_outbox()
         if route is None and not machine.needs_write(snap.record, status):
             # the common case: one read, no write, no thread hop (unless the job has stalled)
             if machine.is_stale(snap.record, status):
@@ -149,6 +159,7 @@ class Applier:
 
     async def error(self, snap: Snapshot, kind: str, message: str, summary: TickSummary) -> None:
         """Note on the record why its status fetch failed (a ``lost`` event after long enough 404s)."""
+        await self._after_outbox()
         summary.errors += 1
         message = storable(message)  # stored on the record (and in a lost event)
         log(_log, logging.WARNING, "status fetch failed", job=snap.name, api=snap.record.api, kind=kind,

@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 from ..batchapi.client import BatchApiClient
 from ..batchapi.names import JobName
@@ -40,8 +40,13 @@ from .webhook_health import no_check
 __all__ = ["Poller", "TickSummary"]
 
 _log = get_logger("poller")
-_CHUNK = 2000  # due records read, then polled, at a time (memory stays bounded whatever N is)
+_FIRST = 64  # due records read before the first GET: the GETs start at once, the next reads go on beside them
+_CHUNK = 2000  # due records read at most at a time, and waiting at most (memory stays bounded whatever N is)
 _migrated: set[tuple[str, str, str, tuple[int, ...]]] = set()  # collections (per process) known migrated, per ladder
+
+
+def _first_size() -> int:
+    return min(_FIRST, _CHUNK)
 
 
 class Poller:
@@ -87,27 +92,30 @@ class Poller:
         self.tick_no = cadence.tick_number(self._now(), self.settings) if tick_no is None else tick_no
         await self._migrate(summary)
         apply = self._applier(deadline)
-        # The due-records query and the listings start first: their first pages take a while, and the
-        # outbox work below overlaps with them (ordering per job holds either way: a new change is
-        # published after every older unpublished event of its job).
+        # The due-records query, the listings and the GETs start at once, beside the outbox work of
+        # earlier ticks. What the GETs see is applied once that work is over (``Applier.outbox_done``): a
+        # job's events are never flushed by both at once, and a new change is published after every older
+        # unpublished event of its job.
         runs = [ScopeRun(scope, self.settings, self._store, self.api, apply, self.clock) for scope in self._scopes]
         listings = [asyncio.create_task(run.read_listing(summary, deadline)) for run in runs]
         take = self._due_reader(shard_lo, shard_hi)
-        first = asyncio.create_task(self._store.run(take))
-        if self._sweep and global_work:
-            try:
-                summary.swept = await self._store.fail_stuck_copies(self._now())
-            except Exception as exc:  # noqa: BLE001 - the sweep is retried next tick; polling goes on
-                summary.errors += 1
-                log(_log, logging.ERROR, "sweep failed", error=f"{type(exc).__name__}: {exc}"[:300])
+        first = asyncio.create_task(self._store.run(take, _first_size()))
+        apply.outbox_done = asyncio.Event()
+        background: asyncio.Task[dict[str, bool] | None] | None = None
         if global_work:
-            await self._republish(summary, deadline)
-        await self._poll(first, take, runs, apply, summary, deadline)
+            background = asyncio.create_task(self._global_work(summary, deadline, apply.outbox_done))
+        else:
+            apply.outbox_done.set()  # only the part that does the global work has an outbox phase
+        try:
+            await self._poll(first, take, runs, apply, summary, deadline)
+        finally:
+            known = await background if background is not None else None
         await asyncio.gather(*listings)
         for run in runs:
             await run.settle(summary)
+        if known is not None:
+            await self._retire_scopes(summary, known)
         if global_work:
-            await self._retire_scopes(summary)
             await self.webhook_check(self._now())
         summary.duration_s = self.clock() - started
         fields = {"part": fanned.index, "parts": fanned.count} if fanned is not None else {}
@@ -125,11 +133,11 @@ class Poller:
             log(_log, logging.INFO, "records of an earlier version given their new fields", records=summary.migrated)
         _migrated.add(where)
 
-    async def _retire_scopes(self, summary: TickSummary) -> None:
-        """Scopes no longer in ``RELAY_WATCH``: their watched records go back to the GET path."""
+    async def _retire_scopes(self, summary: TickSummary, known: dict[str, bool]) -> None:
+        """Scopes no longer in ``RELAY_WATCH`` (of the ``known`` ones): their watched records go back to the
+        GET path."""
         watched = {scope.id for scope in self.settings.watch}
         try:
-            known = await self._store.known_scopes()
             for scope_id, retired in known.items():
                 if scope_id not in watched and not retired:
                     moved = await self._store.retire_scope(scope_id)
@@ -140,6 +148,27 @@ class Poller:
             log(_log, logging.ERROR, "retiring scopes failed", error=f"{type(exc).__name__}: {exc}"[:300])
 
     # -- phase 1: the outbox of earlier ticks ------------------------------------------------------------
+    async def _global_work(self, summary: TickSummary, deadline: float, done: asyncio.Event) -> dict[str, bool] | None:
+        """What only one part of a tick does, beside its GETs: the sweep of stuck copies and the republishing
+        of what earlier ticks left unpublished (``done`` is set when they are over, whatever happened),
+        then the read of the known scopes (returned; None if it failed) for ``_retire_scopes``."""
+        try:
+            if self._sweep:
+                try:
+                    summary.swept = await self._store.fail_stuck_copies(self._now())
+                except Exception as exc:  # noqa: BLE001 - the sweep is retried next tick; polling goes on
+                    summary.errors += 1
+                    log(_log, logging.ERROR, "sweep failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            await self._republish(summary, deadline)
+        finally:
+            done.set()
+        try:
+            return await self._store.known_scopes()
+        except Exception as exc:  # noqa: BLE001 - retried next tick
+            summary.errors += 1
+            log(_log, logging.ERROR, "retiring scopes failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            return None
+
     async def _republish(self, summary: TickSummary, deadline: float) -> None:
         snaps = await self._store.unpublished()
         for snap in snaps:
@@ -158,44 +187,72 @@ class Poller:
             summary.published += sent
 
     # -- phase 2: poll the due jobs ------------------------------------------------------------------------
-    def _due_reader(self, lo: int, hi: int) -> Callable[[], list[Snapshot]]:
-        """Reads the due records ``_CHUNK`` at a time (each call: the next chunk, short or empty at the end).
-        A chunk is read in a worker thread while the polls wait, not beside them: a thread decoding
-        documents while the event loop polls makes both slower than the two one after the other (the
-        threads take turns with the interpreter lock; see docs/benchmarks.md)."""
+    def _due_reader(self, lo: int, hi: int) -> Callable[[int], list[Snapshot]]:
+        """Reads the due records (each call, in a worker thread: up to ``size`` more, short or empty at the
+        end). The reads go on beside the GETs; a thread decoding documents while the event loop polls slows
+        both down (they take turns with the interpreter lock), which ``stream_snapshots`` keeps small by
+        decoding each document once, straight from the protobuf (see docs/benchmarks.md)."""
         start = lo + secrets.randbelow(max(hi - lo, 1))
         records = self._store.sync.due(start=start, lo=lo, hi=hi,
                                        slots=cadence.due_slots(self.tick_no, self.settings))
         seen: set[str] = set()  # a job stepping up to a slot queried later in this tick is polled once
 
-        def take() -> list[Snapshot]:
+        def take(size: int) -> list[Snapshot]:
             chunk: list[Snapshot] = []
             for snap in records:
                 if snap.id not in seen:
                     seen.add(snap.id)
                     chunk.append(snap)
-                    if len(chunk) == _CHUNK:
+                    if len(chunk) >= size:
                         break
             return chunk
 
         return take
 
-    async def _poll(self, first: asyncio.Task[list[Snapshot]], take: Callable[[], list[Snapshot]],
+    async def _poll(self, first: asyncio.Task[list[Snapshot]], take: Callable[[int], list[Snapshot]],
                     runs: list[ScopeRun], apply: Applier, summary: TickSummary, deadline: float) -> None:
-        """Poll the due records chunk by chunk, ``concurrency`` at a time; past the deadline the rest are
-        counted as ``deferred``."""
-        async def worker(jobs: Iterator[Snapshot]) -> None:
-            for snap in jobs:
+        """Poll the due records as they are read, ``concurrency`` at a time; past the deadline the rest are
+        counted as ``deferred``. ``first`` reads the first page: the GETs start as soon as it is there, and
+        the next reads (4 times larger each, up to ``_CHUNK``) go on beside them while fewer than ``_CHUNK``
+        records wait, so at most ``2 * _CHUNK`` are held whatever N is."""
+        queue: asyncio.Queue[Snapshot | None] = asyncio.Queue()
+        room = asyncio.Event()  # set when fewer than _CHUNK records wait
+        workers = self.settings.poll_concurrency
+
+        async def feed() -> None:
+            size = _first_size()
+            try:
+                chunk = await first
+                while True:
+                    for snap in chunk:
+                        queue.put_nowait(snap)
+                    if len(chunk) < size:
+                        return
+                    size = min(size * 4, _CHUNK)
+                    while queue.qsize() >= _CHUNK:
+                        room.clear()
+                        await room.wait()
+                    chunk = await self._store.run(take, size)
+            finally:
+                for _ in range(workers):
+                    queue.put_nowait(None)  # each worker stops after the records read before
+
+        async def worker() -> None:
+            while (snap := await queue.get()) is not None:
+                if queue.qsize() < _CHUNK:
+                    room.set()
                 if self.clock() >= deadline:
                     summary.deferred += 1
                     continue
                 await self._poll_one(snap, runs, apply, summary, deadline)
 
-        chunk = await first
-        while chunk:
-            jobs = iter(chunk)  # shared by the workers: each record polled once
-            await asyncio.gather(*(worker(jobs) for _ in range(min(self.settings.poll_concurrency, len(chunk)))))
-            chunk = await self._store.run(take) if len(chunk) == _CHUNK else []
+        feeder = asyncio.create_task(feed())
+        try:
+            await asyncio.gather(*(worker() for _ in range(workers)))
+        except BaseException:
+            feeder.cancel()
+            raise
+        await feeder  # a failed read fails the tick, after the records read before it were polled
 
     async def _poll_one(self, snap: Snapshot, runs: list[ScopeRun], apply: Applier, summary: TickSummary,
                         deadline: float) -> None:

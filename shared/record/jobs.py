@@ -14,6 +14,7 @@ from ..errors import UsageError
 from ..settings import normalize_destination, split_gcs_uri
 from . import limits, machine
 from .base import TRANSITIONS, Snapshot, StoreBase, snap_of
+from .fast_stream import stream_snapshots
 from .machine import Change, Outcome, PollResult, Route
 from .model import EVERY_TICK, SHARDS, JobRecord, TrackedBy
 
@@ -103,8 +104,10 @@ class JobRecords(StoreBase):
 
     def _due_range(self, slot: str, lo: int, hi: int, page_size: int) -> Iterator[Snapshot]:
         """Pages grow from 64 to ``page_size`` records: the first records reach the workers quickly,
-        later pages amortise the per-query cost."""
+        later pages amortise the per-query cost. Decoded by ``stream_snapshots`` (half the CPU of
+        ``stream()``: the tick reads every due record, every tick)."""
         from google.cloud.firestore_v1.base_query import FieldFilter
+        from google.cloud.firestore_v1.document import DocumentSnapshot
 
         query = (
             self._jobs.where(filter=FieldFilter("poll_slot", "==", slot))
@@ -112,14 +115,19 @@ class JobRecords(StoreBase):
             .where(filter=FieldFilter("shard", "<", hi))
             .order_by("shard")
         )
-        last, size = None, min(64, page_size)
+        last: Snapshot | None = None
+        size = min(64, page_size)
         while True:
             count = 0
             page = query.limit(size)
-            for doc in (page.start_after(last) if last is not None else page).stream():
+            if last is not None:  # the cursor: the last record's shard, then its document id
+                page = page.start_after(DocumentSnapshot(self._jobs.document(last.id), {"shard": last.record.shard},
+                                                         exists=True, read_time=None, create_time=None,
+                                                         update_time=None))
+            for snap in stream_snapshots(page):
                 count += 1
-                last = doc
-                yield snap_of(doc)
+                last = snap
+                yield snap
             if count < size:
                 return
             size = min(size * 4, page_size)
