@@ -151,7 +151,8 @@ def test_error_codes_are_short_and_printable():
     assert lines.error_code("") == lines.error_code(None) == lines.error_code(True) == lines.error_code(10**20) \
         == lines.error_code(["x"]) == "unknown"
     # Firestore refuses field names of the shape __x__ (the errors map is stored in the record)
-    assert lines.error_code("__proto__") == "proto" and lines.error_code("__ __") == lines.error_code("____") == "unknown"
+    assert lines.error_code("__proto__") == "proto"
+    assert lines.error_code("__ __") == lines.error_code("____") == "unknown"
     assert lines.error_code("__init") == "__init"
 
 
