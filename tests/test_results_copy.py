@@ -467,3 +467,64 @@ def test_show_prints_the_results_readably_and_json_carries_them(relay, simulator
     assert "372,000 total: 300,000 prompt (120,000 cached), 60,000 output, 12,000 thinking" in out
     assert "USD at list batch prices (gemini-2.5-flash" in out
     assert re.search(rf"^  failed_uri +gs://{dst}/s/failed.jsonl$", out, re.M)
+
+
+# -- pure parts -----------------------------------------------------------------------------------------------
+
+
+def test_source_of_decides_partial_outputs_nothing_to_copy_and_the_wait(settings):
+    from batch_relay.batchapi.names import JobName
+    from batch_relay.batchapi.wire import JobStatus
+    from batch_relay.errors import PermanentError
+    from batch_relay.reactor.source import OutputKind, OutputPending, source_of
+
+    job = JobName.parse("batches/s-1")
+    end_at = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    soon, late = end_at + dt.timedelta(seconds=10), end_at + dt.timedelta(seconds=settings.output_wait_s + 1)
+
+    def status(state, output=None, stats=None):
+        return JobStatus(name=job.name, api=job.api, state=state, end_time=end_at, output=output or {},
+                         completion_stats=stats)
+
+    file = {"file_name": "files/batch-s-1"}
+    for state, partial in (("JOB_STATE_SUCCEEDED", False), ("JOB_STATE_PARTIALLY_SUCCEEDED", False),
+                           ("JOB_STATE_CANCELLED", True), ("JOB_STATE_EXPIRED", True), ("JOB_STATE_FAILED", True)):
+        found = source_of(job, status(state, file), None, soon, settings)
+        assert (found.kind, found.partial) == (OutputKind.FILE, partial)
+    with pytest.raises(PermanentError, match="not ended") as refused:
+        source_of(job, status("JOB_STATE_RUNNING", file), None, soon, settings)
+    assert refused.value.kind == "state_mismatch"
+    # no output location: a job that ended with nothing finished has nothing to copy, at once
+    none = source_of(job, status("JOB_STATE_CANCELLED", stats={"successful": 0, "failed": 0, "incomplete": 5}),
+                     None, soon, settings)
+    assert none.kind is OutputKind.NONE and "no finished request" in none.reason
+    # one with finished requests waits like a success; after the wait, nothing to copy (a success: no_output)
+    some = {"successful": 2, "failed": 0, "incomplete": 3}
+    for state in ("JOB_STATE_CANCELLED", "JOB_STATE_SUCCEEDED"):
+        with pytest.raises(OutputPending):
+            source_of(job, status(state, stats=some), None, soon, settings)
+    gave_up = source_of(job, status("JOB_STATE_EXPIRED", stats=some), None, late, settings)
+    assert gave_up.kind is OutputKind.NONE and "RELAY_OUTPUT_WAIT_S" in gave_up.reason
+    with pytest.raises(PermanentError) as failed:
+        source_of(job, status("JOB_STATE_SUCCEEDED", stats=some), None, late, settings)
+    assert failed.value.kind == "no_output"
+
+
+def test_the_list_and_show_views_of_partial_copies_and_results():
+    from batch_relay.cli.views import copy_cell, results_lines
+
+    done = {"status": "done", "objects": 2, "bytes": 2000}
+    assert copy_cell({"terminal": True, "state": "JOB_STATE_CANCELLED", "copy": done}) == "done (partial) 2 obj 2.0 KB"
+    assert copy_cell({"terminal": True, "state": "JOB_STATE_SUCCEEDED", "copy": done}) == "done 2 obj 2.0 KB"
+    assert copy_cell({"terminal": True, "state": "JOB_STATE_FAILED", "copy": {"status": "pending"}}) == "- (no outputs)"
+    assert copy_cell({"terminal": True, "state": "JOB_STATE_FAILED", "copy": {"status": "not_applicable"}}) \
+        == "n/a (no outputs)"
+    assert copy_cell({"terminal": True, "state": "JOB_STATE_SUCCEEDED", "output": {"bigquery_uri": "bq://p.d.t"},
+                      "copy": {"status": "not_applicable"}}) == "n/a (BigQuery)"
+    assert results_lines(None) == []
+    bigquery = results_lines({"requests": 10, "succeeded": 8, "failed": 2, "missing": 2, "unparsed": 0,
+                              "unfinished": 0, "missing_reason": "the outputs are in BigQuery\x1b[2J", "errors": {},
+                              "usage": None, "cost": None, "failed_uri": None})
+    assert bigquery[0] == "results           10 requests: 8 succeeded, 2 failed, 2 missing"
+    assert any("not read" in line for line in bigquery) and any(line.endswith("failed_uri      -") for line in bigquery)
+    assert all("\x1b" not in line for line in bigquery)  # what the outputs say is escaped for a terminal
