@@ -41,12 +41,17 @@ resource "google_pubsub_subscription" "dead_letter" {
 # subscription has both, plus a retry policy, and pushes with an OIDC token of its own account.
 # functions-framework turns the push body into a messagePublished CloudEvent; the URL path carries the
 # topic so the event's source names it.
+# The filter: state changes (only they carry `previous_state`) to a terminal state, every one of them, since
+# a job that ended CANCELLED, EXPIRED or FAILED may have partial outputs (the reactor's TRIGGER_STATES). A
+# filter holds at most 256 bytes, which `attributes.ce-type = "batchrelay.job.v1.stateChanged"` and the five
+# states would pass. A filter cannot be changed in place: a new one replaces the subscription (and drops
+# what it held undelivered: see docs/deploy.md).
 resource "google_pubsub_subscription" "reactor" {
   project = var.project_id
   name    = local.names.reactor_sub
   topic   = google_pubsub_topic.events.id
   labels  = local.labels
-  filter  = "attributes.ce-type = \"batchrelay.job.v1.stateChanged\" AND (attributes.state = \"JOB_STATE_SUCCEEDED\" OR attributes.state = \"JOB_STATE_PARTIALLY_SUCCEEDED\")"
+  filter  = "attributes:previous_state AND (attributes.state = \"JOB_STATE_SUCCEEDED\" OR attributes.state = \"JOB_STATE_PARTIALLY_SUCCEEDED\" OR attributes.state = \"JOB_STATE_FAILED\" OR attributes.state = \"JOB_STATE_CANCELLED\" OR attributes.state = \"JOB_STATE_EXPIRED\")"
 
   # The longest Pub/Sub allows; the reactor's timeout is at most 540 s (variables.tf), so a copy still
   # running is never redelivered to a second instance.

@@ -5,8 +5,9 @@ of it; nothing calls the batch APIs and nothing reads the record in a loop. The 
 itself after a dropped connection and then delivers the record as it is, so an end reached meanwhile is
 not missed; should it stop for good, it is subscribed again.
 
-Done: the job is terminal (or lost); with ``outputs``, a succeeded job's copy must also be ``done``,
-``not_applicable`` or ``failed`` (a job that did not succeed has no outputs to wait for).
+Done: the job is terminal (or lost); with ``outputs``, the copy of a job that ended must also be ``done``,
+``not_applicable`` or ``failed`` — whatever the ending, since a job that did not succeed may have partial
+outputs (a lost job has none to wait for).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ _CHECK_S = 5.0  # how often the listener itself is checked to be alive (the reco
 def finished(record: JobRecord, outputs: bool = False) -> bool:
     if not record.terminal:
         return False
-    if not outputs or record.state not in states.SUCCESS:
-        return True
+    if not outputs or not states.is_terminal(record.state):
+        return True  # a lost job keeps the state it had: no copy is coming
     return record.copy.status in (CopyStatus.DONE, CopyStatus.NOT_APPLICABLE, CopyStatus.FAILED)
 
 

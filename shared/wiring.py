@@ -223,11 +223,14 @@ async def reactor(settings: Settings, db: FirestoreClient, publisher_client: Pub
                   store: JobStore | None = None,
                   transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[Reactor]:
     """A Reactor over the async clients of one invocation (closed when the block ends): Cloud Storage, the
-    batch APIs (each job's status and output location at copy time), and the Gemini API for Gemini outputs."""
+    batch APIs (each job's status and output location at copy time), the Gemini API for Gemini outputs and
+    inputs, and the price table (read at most once in the invocation)."""
+    from .batchapi.inputs import GeminiInputs
     from .batchapi.outputs import GeminiOutputs
     from .reactor.handler import Reactor
     from .reactor.plans import Copier
     from .reactor.storage import StorageClient, storage_base_url
+    from .reactor.summarize import Prices
 
     store = store or JobStore(db, settings)
     outbox = Outbox(store, event_publisher(settings, publisher_client))
@@ -238,7 +241,9 @@ async def reactor(settings: Settings, db: FirestoreClient, publisher_client: Pub
             http_client(timeout, transport=transport) as gemini_http:
         storage = StorageClient(gcs_http, base_url=gcs_base, retry=RetryPolicy(max_attempts=settings.max_attempts))
         api = BatchApiClient(gemini_http, settings, vertex_auth=vertex_auth(settings))
-        yield Reactor(store, Copier(storage, GeminiOutputs(gemini_http, settings), api, settings), outbox)
+        copier = Copier(storage, GeminiOutputs(gemini_http, settings), api, settings,
+                        inputs=GeminiInputs(gemini_http, settings), prices=Prices(settings, storage))
+        yield Reactor(store, copier, outbox)
 
 
 def react_to_cloud_event(cloud_event: Any, settings: Settings, db: FirestoreClient,

@@ -393,6 +393,29 @@ def _push_problems(tf: dict, sname: str, sub: dict, fname: str | None, what: str
     return problems
 
 
+def check_reactor_filter(sname: str, filt: str) -> list[str]:
+    """The reactor's filter against the code: state changes only (their ``ce-type``, or the ``previous_state``
+    attribute only they carry), to exactly the states the reactor acts on (``handler.TRIGGER_STATES``), within
+    Pub/Sub's 256 bytes."""
+    from batch_relay.events.event import STATE_CHANGED
+    from batch_relay.reactor.handler import TRIGGER_STATES
+
+    problems = []
+    if f'attributes.ce-type = "{STATE_CHANGED}"' not in filt and "attributes:previous_state" not in filt:
+        problems.append(f"push subscription {sname}: filter lacks attributes.ce-type (or attributes:previous_state)")
+    named = set(re.findall(r'attributes\.state\s*=\s*"([A-Z_]+)"', filt))
+    if not named:
+        problems.append(f"push subscription {sname}: filter lacks attributes.state")
+    elif named != {str(state) for state in TRIGGER_STATES}:
+        problems.append(f"push subscription {sname}: filter names the states {sorted(named)}, the reactor acts on "
+                        f"{sorted(TRIGGER_STATES)}")
+    if " OR " in filt and " AND (" not in filt:
+        problems.append(f"push subscription {sname}: filter ORs the states without parentheses")
+    if len(filt.encode()) > 256:
+        problems.append(f"push subscription {sname}: filter is {len(filt.encode())} bytes, Pub/Sub takes 256")
+    return problems
+
+
 def check_delivery(tf: dict) -> list[str]:
     """The reactor's push subscription (successes only) and Scheduler's invoker rights on the poller."""
     problems = []
@@ -407,11 +430,7 @@ def check_delivery(tf: dict) -> list[str]:
         return problems + [f"expected one push subscription to the on_job_event function, found {to_reactor}"]
     sname = to_reactor[0]
     sub, fname = push[sname], targets[sname]
-    filt = str(sub.get("filter", ""))
-    for needed in ("attributes.ce-type", "attributes.state", '"batchrelay.job.v1.stateChanged"',
-                   '"JOB_STATE_SUCCEEDED"', '"JOB_STATE_PARTIALLY_SUCCEEDED"'):
-        if needed not in filt:
-            problems.append(f"push subscription {sname}: filter lacks {needed}")
+    problems += check_reactor_filter(sname, str(sub.get("filter", "")))
     for values in _value_sets(tf):
         ack = evaluate(sub.get("ack_deadline_seconds"), values)
         timeout = evaluate(_timeouts(tf, fname), values)
@@ -1362,6 +1381,14 @@ def test_checks_catch_broken_terraform(tf):
     for expected in ("filter lacks attributes.state", "dead_letter_policy", "retry_policy", "oidc_token",
                      "ack deadline"):
         assert any(expected in p for p in problems), (expected, problems)
+    successes = 'attributes:previous_state AND (attributes.state = "JOB_STATE_SUCCEEDED")'
+    assert any("the reactor acts on" in p for p in check_reactor_filter("r", successes))  # partial outputs missed
+    from batch_relay.batchapi.states import TERMINAL
+
+    every = " OR ".join(f'attributes.state = "{s}"' for s in sorted(TERMINAL))
+    assert any("Pub/Sub takes 256" in p for p in check_reactor_filter("r", f'attributes.ce-type = '
+                                                                   f'"batchrelay.job.v1.stateChanged" AND ({every})'))
+    assert any("lacks attributes.ce-type" in p for p in check_reactor_filter("r", f"({every})"))
 
     unordered = _mutated(tf, SUBSCRIPTION, lambda b: b.update(enable_message_ordering=False))
     assert check_example_subscription(unordered)

@@ -183,7 +183,10 @@ def test_mark_published_moves_the_watermark_and_empties_the_outbox():
 def test_claim_copy_results():
     ok = fresh().replace(state="JOB_STATE_SUCCEEDED", terminal=True, version=1)
     assert machine.claim_copy(None, at(0), S) == (None, None)  # not tracked: no claim, nothing written
-    assert machine.claim_copy(ok.replace(state="JOB_STATE_FAILED"), at(0), S).result.result == ClaimResult.NOT_SUCCESS
+    running = ok.replace(state="JOB_STATE_RUNNING", terminal=False)
+    assert machine.claim_copy(running, at(0), S).result.result == ClaimResult.NOT_ENDED
+    for ended in ("JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"):  # partial outputs: the API decides
+        assert machine.claim_copy(ok.replace(state=ended), at(0), S).result.result == ClaimResult.CLAIMED
     claim, change = machine.claim_copy(ok, at(0), S)
     claimed = claim.record
     assert claim.result == ClaimResult.CLAIMED and claimed.copy.status == CopyStatus.COPYING
@@ -216,8 +219,10 @@ def test_finish_release_stuck_and_recopy():
         machine.recopy(ok.replace(copy=CopyState(status=CopyStatus.DONE)), ok.name)
     with pytest.raises(UsageError, match="not tracked"):
         machine.recopy(None, ok.name)
-    with pytest.raises(UsageError, match="only succeeded"):
+    with pytest.raises(UsageError, match="only a job that ended"):
         machine.recopy(fresh(), ok.name)
+    cancelled = ok.replace(state="JOB_STATE_CANCELLED", copy=CopyState(status=CopyStatus.FAILED))
+    assert machine.recopy(cancelled, ok.name).result.copy == CopyState(attempt=2)  # partial outputs: recopied too
 
 
 def test_track_again_changes_only_the_options_given():

@@ -150,6 +150,10 @@ def test_error_codes_are_short_and_printable():
     assert len(lines.error_code("x" * 500)) == lines.CODE_MAX
     assert lines.error_code("") == lines.error_code(None) == lines.error_code(True) == lines.error_code(10**20) \
         == lines.error_code(["x"]) == "unknown"
+    # Firestore refuses field names of the shape __x__ (the errors map is stored in the record)
+    assert lines.error_code("__proto__") == "proto"
+    assert lines.error_code("__ __") == lines.error_code("____") == "unknown"
+    assert lines.error_code("__init") == "__init"
 
 
 def test_prediction_files():
@@ -178,6 +182,7 @@ def test_any_json_is_a_row_never_an_exception(gemini, vertex):
             assert all(0 <= getattr(row.usage, f) <= 4 * lines.MAX_COUNT for f in Usage.__slots__)
         if row.error_code is not None:
             assert re.fullmatch(r"[A-Za-z0-9 _.-]{1,64}", row.error_code)
+            assert not re.fullmatch(r"__.*__", row.error_code)
 
 
 @QUICK

@@ -58,6 +58,12 @@ class BatchApiClient:
 
     async def get_status(self, job: JobName, deadline: float) -> JobStatus:
         """The job's status, or an error from ``batch_relay.errors`` (never anything else)."""
+        status, _ = await self.get_reply(job, deadline)
+        return status
+
+    async def get_reply(self, job: JobName, deadline: float) -> tuple[JobStatus, Any]:
+        """The job's status and the reply it was read from (the decoded JSON body): the copy reads a Gemini
+        batch's inline responses and its input from the same reply as its state (``reactor.source``)."""
         body = await self.get_json(job.api, status_url(self._settings, job), deadline,
                                    region=None if job.api == Api.GEMINI else job.region_key)
         status = (JobStatus.from_gemini if job.api == Api.GEMINI else JobStatus.from_vertex)(body)
@@ -69,7 +75,7 @@ class BatchApiClient:
             if not same:
                 raise BadResponseError(f"reply is for {status.name[:200]!r}, not {job.name!r}")
             status = dataclasses.replace(status, name=job.name)  # the record keeps the name it was tracked by
-        return status
+        return status, body
 
     async def list_page(self, scope: WatchScope, token: str | None, deadline: float, *,
                         filter: str | None = None, page_size: int = PAGE_SIZE) -> Page:

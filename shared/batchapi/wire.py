@@ -134,27 +134,36 @@ def _inlined_items(output: dict[str, Any], response: dict[str, Any]) -> list[Any
     return items
 
 
+def inline_items(body: Any) -> list[dict[str, Any]]:
+    """A Gemini batch's inline responses as the API gives them (``{"response" | "error", "metadata":
+    {"key"}}``); ``BadResponseError`` when they cannot be read (an item that is not an object)."""
+    op = _obj(body, "body")
+    meta = _obj(op.get("metadata"), "metadata")
+    items = _inlined_items(_obj(meta.get("output"), "metadata.output"), _obj(op.get("response"), "response"))
+    for index, item in enumerate(items or []):
+        if not isinstance(item, dict):
+            raise BadResponseError(f"inlinedResponses[{index}] is not an object")
+    return list(items or [])
+
+
 def inline_responses(body: Any) -> list[dict[str, Any]]:
     """A Gemini batch's inline responses, one ``{"key", "response"}`` or ``{"key", "error"}`` per request
     (the key from the request's metadata, else its index): the lines of ``responses.jsonl``. Raises
     ``BadResponseError`` when they cannot be read."""
-    op = _obj(body, "body")
-    meta = _obj(op.get("metadata"), "metadata")
-    items = _inlined_items(_obj(meta.get("output"), "metadata.output"), _obj(op.get("response"), "response"))
-    lines: list[dict[str, Any]] = []
-    for index, item in enumerate(items or []):
-        if not isinstance(item, dict):
-            raise BadResponseError(f"inlinedResponses[{index}] is not an object")
-        item_meta = item.get("metadata") or {}
-        if not isinstance(item_meta, dict):
-            raise BadResponseError(f"inlinedResponses[{index}].metadata is not an object")
-        line: dict[str, Any] = {"key": item_meta.get("key") or str(index)}
-        if "error" in item:
-            line["error"] = item["error"]
-        else:
-            line["response"] = item.get("response")
-        lines.append(line)
-    return lines
+    return [inline_line(index, item) for index, item in enumerate(inline_items(body))]
+
+
+def inline_line(index: int, item: dict[str, Any]) -> dict[str, Any]:
+    """The ``responses.jsonl`` line of inline response ``index`` (``BadResponseError`` for a bad metadata)."""
+    item_meta = item.get("metadata") or {}
+    if not isinstance(item_meta, dict):
+        raise BadResponseError(f"inlinedResponses[{index}].metadata is not an object")
+    line: dict[str, Any] = {"key": item_meta.get("key") or str(index)}
+    if "error" in item:
+        line["error"] = item["error"]
+    else:
+        line["response"] = item.get("response")
+    return line
 
 
 @dataclasses.dataclass(frozen=True)

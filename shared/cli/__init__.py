@@ -375,9 +375,13 @@ def _show(record: JobRecord) -> dict[str, Any]:
 
 
 def _format_show(view: dict[str, Any]) -> str:
+    from .views import results_lines
+
     lines = []
     for key, value in view.items():
-        if isinstance(value, dict):
+        if key == "results":
+            lines.extend(results_lines(value) or [f"{key:17} -"])
+        elif isinstance(value, dict):
             inner = ", ".join(f"{k}={json.dumps(to_json_value(v))}" for k, v in value.items()) or "-"
             lines.append(f"{key:17} {inner}")
         else:

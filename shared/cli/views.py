@@ -75,12 +75,14 @@ def counts_cell(record: dict[str, Any]) -> str:
 def copy_cell(record: dict[str, Any]) -> str:
     copy = record.get("copy") or {}
     status = copy.get("status") or "-"
-    if record.get("terminal") and record.get("state") not in SUCCESS:
+    ended_otherwise = record.get("terminal") and record.get("state") not in SUCCESS
+    if ended_otherwise and status == "pending":
         return "- (no outputs)"
     if status == "done":
-        return f"done {copy.get('objects')} obj {human_bytes(int(copy.get('bytes') or 0))}"
+        partial = " (partial)" if ended_otherwise else ""
+        return f"done{partial} {copy.get('objects')} obj {human_bytes(int(copy.get('bytes') or 0))}"
     if status == "not_applicable":
-        return "n/a (BigQuery)"
+        return "n/a (BigQuery)" if "bigquery_uri" in (record.get("output") or {}) else "n/a (no outputs)"
     if status == "failed":
         return f"FAILED {(copy.get('error') or {}).get('kind')}"
     return status
@@ -154,6 +156,46 @@ def rich_table(records: Iterable[dict[str, Any]], *, label: Callable[[str], str]
                       bar, Text(safe(counts_cell(record))), Text(safe(copy_cell(record))),
                       Text(safe(note_cell(record)), style="dim"))
     return table
+
+
+# -- what a job's outputs hold (``batch-relay show``) -----------------------------------------------------------
+
+def _n(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else "?"
+
+
+def results_lines(results: dict[str, Any] | None) -> list[str]:
+    """The record's ``results`` (A10) as a few readable lines (no lines when it has none)."""
+    if not results:
+        return []
+    head = (f"{_n(results.get('requests'))} requests: {_n(results.get('succeeded'))} succeeded, "
+            f"{_n(results.get('failed'))} failed, {_n(results.get('missing'))} missing")
+    extra = [f"{_n(results.get(key))} {key}" for key in ("unfinished", "unparsed") if results.get(key)]
+    out = [("results", head + (f" ({', '.join(extra)})" if extra else ""))]
+    if errors := results.get("errors"):
+        out.append(("  errors", ", ".join(f"{code} x{_n(n)}" for code, n in errors.items())))
+    if reason := results.get("missing_reason"):
+        out.append(("  missing", str(reason)))
+    usage = results.get("usage")
+    if isinstance(usage, dict):
+        tokens = (f"{_n(usage.get('total_tokens'))} total: {_n(usage.get('prompt_tokens'))} prompt "
+                  f"({_n(usage.get('cached_tokens'))} cached), {_n(usage.get('candidates_tokens'))} output, "
+                  f"{_n(usage.get('thoughts_tokens'))} thinking")
+        if usage.get("rows_without_usage"):
+            tokens += f"; {_n(usage['rows_without_usage'])} results without usage"
+        out.append(("  tokens", tokens))
+    else:
+        out.append(("  tokens", "- (not read: the outputs are in BigQuery, or there are none)"))
+    cost = results.get("cost")
+    if isinstance(cost, dict):
+        amount = cost.get("amount")
+        shown = f"{amount:.6f}" if isinstance(amount, int | float) else "?"
+        out.append(("  cost", f"{shown} {cost.get('currency')} at list batch prices "
+                              f"({cost.get('model')}, price table {cost.get('prices')}): an estimate"))
+    else:
+        out.append(("  cost", "- (no usage, or a model the price table does not know)"))
+    out.append(("  failed_uri", str(results.get("failed_uri") or "-")))
+    return [safe(f"{key:17} {value}") for key, value in out]
 
 
 # -- the project's Gemini API webhooks (``batch-relay webhook list``) -------------------------------------------

@@ -11,7 +11,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from ..batchapi.states import State
+from ..batchapi.states import SUCCESS, State
 from ..record.model import JobRecord, rfc3339
 
 STATE_CHANGED = "batchrelay.job.v1.stateChanged"
@@ -81,10 +81,14 @@ def state_changed(record: JobRecord, previous_state: State, source: str, time: d
                   data, {"previous_state": str(previous_state)})
 
 
-def outputs_ready(record: JobRecord, source: str, time: dt.datetime) -> Event:
+def outputs_ready(record: JobRecord, source: str, time: dt.datetime, *, partial: bool | None = None) -> Event:
+    """The copy finished: where the outputs went and what they hold (the record's ``results``). ``partial``:
+    the job ended otherwise than SUCCEEDED or PARTIALLY_SUCCEEDED (None: as the record's state says)."""
     copy = record.copy
+    if partial is None:
+        partial = record.state not in SUCCESS
     data = {"job": record.public(), "destination": copy.uri, "manifest_uri": copy.manifest_uri,
-            "objects": copy.objects, "bytes": copy.bytes}
+            "objects": copy.objects, "bytes": copy.bytes, "results": record.results, "partial": partial}
     return _event(OUTPUTS_READY, copy_event_id(record.tracking_id, copy.attempt, True), record, source, time, data)
 
 

@@ -1,11 +1,12 @@
-"""The reactor: on a ``stateChanged`` to SUCCEEDED or PARTIALLY_SUCCEEDED, copy the job's outputs into
-its destination, verify them, record the result and announce it (``outputsReady``/``outputsFailed``).
-What is copied, and from where, is what the batch API says at copy time (``reactor.source``); the record
-only says which job, to where, and which attempt.
+"""The reactor: on a ``stateChanged`` to a terminal state (``TRIGGER_STATES``), copy the job's outputs into
+its destination, verify them, read what they hold (``results``), record the result and announce it
+(``outputsReady``/``outputsFailed``). A job that ended CANCELLED, EXPIRED or FAILED is copied too when the
+API shows an output location (its partial outputs). What is copied, and from where, is what the batch API
+says at copy time (``reactor.source``); the record only says which job, to where, and which attempt.
 
 Errors are the retry contract: a transient failure releases the claim and raises, so Pub/Sub redelivers;
 a permanent one is recorded on the record and announced, and the message is acked. A message that is not
-ours, not a success, or garbage is logged and acked without touching Firestore.
+ours, not a job that ended, or garbage is logged and acked without touching Firestore.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from .source import OutputPending
 
 _log = get_logger("reactor")
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+# The states whose stateChanged event the reactor acts on (and the reactor's push subscription filters on,
+# in infra/pubsub.tf): every terminal state, since a job that did not succeed may have partial outputs.
+TRIGGER_STATES = states.TERMINAL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +48,7 @@ class Trigger:
 
     job: str
     tracking_id: str
-    state: JobState  # a success state
+    state: JobState  # a terminal state
     event_id: str
 
 
@@ -65,7 +69,7 @@ def decode(cloud_event: Any) -> Trigger | None:
     if not isinstance(attributes, dict) or not all(isinstance(v, str) for v in attributes.values()):
         raise UsageError("message attributes are not a map of strings")
     ce_type = attributes.get("ce-type")
-    if ce_type != events.STATE_CHANGED or attributes.get("state") not in states.SUCCESS:
+    if ce_type != events.STATE_CHANGED or attributes.get("state") not in TRIGGER_STATES:
         return None  # outputsReady/outputsFailed/lost, other states, other publishers: ack at once
     job = JobName.parse(attributes.get("job") or attributes.get("ce-subject"))
     raw = message.get("data") or ""
@@ -120,8 +124,8 @@ class Reactor:
                 await self._store.release_copy(trigger.job, claim.record.copy.attempt)
             return Reaction.IGNORED
         result, record = claim.result, claim.record
-        if result == ClaimResult.NOT_SUCCESS:
-            log(_log, logging.INFO, "record is not in a success state: ignored", state=record.state, **fields)
+        if result == ClaimResult.NOT_ENDED:
+            log(_log, logging.INFO, "record is not in a terminal state: ignored", state=record.state, **fields)
             return Reaction.IGNORED
         if result in (ClaimResult.DONE, ClaimResult.FAILED):
             if not record.copy.announced:
@@ -157,11 +161,13 @@ class Reactor:
             raise
         event = await self._store.finish_copy(
             name, attempt, dt.datetime.now(dt.UTC), status=result.status, uri=result.uri,
-            manifest_uri=result.manifest_uri, objects=len(result.objects), size=result.size)
+            manifest_uri=result.manifest_uri, objects=len(result.objects), size=result.size, results=result.results,
+            partial=result.partial)
         if event is not None:
             await self._outbox.flush_name(name, force=True)
+        counts = {key: (result.results or {}).get(key) for key in ("requests", "succeeded", "failed", "missing")}
         log(_log, logging.INFO, "outputs copied", status=result.status.value, destination=result.uri,
-            objects=len(result.objects), bytes=result.size,
+            objects=len(result.objects), bytes=result.size, partial=result.partial, **counts,
             duration_s=round(asyncio.get_running_loop().time() - started, 3), **fields)
         return Reaction.COPIED
 
@@ -181,7 +187,7 @@ class Reactor:
 
 
 def triage(cloud_event: Any) -> Trigger | Reaction:
-    """The trigger to act on, or what to answer at once: ``IGNORED`` (not a success event) or
+    """The trigger to act on, or what to answer at once: ``IGNORED`` (not a terminal state change) or
     ``GARBAGE`` (logged; whatever an event does to the decoder, it is acked, never redelivered)."""
     try:
         trigger = decode(cloud_event)

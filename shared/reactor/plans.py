@@ -7,11 +7,17 @@ target is looked at before the first write, so a refusal leaves the destination 
 
 - Vertex, GCS output: every object under ``gcsOutputDirectory/`` (not sibling prefixes), relative paths
   kept, copied server-side with objects.rewrite; objects already there with the same crc32c are skipped.
+  The prediction files (``predictions*.jsonl``) are read once, streamed, beside the copy, for the results.
 - Gemini, responses file: streamed from the Gemini API (``batchapi.outputs``) into a resumable upload of
-  ``responses.jsonl`` (memory stays flat whatever the size); a download that breaks is started again.
-- Gemini, inline responses: ``responses.jsonl``, one ``{"key", "response" | "error"}`` object per line.
-- Vertex, BigQuery output: nothing to copy (``not_applicable``).
-- Last, ``_manifest.json``: name, size and crc32c of every object, as GCS reports them.
+  ``responses.jsonl`` (memory stays flat whatever the size), each chunk read into the results as it passes;
+  a download that breaks is started again (with a new count).
+- Gemini, inline responses: ``responses.jsonl``, one ``{"key", "response" | "error"}`` object per line, from
+  the reply the copy read.
+- Vertex, BigQuery output: nothing to copy (``not_applicable``); the results are the job's counts.
+- A job that ended CANCELLED, EXPIRED or FAILED is copied the same way when the reply has an output location
+  (its partial outputs); without one there is nothing to copy (``not_applicable``, its counts as results).
+- ``failed.jsonl``: the requests to send again (``reactor.summarize``), when there are any.
+- Last, ``_manifest.json``: name, size and crc32c of every object, as GCS reports them, and the results.
 """
 
 from __future__ import annotations
@@ -20,22 +26,31 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from ..batchapi.client import BatchApiClient
+from ..batchapi.inputs import GeminiInputs
 from ..batchapi.names import JobName
 from ..batchapi.outputs import Download, GeminiOutputs, SourceUnavailable
-from ..errors import ForbiddenError, NotFoundError, PermanentError, TransientError
+from ..batchapi.wire import inline_items, inline_line
+from ..errors import BadResponseError, ForbiddenError, NotFoundError, PermanentError, TransientError
 from ..record.model import CopyStatus, JobRecord, rfc3339
+from ..results.lines import is_prediction_file
+from ..results.summary import ResultsReader, Summary
 from ..retry import RetryPolicy, retry
 from ..settings import Settings, split_gcs_uri
 from .allowlist import check_destination
 from .ownership import Ownership
-from .source import OutputKind, job_of, read_source
+from .source import OutputKind, Source, job_of, read_source
 from .storage import ObjectInfo, StorageClient
+from .summarize import Prices, counts_summary, new_reader, read_gemini_input, read_objects, results_map
 
+T = TypeVar("T")
 MANIFEST = "_manifest.json"
 RESPONSES = "responses.jsonl"
+FAILED = "failed.jsonl"
+RESERVED = (MANIFEST, FAILED)  # names the relay writes at the top of a destination: not copied from a source
 REWRITE_CONCURRENCY = 32
 LIST_PAGE_SIZE = 1000
 
@@ -46,6 +61,8 @@ class CopyResult:
     uri: str | None
     manifest_uri: str | None
     objects: list[ObjectInfo]
+    results: dict[str, Any] | None = None  # the A10 map: the record's, the event's and the manifest's
+    partial: bool = False  # the job ended otherwise than by succeeding
 
     @property
     def size(self) -> int:
@@ -60,8 +77,9 @@ def safe_relative(name: str) -> str:
         raise PermanentError(f"unsafe object name {name[:200]!r}: '.', '..' or empty segment", kind="unsafe_name")
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise PermanentError(f"unsafe object name {name[:200]!r}: control characters", kind="unsafe_name")
-    if name == MANIFEST:
-        raise PermanentError(f"source holds an object named {MANIFEST}", kind="unsafe_name")
+    if name in RESERVED:
+        raise PermanentError(f"source holds an object named {name}, a name the relay writes itself",
+                             kind="unsafe_name")
     return name
 
 
@@ -83,58 +101,125 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}/{name}" if prefix else name
 
 
+async def _all(*steps: Awaitable[T]) -> list[T]:
+    """``asyncio.gather``, except that the first failure cancels the other steps (nothing keeps copying
+    after the attempt has failed)."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 class Copier:
     """Runs the plan that fits the job's output as the API reports it. Clients come in; nothing is built
-    here: Cloud Storage, the Gemini API's outputs and the batch API (the job's status at copy time)."""
+    here: Cloud Storage, the Gemini API's outputs and inputs, the batch API (the job's status at copy time),
+    and the price table of this invocation."""
 
     def __init__(self, storage: StorageClient, gemini: GeminiOutputs, api: BatchApiClient, settings: Settings, *,
+                 inputs: GeminiInputs | None = None, prices: Prices | None = None,
                  retry: RetryPolicy | None = None) -> None:
         self._storage = storage
         self._gemini = gemini
         self._api = api
         self._settings = settings
         self._retry = retry or RetryPolicy(max_attempts=settings.max_attempts)
+        self._inputs = inputs
+        self._prices = prices or Prices(settings, storage)
 
     async def copy(self, record: JobRecord, now: dt.datetime) -> CopyResult:
         source = await read_source(self._api, record, now, self._settings)
         if source.kind is OutputKind.BIGQUERY:
-            return CopyResult(CopyStatus.NOT_APPLICABLE, None, None, [])
+            return await self._nothing_to_copy(source, record, counts_summary(source))
+        if source.kind is OutputKind.NONE:
+            return await self._nothing_to_copy(source, record, counts_summary(source, source.reason))
         dest = destination_for(record, self._settings, source.job)
         bucket, prefix = split_gcs_uri(dest)
         if not await self._storage.bucket_exists(bucket):
             raise PermanentError(f"destination bucket {bucket!r} does not exist", kind="missing_bucket")
-        owner = Ownership(source.job.name, record.tracking_id)
-        manifest_name = _join(prefix, MANIFEST)
+        sources: list[ObjectInfo] = []
         if source.kind is OutputKind.GCS:
-            written, manifest_at = await self._copy_gcs_dir(source.location, bucket, prefix, owner)
-        else:
-            target = _join(prefix, RESPONSES)
-            at, manifest_at = [owner.precondition(await self._storage.get_object(bucket, name), f"gs://{bucket}/{name}")
-                               for name in (target, manifest_name)]
-            if source.kind is OutputKind.FILE:
-                written = [await self._copy_responses_file(source.location, bucket, target, at, owner)]
+            sources = await self._list_source(source)
+            if not sources and source.partial:  # a job stopped before its first row: nothing to copy
+                ended = source.state.removeprefix("JOB_STATE_")
+                why = f"the job ended {ended} with no objects under {source.location}/"
+                return await self._nothing_to_copy(source, record, counts_summary(source, why))
+            if not sources:
+                raise PermanentError(f"no objects under {source.location}/", kind="missing_source")
+        owner = Ownership(source.job.name, record.tracking_id)
+        manifest_name, failed_name = _join(prefix, MANIFEST), _join(prefix, FAILED)
+        reader: ResultsReader | None = None
+        try:
+            if source.kind is OutputKind.GCS:
+                reader = new_reader(source)
+                written, at = await self._copy_gcs_dir(source, sources, bucket, prefix, owner, reader)
             else:
-                written = [await self._copy_inline(source.job.name, bucket, target, at, owner)]
+                target = _join(prefix, RESPONSES)
+                at = {name: owner.precondition(await self._storage.get_object(bucket, name), f"gs://{bucket}/{name}")
+                      for name in (target, failed_name, manifest_name)}
+                if source.kind is OutputKind.FILE:
+                    one, reader = await self._copy_responses_file(source, bucket, target, at[target], owner)
+                else:
+                    reader = new_reader(source)
+                    one = await self._copy_inline(source, bucket, target, at[target], owner, reader)
+                written = [one]
+                await self._read_input(reader, source)
+            summary = reader.finish()
+            failed_uri = None
+            if summary.failed_lines:
+                written.append(await self._write_failed(reader, bucket, failed_name, at[failed_name], owner))
+                failed_uri = f"gs://{bucket}/{failed_name}"
+        finally:
+            if reader is not None:
+                reader.failed_lines.close()
+        results = await self._results(summary, source, record, failed_uri)
         manifest = {
             "job": source.job.name, "state": source.state,
             "objects": [{"name": o.name[len(prefix) + 1:] if prefix else o.name, "size": o.size,
                          "crc32c": o.crc32c} for o in written],
-            "total_bytes": sum(o.size for o in written), "copied_at": rfc3339(now),
+            "total_bytes": sum(o.size for o in written), "copied_at": rfc3339(now), "results": results,
         }
-        body = json.dumps(manifest, indent=1).encode()
+        body = json.dumps(manifest, indent=1).encode()  # ASCII: a lone surrogate from an API string cannot fail the encode
         await self._storage.upload_bytes(bucket, manifest_name, body, content_type="application/json",
-                                         if_generation_match=manifest_at, metadata=owner.metadata)
-        return CopyResult(CopyStatus.DONE, dest, f"gs://{bucket}/{manifest_name}", written)
+                                         if_generation_match=at[manifest_name], metadata=owner.metadata)
+        return CopyResult(CopyStatus.DONE, dest, f"gs://{bucket}/{manifest_name}", written, results, source.partial)
+
+    async def _nothing_to_copy(self, source: Source, record: JobRecord, summary: Summary) -> CopyResult:
+        """BigQuery output, or a job that did not succeed and has no outputs: its counts, nothing written."""
+        return CopyResult(CopyStatus.NOT_APPLICABLE, None, None, [],
+                          await self._results(summary, source, record, None), source.partial)
+
+    async def _results(self, summary: Summary, source: Source, record: JobRecord,
+                       failed_uri: str | None) -> dict[str, Any]:
+        model = (source.status.model if source.status is not None else None) or record.model
+        cost = await self._prices.cost(summary, model, job=source.job.name, api=source.job.api.value)
+        return results_map(summary, cost, failed_uri)
+
+    async def _write_failed(self, reader: ResultsReader, bucket: str, name: str, at: int | str,
+                            owner: Ownership) -> ObjectInfo:
+        lines = reader.failed_lines
+        written = await self._storage.upload_stream(bucket, name, lines.aiter_chunks(),
+                                                    content_type="application/jsonl", if_generation_match=at,
+                                                    metadata=owner.metadata)
+        if written.size != lines.size:
+            raise TransientError(f"failed.jsonl is {written.size} bytes, wrote {lines.size}")
+        return written
 
     # -- Vertex: server-side copy of a directory ------------------------------------------------------
-    async def _copy_gcs_dir(self, source_uri: str, bucket: str, prefix: str,
-                            owner: Ownership) -> tuple[list[ObjectInfo], int | str]:
-        """The objects written (or found already there), and the manifest's precondition."""
-        src_bucket, src_prefix = split_gcs_uri(source_uri)
+    async def _list_source(self, source: Source) -> list[ObjectInfo]:
+        src_bucket, src_prefix = split_gcs_uri(source.location)
         start = f"{src_prefix}/" if src_prefix else ""
-        sources = [o async for o in self._storage.list_objects(src_bucket, start, page_size=LIST_PAGE_SIZE)]
-        if not sources:
-            raise PermanentError(f"no objects under {source_uri}/", kind="missing_source")
+        return [o async for o in self._storage.list_objects(src_bucket, start, page_size=LIST_PAGE_SIZE)]
+
+    async def _copy_gcs_dir(self, source: Source, sources: list[ObjectInfo], bucket: str, prefix: str,
+                            owner: Ownership, reader: ResultsReader) -> tuple[list[ObjectInfo], dict[str, int | str]]:
+        """The objects written (or found already there), and the preconditions of failed.jsonl and the
+        manifest. The prediction files are read into ``reader`` while the copies run."""
+        src_bucket, src_prefix = split_gcs_uri(source.location)
+        start = f"{src_prefix}/" if src_prefix else ""
         relatives = [safe_relative(o.name[len(start):]) for o in sources]
         # What is there already (an interrupted attempt's copies, or someone else's objects): one listing
         # instead of a stat per object, and every target decided before the first write.
@@ -148,8 +233,8 @@ class Copier:
                 plan.append((src, target, existing))  # already there, the same bytes: kept
             else:
                 plan.append((src, target, owner.precondition(existing, f"gs://{bucket}/{target}")))
-        manifest_name = _join(prefix, MANIFEST)
-        manifest_at = owner.precondition(present.get(manifest_name), f"gs://{bucket}/{manifest_name}")
+        at = {name: owner.precondition(present.get(name), f"gs://{bucket}/{name}")
+              for name in (_join(prefix, FAILED), _join(prefix, MANIFEST))}
         limit = asyncio.Semaphore(REWRITE_CONCURRENCY)
 
         async def one(src: ObjectInfo, target: str, step: ObjectInfo | int | str) -> ObjectInfo:
@@ -162,18 +247,32 @@ class Copier:
                     raise TransientError(f"copy of {src.name!r} does not match its source (size/crc32c)")
                 return written
 
-        return list(await asyncio.gather(*(one(*step) for step in plan))), manifest_at
+        async def copies() -> list[ObjectInfo]:
+            return await _all(*(one(*step) for step in plan))
+
+        async def reading() -> list[ObjectInfo]:
+            await read_objects(self._storage, [o for o, rel in zip(sources, relatives, strict=True)
+                                               if is_prediction_file(rel)], reader)
+            return []
+
+        written, _ = await _all(copies(), reading())
+        return written, at
 
     # -- Gemini: the responses file, streamed -----------------------------------------------------------
-    async def _copy_responses_file(self, file_name: str, bucket: str, target: str, at: int | str,
-                                   owner: Ownership) -> ObjectInfo:
-        async def attempt() -> ObjectInfo:
+    async def _copy_responses_file(self, source: Source, bucket: str, target: str, at: int | str,
+                                   owner: Ownership) -> tuple[ObjectInfo, ResultsReader]:
+        """The object written and the reader that read it (a new one for each download)."""
+        file_name = source.location
+
+        async def attempt() -> tuple[ObjectInfo, ResultsReader]:
             counted = 0
+            reader = new_reader(source)
 
             async def body(download: Download) -> AsyncIterator[bytes]:
                 nonlocal counted
                 async for chunk in download.chunks():
                     counted += len(chunk)
+                    reader.feed_chunk(chunk)  # the results, from the bytes on their way to the bucket
                     yield chunk
 
             try:
@@ -182,23 +281,43 @@ class Copier:
                         bucket, target, body(download), content_type="application/jsonl", if_generation_match=at,
                         metadata=owner.metadata)
                     expected = download.announced_size
+                if written.size != counted or (expected is not None and expected != counted):
+                    raise TransientError(f"responses.jsonl is {written.size} bytes, read {counted}")
+                reader.end_file()
             except NotFoundError as exc:
+                reader.failed_lines.close()
                 raise PermanentError(f"responses file {file_name}: {exc}", kind="missing_source") from None
             except ForbiddenError as exc:
+                reader.failed_lines.close()
                 raise PermanentError(f"responses file {file_name}: {exc}", kind="forbidden") from None
-            if written.size != counted or (expected is not None and expected != counted):
-                raise TransientError(f"responses.jsonl is {written.size} bytes, read {counted}")
-            return written
+            except BaseException:
+                reader.failed_lines.close()
+                raise
+            return written, reader
 
         return await retry(attempt, self._retry, retry_if=lambda exc: isinstance(exc, SourceUnavailable))
 
+    async def _read_input(self, reader: ResultsReader, source: Source) -> None:
+        if self._inputs is None:
+            if reader.needs_input:
+                reader.input_unavailable("the batch's input was not read (no Gemini API client for it)")
+            return
+        await read_gemini_input(reader, source, self._inputs, self._retry)
+
     # -- Gemini: inline responses --------------------------------------------------------------------
-    async def _copy_inline(self, name: str, bucket: str, target: str, at: int | str, owner: Ownership) -> ObjectInfo:
-        lines = [json.dumps(line, ensure_ascii=False, separators=(",", ":"))
-                 for line in await self._gemini.inline_responses(name)]
+    async def _copy_inline(self, source: Source, bucket: str, target: str, at: int | str, owner: Ownership,
+                           reader: ResultsReader) -> ObjectInfo:
+        try:
+            items = inline_items(source.reply)
+            lines = [json.dumps(inline_line(index, item), ensure_ascii=False, separators=(",", ":"))
+                     for index, item in enumerate(items)]
+        except BadResponseError as exc:
+            raise BadResponseError(f"inline responses of {source.job.name} are unreadable: {exc}") from None
         data = ("\n".join(lines) + "\n").encode() if lines else b""
         written = await self._storage.upload_bytes(bucket, target, data, content_type="application/jsonl",
                                                    if_generation_match=at, metadata=owner.metadata)
         if written.size != len(data):
             raise TransientError(f"responses.jsonl is {written.size} bytes, wrote {len(data)}")
+        for item in items:
+            reader.feed_inline(item)
         return written

@@ -4,12 +4,17 @@ Anyone who can write the jobs collection can write a record's ``output``; so the
 (``batchapi.client``) for the job named by the record (the name checked again against its pattern), and
 takes the state and output location from that reply alone:
 
-- the API must report a success (SUCCEEDED, PARTIALLY_SUCCEEDED), else ``state_mismatch``;
+- the API must report the job ended (SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED, EXPIRED), else
+  ``state_mismatch``; a job that ended otherwise than by succeeding is copied too when the reply has an
+  output location (its partial outputs: ``Source.partial``);
 - a Vertex AI output directory must be a ``gs://`` URI (``bad_source``) in ``RELAY_SOURCE_BUCKETS``
   (``source_not_allowed``); a Gemini responses file must be ``files/{id}`` (``bad_source``);
 - no output location yet (a job can report SUCCEEDED before its output shows): ``OutputPending``, a
   transient error, so the event is redelivered, for up to ``RELAY_OUTPUT_WAIT_S`` from the job's end time
-  (or from the copy's first try when the API gives none); then ``no_output``.
+  (or from the copy's first try when the API gives none); then, for a success, ``no_output``;
+- a job that did not succeed and shows no output location has nothing to copy (``OutputKind.NONE``): at
+  once when its counts say no request finished, else after the same wait (its partial outputs may lag
+  its end as a success's do).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import datetime as dt
 import enum
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ..batchapi import states
 from ..batchapi.client import BatchApiClient
@@ -35,16 +41,26 @@ class OutputKind(enum.StrEnum):
     BIGQUERY = "bigquery"  # Vertex AI: a BigQuery table (nothing to copy)
     FILE = "file"  # Gemini API: a responses file
     INLINE = "inline"  # Gemini API: responses inside the batch
+    NONE = "none"  # a job that did not succeed and shows no output: nothing to copy
 
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """Where a job's outputs are, as the API said at copy time."""
+    """Where a job's outputs are, as the API said at copy time: ``status`` is that reply read, ``reply`` the
+    reply itself (a Gemini batch's inline responses and input are read from it)."""
 
     job: JobName
     state: str
     kind: OutputKind
-    location: str = ""  # gs:// directory (GCS), files/{id} (FILE), bq:// table (BIGQUERY); "" for INLINE
+    location: str = ""  # gs:// directory (GCS), files/{id} (FILE), bq:// table (BIGQUERY); "" otherwise
+    status: JobStatus | None = None
+    reply: Any = None
+    reason: str | None = None  # NONE: why there is nothing to copy
+
+    @property
+    def partial(self) -> bool:
+        """The job ended otherwise than SUCCEEDED or PARTIALLY_SUCCEEDED: its outputs are what it finished."""
+        return self.state not in states.SUCCESS
 
 
 class OutputPending(TransientError):
@@ -64,8 +80,9 @@ async def read_source(api: BatchApiClient, record: JobRecord, now: dt.datetime, 
                       clock: Callable[[], float] = time.monotonic) -> Source:
     """The job's output location from the API's reply now (errors of ``batch_relay.errors``)."""
     job = job_of(record)
-    status = await api.get_status(job, clock() + settings.request_timeout_s * settings.max_attempts)
-    return source_of(job, status, record.copy_waiting_since, now, settings)
+    status, reply = await api.get_reply(job, clock() + settings.request_timeout_s * settings.max_attempts)
+    source = source_of(job, status, record.copy_waiting_since, now, settings)
+    return dataclasses.replace(source, status=status, reply=reply)
 
 
 def output_wait_left(end_time: dt.datetime | None, waiting_since: dt.datetime | None, now: dt.datetime,
@@ -76,11 +93,17 @@ def output_wait_left(end_time: dt.datetime | None, waiting_since: dt.datetime | 
     return wait_s - (now - start).total_seconds()
 
 
+def finished_requests(status: JobStatus) -> int:
+    """Requests the job's counts say have a result (succeeded or failed)."""
+    stats = status.completion_stats or {}
+    return (stats.get("successful") or 0) + (stats.get("failed") or 0)
+
+
 def source_of(job: JobName, status: JobStatus, waiting_since: dt.datetime | None, now: dt.datetime,
               settings: Settings) -> Source:
     """Where the reply ``status`` puts the outputs (see the module's rules)."""
-    if status.state not in states.SUCCESS:
-        raise PermanentError(f"the API reports {job.name} as {status.state}, not a success: nothing is copied",
+    if not states.is_terminal(status.state):
+        raise PermanentError(f"the API reports {job.name} as {status.state}, not ended: nothing is copied",
                              kind="state_mismatch")
     output = status.output
     if gcs := output.get("gcs_uri"):
@@ -99,9 +122,17 @@ def source_of(job: JobName, status: JobStatus, waiting_since: dt.datetime | None
         return Source(job, status.state, OutputKind.FILE, file_name)
     if "inlined_count" in output:
         return Source(job, status.state, OutputKind.INLINE)
+    success = status.state in states.SUCCESS
+    ended = status.state.removeprefix("JOB_STATE_")
+    if not success and not finished_requests(status):
+        return Source(job, status.state, OutputKind.NONE,
+                      reason=f"the job ended {ended} with no output location and no finished request")
     left = output_wait_left(status.end_time, waiting_since, now, settings.output_wait_s)
-    if left <= 0:
-        raise PermanentError(f"the API reports no output location for {job.name} (waited "
-                             f"RELAY_OUTPUT_WAIT_S={settings.output_wait_s:g} s)", kind="no_output")
-    raise OutputPending(f"the API reports no output location for {job.name} yet; asked again for up to "
-                        f"{left:.0f} s more (RELAY_OUTPUT_WAIT_S)")
+    if left > 0:
+        raise OutputPending(f"the API reports no output location for {job.name} yet; asked again for up to "
+                            f"{left:.0f} s more (RELAY_OUTPUT_WAIT_S)")
+    waited = f"waited RELAY_OUTPUT_WAIT_S={settings.output_wait_s:g} s"
+    if not success:
+        return Source(job, status.state, OutputKind.NONE,
+                      reason=f"the job ended {ended} and the API shows no output location ({waited})")
+    raise PermanentError(f"the API reports no output location for {job.name} ({waited})", kind="no_output")

@@ -45,7 +45,7 @@ class ClaimResult(enum.StrEnum):
     DONE = "done"  # already done or not applicable: only make sure it is announced
     FAILED = "failed"  # already failed: only make sure it is announced
     BUSY = "busy"  # another delivery holds a live copy lease
-    NOT_SUCCESS = "not_success"  # the record is not in a success state
+    NOT_ENDED = "not_ended"  # the record's state is not a terminal one (nothing to copy yet, or ever)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -374,8 +374,10 @@ def update_tracking(record: JobRecord, *, destination: str | None, labels: dict[
 # -- the copy -----------------------------------------------------------------------------------------------
 
 def claim_copy(record: JobRecord | None, now: dt.datetime, settings: Settings) -> Outcome[Claim | None]:
-    """Take the copy lease (``pending``/expired ``copying`` -> ``copying``). The result: what was found and
-    the record after (with the lease when ``CLAIMED``, the only case that writes); None: not tracked."""
+    """Take the copy lease (``pending``/expired ``copying`` -> ``copying``) of a job that ended, however it
+    ended (a job that did not succeed may have partial outputs: the copy asks the API). The result: what was
+    found and the record after (with the lease when ``CLAIMED``, the only case that writes); None: not
+    tracked."""
     if record is None:
         return Outcome(None)
     status = record.copy.status
@@ -383,8 +385,8 @@ def claim_copy(record: JobRecord | None, now: dt.datetime, settings: Settings) -
         return Outcome(Claim(ClaimResult.DONE, record))
     if status == CopyStatus.FAILED:
         return Outcome(Claim(ClaimResult.FAILED, record))
-    if record.state not in states.SUCCESS:
-        return Outcome(Claim(ClaimResult.NOT_SUCCESS, record))
+    if not states.is_terminal(record.state):
+        return Outcome(Claim(ClaimResult.NOT_ENDED, record))
     if status == CopyStatus.COPYING and record.copy_lease_until and record.copy_lease_until > now:
         return Outcome(Claim(ClaimResult.BUSY, record))
     after = record.replace(copy=dataclasses.replace(record.copy, status=CopyStatus.COPYING),
@@ -398,16 +400,22 @@ def _owns_copy(record: JobRecord, attempt: int) -> bool:
 
 def finish_copy(record: JobRecord | None, attempt: int, now: dt.datetime, settings: Settings, *,
                 status: CopyStatus, uri: str | None = None, manifest_uri: str | None = None, objects: int = 0,
-                size: int = 0, error: dict[str, Any] | None = None) -> Outcome[events.Event | None]:
+                size: int = 0, error: dict[str, Any] | None = None, results: dict[str, Any] | None = None,
+                partial: bool | None = None) -> Outcome[events.Event | None]:
     """Commit a copy's result and put its announcement in the outbox (``announced=false``); the result is
-    the announcement. None, and nothing to write, when this attempt no longer owns the copy."""
+    the announcement. ``results`` (A10) goes on the record and in ``outputsReady``; ``partial``: the job
+    ended otherwise than by succeeding, as the API said at copy time (None: as the record says). None, and
+    nothing to write, when this attempt no longer owns the copy."""
     if record is None or not _owns_copy(record, attempt):
         return Outcome(None)
     copy = dataclasses.replace(record.copy, status=status, uri=uri, manifest_uri=manifest_uri, objects=int(objects),
                                bytes=int(size), error=error, announced=False)
     after = record.replace(copy=copy, copy_lease_until=None, copy_waiting_since=None)
-    build = events.outputs_failed if status == CopyStatus.FAILED else events.outputs_ready
-    event = build(after, settings.event_source, now)
+    if status != CopyStatus.FAILED:
+        after = after.replace(results=results)
+        event = events.outputs_ready(after, settings.event_source, now, partial=partial)
+    else:
+        event = events.outputs_failed(after, settings.event_source, now)
     after = after.replace(outbox={**after.outbox, "copy": event.to_doc()}, has_unpublished=True)
     return Outcome(event, Change(after, events=(event,)))
 
@@ -458,8 +466,8 @@ def recopy(record: JobRecord | None, name: str) -> Outcome[JobRecord]:
     """A new attempt of a failed or stuck copy: ``attempt + 1``, status ``pending``."""
     if record is None:
         raise UsageError(f"{name} is not tracked")
-    if record.state not in states.SUCCESS:
-        raise UsageError(f"{name} is {record.state}: only succeeded jobs have outputs to copy")
+    if not states.is_terminal(record.state):
+        raise UsageError(f"{name} is {record.state}: only a job that ended has outputs to copy")
     if record.copy.status.finished_ok:
         raise UsageError(f"the copy of {name} is already {record.copy.status.value}")
     after = record.replace(copy=CopyState(attempt=record.copy.attempt + 1), copy_lease_until=None,

@@ -173,7 +173,7 @@ PUBLIC_FIELDS = (
     "name", "api", "state", "terminal", "version", "tracking_id", "display_name", "model",
     "create_time", "start_time", "end_time", "update_time", "completion_stats", "error", "output",
     "destination", "labels", "copy", "tracked_at", "polled_at", "last_poll_error", "tracked_by",
-    "changed_at", "stalled_at", "parent", "resubmitted_as",
+    "changed_at", "stalled_at", "results", "parent", "resubmitted_as",
 )
 
 
@@ -206,6 +206,7 @@ class JobRecord:
     tracked_by: TrackedBy = TrackedBy.TRACK
     changed_at: dt.datetime | None = None
     stalled_at: dt.datetime | None = None
+    results: dict[str, Any] | None = None  # what the outputs hold (A10), set by the reactor's copy
     parent: str | None = None  # the job whose failed requests this batch resubmits
     resubmitted_as: str | None = None  # the latest batch made of this job's failed requests
     # -- internal bookkeeping (never in events) --
@@ -260,7 +261,8 @@ class JobRecord:
             copy=CopyState.from_doc(doc.get("copy")), tracked_at=doc.get("tracked_at"), polled_at=polled_at,
             last_poll_error=_map(doc.get("last_poll_error")), tracked_by=tracked_by,
             changed_at=doc.get("changed_at", polled_at), stalled_at=doc.get("stalled_at"),
-            parent=_str(doc.get("parent")), resubmitted_as=_str(doc.get("resubmitted_as")),
+            results=_map(doc.get("results")), parent=_str(doc.get("parent")),
+            resubmitted_as=_str(doc.get("resubmitted_as")),
             shard=_int(doc.get("shard"), shard_of(name)), has_unpublished=bool(doc.get("has_unpublished")),
             published_version=_int(doc.get("published_version")), outbox=_map(doc.get("outbox")) or {},
             publish_lease=Lease.from_doc(doc.get("publish_lease")), copy_lease_until=doc.get("copy_lease_until"),

@@ -95,13 +95,16 @@ def parse_usage(metadata: Any) -> Usage | None:
 
 def error_code(value: Any) -> str:
     """A short, printable code for the errors map: ``"3"``, ``"429"``, ``"INVALID_ARGUMENT"``,
-    ``"Bad Request"``; ``"unknown"`` when there is nothing usable."""
+    ``"Bad Request"``; ``"unknown"`` when there is nothing usable. Never of the shape ``__x__``: the map is
+    stored in Firestore, which refuses such field names (the whole write would fail)."""
     if isinstance(value, bool) or value is None:
         return "unknown"
     if isinstance(value, int):
         return str(value) if -(10**12) < value < 10**12 else "unknown"
     if isinstance(value, str):
         text = _CODE_TEXT.sub(" ", value).strip()[:CODE_MAX].strip()
+        if text.startswith("__") and text.endswith("__"):  # Firestore reserves field names of that shape
+            text = text.strip("_").strip()
         return text or "unknown"
     return "unknown"
 
