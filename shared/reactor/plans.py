@@ -182,7 +182,7 @@ class Copier:
                          "crc32c": o.crc32c} for o in written],
             "total_bytes": sum(o.size for o in written), "copied_at": rfc3339(now), "results": results,
         }
-        body = json.dumps(manifest, indent=1).encode()  # ASCII: a lone surrogate from an API string cannot fail the encode
+        body = json.dumps(manifest, indent=1).encode()  # ASCII: a lone surrogate cannot fail the encode
         await self._storage.upload_bytes(bucket, manifest_name, body, content_type="application/json",
                                          if_generation_match=at[manifest_name], metadata=owner.metadata)
         return CopyResult(CopyStatus.DONE, dest, f"gs://{bucket}/{manifest_name}", written, results, source.partial)
