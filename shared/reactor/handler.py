@@ -165,7 +165,8 @@ class Reactor:
             await self._store.release_copy(name, attempt, waiting_since=now)
             raise
         except RewriteUnfinished as exc:
-            await progress.flush()
+            with contextlib.suppress(Exception):  # unsaved, the redelivery resumes from the last save
+                await progress.flush()
             log(_log, logging.WARNING, "copy stopped at its deadline with rewrites unfinished; their tokens are "
                 "kept and the event will be redelivered", kind=exc.kind, rewrites=progress.pending,
                 error=str(exc)[:500], duration_s=round(asyncio.get_running_loop().time() - started, 3), **fields)
