@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import json
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
@@ -238,9 +239,8 @@ class Copier:
         # names this copy writes (never the whole destination), and every target decided before the first write.
         targets = [_join(prefix, rel) for rel in relatives]
         own = (_join(prefix, FAILED), _join(prefix, MANIFEST))
-        found, found_own = await asyncio.gather(
-            self._storage.find_objects(bucket, targets, page_size=LIST_PAGE_SIZE),
-            self._storage.find_objects(bucket, own))
+        found, found_own = await _all(self._storage.find_objects(bucket, targets, page_size=LIST_PAGE_SIZE),
+                                      self._storage.find_objects(bucket, own))
         present = {**found, **found_own}
         plan: list[tuple[ObjectInfo, str, ObjectInfo | int | str]] = []
         for src, rel in zip(sources, relatives, strict=True):
@@ -257,15 +257,12 @@ class Copier:
             if isinstance(step, ObjectInfo):
                 return step
             async with limit:
-                if progress is None:
-                    written = await self._storage.rewrite(src_bucket, src.name, bucket, target,
-                                                          if_generation_match=step, metadata=owner.metadata,
-                                                          content_type=src.content_type)
-                else:
-                    written = await self._storage.rewrite(
-                        src_bucket, src.name, bucket, target, if_generation_match=step, metadata=owner.metadata,
-                        content_type=src.content_type, token=progress.resume(target), stop=progress.stopped,
-                        on_token=lambda token: progress.note(target, token))
+                written = await self._storage.rewrite(
+                    src_bucket, src.name, bucket, target, if_generation_match=step, metadata=owner.metadata,
+                    content_type=src.content_type, token=progress.resume(target) if progress else None,
+                    stop=progress.stopped if progress else None,
+                    on_token=functools.partial(progress.note, target) if progress else None)
+                if progress:
                     progress.done(target)
                 if written.size != src.size or (src.crc32c and written.crc32c != src.crc32c):
                     raise TransientError(f"copy of {src.name!r} does not match its source (size/crc32c)")
