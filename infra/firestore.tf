@@ -78,8 +78,8 @@ resource "google_firestore_field" "expire_at" {
 # docs/record.md shows users, so their indexes are switched off (an empty `index_config`):
 # - sequential timestamps written on every poll, lease or change: an indexed field of sequential values
 #   caps a collection at 500 writes/s (Firestore "Quotas and limits");
-# - blobs no query reads (the outbox's events, a transition's event, the tick's summary): every subfield
-#   is an index entry, storage that is paid for;
+# - blobs no query reads (the outbox's events, a copy's rewrite tokens, a transition's event, the tick's
+#   summary): every subfield is an index entry, storage that is paid for;
 # - the meta collection's digest `entries` (5 to 7 index entries per watched job: a digest part would be
 #   refused at ~5,700 jobs, far below its 1 MiB) and a scope's `settled` ids (one entry per id).
 # tests/test_infra.py checks that no query of the code or of docs/record.md uses any of them.
@@ -91,6 +91,7 @@ locals {
     jobs_stalled_at         = { collection = var.firestore.collection, field = "stalled_at" }
     jobs_publish_lease      = { collection = var.firestore.collection, field = "publish_lease" }
     jobs_copy_lease_until   = { collection = var.firestore.collection, field = "copy_lease_until" }
+    jobs_copy_rewrites      = { collection = var.firestore.collection, field = "copy_rewrites" }
     jobs_outbox             = { collection = var.firestore.collection, field = "outbox" }
     jobs_resubmit_claim     = { collection = var.firestore.collection, field = "resubmit_claim" }
     transitions_observed_at = { collection = "transitions", field = "observed_at" }

@@ -296,3 +296,36 @@ def test_a_copy_waiting_for_its_output_keeps_its_first_try_and_is_not_swept_befo
     _, done = machine.finish_copy(still, 1, at(200), s, status=CopyStatus.DONE)
     assert done.record.copy_waiting_since is None
     assert machine.recopy(still, ok.name).result.copy_waiting_since is None
+
+
+def test_rewrite_tokens_are_kept_by_the_copy_that_owns_them_and_cleared_when_it_ends():
+    ok = fresh().replace(state="JOB_STATE_SUCCEEDED", terminal=True, version=1)
+    claimed = machine.claim_copy(ok, at(0), S).result.record
+    saved, change = machine.save_rewrites(claimed, 1, {"out/big.jsonl": "token-43"})
+    assert saved and change.record.copy_rewrites == {"out/big.jsonl": "token-43"}
+    held = change.record
+    assert JobRecord.from_doc(held.to_doc()) == held  # stored as a map of strings
+    assert machine.save_rewrites(held, 1, {"out/big.jsonl": "token-43"}) == (True, None)  # unchanged: no write
+    assert machine.save_rewrites(held, 2, {}) == (False, None)  # another attempt's: nothing written
+    released = machine.release_copy(held, 1, at(500)).change.record
+    assert released.copy_rewrites == {"out/big.jsonl": "token-43"}  # the redelivery resumes from it
+    again = machine.claim_copy(released, at(501), S).result.record
+    assert again.copy_rewrites == {"out/big.jsonl": "token-43"}
+    _, done = machine.finish_copy(again, 1, at(600), S, status=CopyStatus.DONE)
+    assert done.record.copy_rewrites == {}
+
+
+def test_a_copy_stopped_with_rewrites_unfinished_is_swept_two_leases_later_as_rewrite_unfinished():
+    ok = fresh().replace(state="JOB_STATE_SUCCEEDED", terminal=True, version=1)
+    claimed = machine.claim_copy(ok, at(0), S).result.record
+    held = machine.save_rewrites(claimed, 1, {"out/big.jsonl": "token-43"}).change.record
+    released = machine.release_copy(held, 1, at(510)).change.record
+    # Pub/Sub's backoff grows up to 600 s, one lease: a copy with rewrites under way is left two leases
+    assert not machine.copy_stuck(released, at(510 + 1199), S) and machine.copy_stuck(released, at(510 + 1200), S)
+    swept, change = machine.fail_stuck_copy(released, at(510 + 1200), S)
+    assert swept and change.record.copy.status == CopyStatus.FAILED
+    assert change.record.copy.error["kind"] == "rewrite_unfinished" and "recopy" in change.record.copy.error["message"]
+    again = machine.recopy(change.record, ok.name).result
+    assert again.copy_rewrites == {"out/big.jsonl": "token-43"}  # recopy resumes the rewrite
+    plain = machine.release_copy(claimed, 1, at(510)).change.record
+    assert machine.fail_stuck_copy(plain, at(1110), S).change.record.copy.error["kind"] == "timeout"

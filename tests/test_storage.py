@@ -601,3 +601,157 @@ def test_a_failed_precondition_is_raised_at_once_not_retried():
 
     error, storage = on_mock(handler, body)
     assert storage.requests == 1 and isinstance(error, TransientError) and "412" in str(error)
+
+
+# -- long rewrites, requester pays, bounded lookups -------------------------------------------------------
+
+
+def test_a_rewrite_resumes_from_a_saved_token_and_stops_when_told():
+    from batch_relay.reactor.storage import RewriteUnfinished
+
+    sent: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.params.get("rewriteToken"))
+        if len(sent) == 6:
+            return httpx.Response(200, json={"done": True, "resource": {**OBJECT, "bucket": "dst"}})
+        return httpx.Response(200, json={"done": False, "rewriteToken": f"token-{40 + len(sent)}"})
+
+    noted: list[str] = []
+
+    async def note(token: str) -> None:
+        noted.append(token)
+
+    async def first(storage: StorageClient) -> RewriteUnfinished:
+        with pytest.raises(RewriteUnfinished) as caught:
+            await storage.rewrite("src", "o", "dst", "o", on_token=note, stop=lambda: len(sent) >= 3)
+        return caught.value
+
+    stopped, _ = on_mock(handler, first)
+    assert sent == [None, "token-41", "token-42"] and noted == ["token-41", "token-42", "token-43"]
+    assert stopped.token == "token-43" and stopped.kind == "rewrite_unfinished"
+    info, _ = on_mock(handler, lambda s: s.rewrite("src", "o", "dst", "o", token=stopped.token))
+    assert sent[3:] == ["token-43", "token-44", "token-45"]  # resumed: not [None, ...]
+    assert info.bucket == "dst"
+
+
+@pytest.mark.parametrize("status", [400, 404])
+def test_a_refused_saved_token_starts_the_rewrite_again(status):
+    sent: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        token = request.url.params.get("rewriteToken")
+        sent.append(token)
+        if token == "stale":
+            return httpx.Response(status, json={"error": {"code": status, "message": "Invalid rewrite token."}})
+        return httpx.Response(200, json={"done": True, "resource": {**OBJECT, "bucket": "dst"}})
+
+    info, _ = on_mock(handler, lambda s: s.rewrite("src", "o", "dst", "o", token="stale"))
+    assert sent == ["stale", None] and info.bucket == "dst"
+
+
+@pytest.mark.parametrize("status,body", [
+    (400, {"error": {"code": 400, "message": "Bucket is a requester pays bucket but no user project provided.",
+                     "errors": [{"reason": "userProjectMissing", "domain": "global"}]}}),
+    (403, {"error": {"code": 403, "message": "Bucket is requester pays: access denied."}}),
+])
+def test_a_requester_pays_bucket_is_its_own_kind_and_never_retried(status, body):
+    from batch_relay.errors import PermanentError
+
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        return httpx.Response(status, json=body)
+
+    async def run(storage: StorageClient) -> PermanentError:
+        with pytest.raises(PermanentError) as caught:
+            await anext(storage.list_objects("paid", "run/"))
+        return caught.value
+
+    error, _ = on_mock(handler, run)
+    assert error.kind == "requester_pays" and "requester-pays" in str(error) and len(calls) == 1
+    assert "no-requester-pays" in str(error)
+
+
+def test_other_400_and_403_keep_their_kinds():
+    from batch_relay.errors import PermanentError
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status = 400 if request.url.path.endswith("/bad") else 403
+        return httpx.Response(status, json={"error": {"code": status, "message": "nope"}})
+
+    async def run(storage: StorageClient) -> tuple[PermanentError, PermanentError]:
+        with pytest.raises(PermanentError) as bad:
+            await storage.get_object("b", "bad")
+        with pytest.raises(ForbiddenError) as forbidden:
+            await storage.get_object("b", "denied")
+        return bad.value, forbidden.value
+
+    (bad, forbidden), _ = on_mock(handler, run)
+    assert bad.kind == "bad_request" and forbidden.kind == "forbidden"
+
+
+class BigBucket:
+    """A Cloud Storage peer holding ``count`` objects, sorted as GCS lists them: objects.list with prefix,
+    startOffset, maxResults and pageToken, and objects.get. Counts the requests of each kind."""
+
+    def __init__(self, names: list[str]) -> None:
+        import bisect
+
+        self.bisect = bisect
+        self.names = sorted(names)
+        self.lists = 0
+        self.gets = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/o"):
+            self.lists += 1
+            params = request.url.params
+            prefix, start = params.get("prefix", ""), params.get("startOffset", "")
+            at = int(params.get("pageToken") or self.bisect.bisect_left(self.names, max(prefix, start)))
+            size = int(params.get("maxResults") or 1000)
+            page = []
+            while at < len(self.names) and len(page) < size and self.names[at].startswith(prefix):
+                page.append({**OBJECT, "name": self.names[at]})
+                at += 1
+            more = at < len(self.names) and self.names[at].startswith(prefix)
+            return httpx.Response(200, json={"items": page, **({"nextPageToken": str(at)} if more else {})})
+        self.gets += 1
+        name = request.url.path.split("/o/", 1)[1]
+        if name in self.names:
+            return httpx.Response(200, json={**OBJECT, "name": name})
+        return httpx.Response(404, json={"error": {"code": 404, "message": "No such object"}})
+
+
+def test_find_objects_asks_for_the_names_only_in_a_bucket_of_100000_objects():
+    foreign = [f"data/{i:06d}.bin" for i in range(50_000)] + [f"zzz/{i:06d}.bin" for i in range(50_000)]
+    ours = [f"predictions_{i:03d}.jsonl" for i in range(40)]
+    bucket = BigBucket(foreign + ours[:30])  # 30 of the 40 there already (an interrupted attempt's)
+
+    async def everything(storage: StorageClient) -> int:
+        return len([o async for o in storage.list_objects("b", "")])
+
+    listed, storage = on_mock(bucket, everything)
+    assert listed == 100_030 and storage.requests == 101  # what listing the destination cost
+
+    bucket.lists = 0
+    found, storage = on_mock(bucket, lambda s: s.find_objects("b", ours))
+    assert sorted(found) == ours[:30] and found[ours[0]].name == ours[0]
+    assert storage.requests == bucket.lists == 1  # one page: the range the 40 names span
+    few = ["predictions_000.jsonl", "_manifest.json", "failed.jsonl"]
+    found, storage = on_mock(bucket, lambda s: s.find_objects("b", few))
+    assert list(found) == ["predictions_000.jsonl"] and storage.requests == bucket.gets == 3
+
+
+def test_find_objects_on_fake_gcs_finds_the_names_and_nothing_else(gcs_emulator):
+    async def fn(storage: StorageClient, http: httpx.AsyncClient) -> dict[str, ObjectInfo]:
+        bucket = await make_bucket(http, storage)
+        for name in ["a/x", "a/y", "p/0", "p/1", "p/10", "p/2", "p/20", "q"]:
+            await storage.upload_bytes(bucket, name, name.encode())
+        wanted = [f"p/{i}" for i in range(20)] + ["p/3x"]  # more than FIND_BY_GET: one listing
+        return await storage.find_objects(bucket, wanted, page_size=2)
+
+    found = on_gcs(gcs_emulator, fn)
+    assert sorted(found) == ["p/0", "p/1", "p/10", "p/2"] and found["p/10"].size == 4

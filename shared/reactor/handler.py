@@ -6,7 +6,9 @@ says at copy time (``reactor.source``); the record only says which job, to where
 
 Errors are the retry contract: a transient failure releases the claim and raises, so Pub/Sub redelivers;
 a permanent one is recorded on the record and announced, and the message is acked. A message that is not
-ours, not a job that ended, or garbage is logged and acked without touching Firestore.
+ours, not a job that ended, or garbage is logged and acked without touching Firestore. A copy whose rewrites
+cannot finish within one delivery stops at its deadline, keeps their tokens on the record and is redelivered
+(kind ``rewrite_unfinished``; ``reactor.progress``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import dataclasses
 import datetime as dt
 import enum
@@ -33,7 +36,9 @@ from ..record.machine import ClaimResult
 from ..record.model import CopyStatus, JobRecord
 from ..record.store import JobStore
 from .plans import Copier
+from .progress import RewriteProgress
 from .source import OutputPending
+from .storage import RewriteUnfinished
 
 _log = get_logger("reactor")
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024
@@ -141,8 +146,13 @@ class Reactor:
         name, attempt = record.name, record.copy.attempt
         fields = {"job": name, "api": record.api, "attempt": attempt}
         started = asyncio.get_running_loop().time()
+
+        async def save(tokens: dict[str, str]) -> None:
+            await self._store.save_rewrites(name, attempt, tokens)
+
+        progress = RewriteProgress(record.copy_rewrites, save, self._copier.rewrite_budget_s)
         try:
-            result = await self._copier.copy(record, now)
+            result = await self._copier.copy(record, now, progress)
         except PermanentError as exc:
             error = {"kind": exc.kind, "message": storable(str(exc))}
             log(_log, logging.ERROR, "copy failed", error=error, **fields)
@@ -154,7 +164,18 @@ class Reactor:
                 error=str(exc)[:500], **fields)
             await self._store.release_copy(name, attempt, waiting_since=now)
             raise
+        except RewriteUnfinished as exc:
+            with contextlib.suppress(Exception):  # unsaved, the redelivery resumes from the last save
+                await progress.flush()
+            log(_log, logging.WARNING, "copy stopped at its deadline with rewrites unfinished; their tokens are "
+                "kept and the event will be redelivered", kind=exc.kind, rewrites=progress.pending,
+                error=str(exc)[:500], duration_s=round(asyncio.get_running_loop().time() - started, 3), **fields)
+            await self._store.release_copy(name, attempt)
+            raise
         except BaseException as exc:
+            if isinstance(exc, TransientError):  # what the rewrites reached helps the redelivery
+                with contextlib.suppress(Exception):
+                    await progress.flush()
             log(_log, logging.WARNING, "copy interrupted; the event will be redelivered",
                 error=f"{type(exc).__name__}: {exc}"[:500], **fields)
             await self._store.release_copy(name, attempt)

@@ -17,6 +17,10 @@ target is looked at before the first write, so a refusal leaves the destination 
 - A job that ended CANCELLED, EXPIRED or FAILED is copied the same way when the reply has an output location
   (its partial outputs); without one there is nothing to copy (``not_applicable``, its counts as results).
 - ``failed.jsonl``: the requests to send again (``reactor.summarize``), when there are any.
+- What is already at the destination is looked up by the names the copy writes (``find_objects``), never by
+  listing the destination prefix (which may be a whole bucket of other objects).
+- A rewrite that needs more calls than one delivery has time for stops at the deadline with its tokens kept
+  on the record (``reactor.progress``); the redelivery resumes it, objects left unfinished first.
 - Last, ``_manifest.json``: name, size and crc32c of every object, as GCS reports them, and the results.
 """
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import json
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
@@ -42,6 +47,7 @@ from ..retry import RetryPolicy, retry
 from ..settings import Settings, split_gcs_uri
 from .allowlist import check_destination
 from .ownership import Ownership
+from .progress import RewriteProgress, rewrite_budget_s
 from .source import OutputKind, Source, job_of, read_source
 from .storage import ObjectInfo, StorageClient
 from .summarize import Prices, counts_summary, new_reader, read_gemini_input, read_objects, results_map
@@ -130,7 +136,13 @@ class Copier:
         self._inputs = inputs
         self._prices = prices or Prices(settings, storage)
 
-    async def copy(self, record: JobRecord, now: dt.datetime) -> CopyResult:
+    @property
+    def rewrite_budget_s(self) -> float:
+        """How long one delivery issues rewrite calls (``reactor.progress``)."""
+        return rewrite_budget_s(self._settings.copy_lease_s)
+
+    async def copy(self, record: JobRecord, now: dt.datetime, progress: RewriteProgress | None = None) -> CopyResult:
+        """``progress``: the rewrite tokens to resume from and keep, and the deadline of rewrite calls."""
         source = await read_source(self._api, record, now, self._settings)
         if source.kind is OutputKind.BIGQUERY:
             return await self._nothing_to_copy(source, record, counts_summary(source))
@@ -155,10 +167,11 @@ class Copier:
         try:
             if source.kind is OutputKind.GCS:
                 reader = new_reader(source)
-                written, at = await self._copy_gcs_dir(source, sources, bucket, prefix, owner, reader)
+                written, at = await self._copy_gcs_dir(source, sources, bucket, prefix, owner, reader, progress)
             else:
                 target = _join(prefix, RESPONSES)
-                at = {name: owner.precondition(await self._storage.get_object(bucket, name), f"gs://{bucket}/{name}")
+                found = await self._storage.find_objects(bucket, (target, failed_name, manifest_name))
+                at = {name: owner.precondition(found.get(name), f"gs://{bucket}/{name}")
                       for name in (target, failed_name, manifest_name)}
                 if source.kind is OutputKind.FILE:
                     one, reader = await self._copy_responses_file(source, bucket, target, at[target], owner)
@@ -215,16 +228,20 @@ class Copier:
         return [o async for o in self._storage.list_objects(src_bucket, start, page_size=LIST_PAGE_SIZE)]
 
     async def _copy_gcs_dir(self, source: Source, sources: list[ObjectInfo], bucket: str, prefix: str,
-                            owner: Ownership, reader: ResultsReader) -> tuple[list[ObjectInfo], dict[str, int | str]]:
+                            owner: Ownership, reader: ResultsReader,
+                            progress: RewriteProgress | None) -> tuple[list[ObjectInfo], dict[str, int | str]]:
         """The objects written (or found already there), and the preconditions of failed.jsonl and the
         manifest. The prediction files are read into ``reader`` while the copies run."""
         src_bucket, src_prefix = split_gcs_uri(source.location)
         start = f"{src_prefix}/" if src_prefix else ""
         relatives = [safe_relative(o.name[len(start):]) for o in sources]
-        # What is there already (an interrupted attempt's copies, or someone else's objects): one listing
-        # instead of a stat per object, and every target decided before the first write.
-        present = {o.name: o async for o in self._storage.list_objects(
-            bucket, f"{prefix}/" if prefix else "", page_size=LIST_PAGE_SIZE)}
+        # What is there already (an interrupted attempt's copies, or someone else's objects), looked up by the
+        # names this copy writes (never the whole destination), and every target decided before the first write.
+        targets = [_join(prefix, rel) for rel in relatives]
+        own = (_join(prefix, FAILED), _join(prefix, MANIFEST))
+        found, found_own = await _all(self._storage.find_objects(bucket, targets, page_size=LIST_PAGE_SIZE),
+                                      self._storage.find_objects(bucket, own))
+        present = {**found, **found_own}
         plan: list[tuple[ObjectInfo, str, ObjectInfo | int | str]] = []
         for src, rel in zip(sources, relatives, strict=True):
             target = _join(prefix, rel)
@@ -233,22 +250,31 @@ class Copier:
                 plan.append((src, target, existing))  # already there, the same bytes: kept
             else:
                 plan.append((src, target, owner.precondition(existing, f"gs://{bucket}/{target}")))
-        at = {name: owner.precondition(present.get(name), f"gs://{bucket}/{name}")
-              for name in (_join(prefix, FAILED), _join(prefix, MANIFEST))}
+        at = {name: owner.precondition(present.get(name), f"gs://{bucket}/{name}") for name in own}
         limit = asyncio.Semaphore(REWRITE_CONCURRENCY)
 
         async def one(src: ObjectInfo, target: str, step: ObjectInfo | int | str) -> ObjectInfo:
             if isinstance(step, ObjectInfo):
                 return step
             async with limit:
-                written = await self._storage.rewrite(src_bucket, src.name, bucket, target, if_generation_match=step,
-                                                      metadata=owner.metadata, content_type=src.content_type)
+                written = await self._storage.rewrite(
+                    src_bucket, src.name, bucket, target, if_generation_match=step, metadata=owner.metadata,
+                    content_type=src.content_type, token=progress.resume(target) if progress else None,
+                    stop=progress.stopped if progress else None,
+                    on_token=functools.partial(progress.note, target) if progress else None)
+                if progress:
+                    progress.done(target)
                 if written.size != src.size or (src.crc32c and written.crc32c != src.crc32c):
                     raise TransientError(f"copy of {src.name!r} does not match its source (size/crc32c)")
                 return written
 
+        # Rewrites a delivery left unfinished go first (they hold the kept tokens); results keep the plan's order.
+        order = sorted(range(len(plan)), key=lambda i: progress is None or progress.resume(plan[i][1]) is None)
+
         async def copies() -> list[ObjectInfo]:
-            return await _all(*(one(*step) for step in plan))
+            done = await _all(*(one(*plan[i]) for i in order))
+            by_index = dict(zip(order, done, strict=True))
+            return [by_index[i] for i in range(len(plan))]
 
         async def reading() -> list[ObjectInfo]:
             await read_objects(self._storage, [o for o, rel in zip(sources, relatives, strict=True)

@@ -6,6 +6,12 @@ builds it). Every request goes through ``retry.send`` (failures mapped to ``erro
 is safe to repeat, ``retry.retry``: transient failures (408/429/5xx, timeouts, connection errors) are
 retried here, once, and raised as ``TransientError`` after the last attempt.
 
+A bucket that is requester-pays answers 400 (``userProjectMissing``) or 403: that is ``PermanentError``
+of kind ``requester_pays`` (the relay never pays for another project's bucket), never a retry.
+
+A rewrite that needs many calls (across locations or storage classes) can be resumed from a saved
+``rewriteToken`` and stopped before a deadline (``RewriteUnfinished``, carrying the token to resume from).
+
 Writes take an optional ``if_generation_match`` (``0``: only if no object of that name exists; a
 generation: only if the object is still that one) and custom ``metadata``. A precondition that does not
 hold is ``PreconditionFailed``: transient, but never retried here (the object changed since the caller
@@ -14,24 +20,28 @@ looked at it, so the caller must look again).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Collection, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from ..errors import BadResponseError, NotFoundError, TransientError
-from ..retry import RetryPolicy, retry, send, transient
+from ..errors import BadResponseError, NotFoundError, PermanentError, TransientError
+from ..retry import RetryPolicy, classify, error_message, retry, send, transient
 
 DEFAULT_BASE_URL = "https://storage.googleapis.com"
 UPLOAD_QUANTUM = 256 * 1024  # resumable chunks (all but the last) are multiples of this
 DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
 _OBJECT_FIELDS = "bucket,name,size,crc32c,md5Hash,generation,contentType,metadata"
 _DEFAULT_RETRY = RetryPolicy()
+FIND_BY_GET = 16  # find_objects: up to this many names, one GET each; more, one listing of their range
+REQUESTER_PAYS = "requester_pays"
 
 
 def storage_base_url(storage_emulator_host: str | None) -> str:
@@ -82,6 +92,57 @@ def _metadata(value: Any) -> dict[str, str] | None:
 class PreconditionFailed(TransientError):
     """HTTP 412: a write's ``ifGenerationMatch`` did not hold (the object appeared or changed since the
     caller looked). Transient for the caller (look again, e.g. on redelivery), never retried here."""
+
+
+class RewriteUnfinished(TransientError):
+    """A rewrite stopped before its next call because the caller's time is up (``stop``); ``token`` is the
+    ``rewriteToken`` to resume from (None: not started)."""
+
+    kind = "rewrite_unfinished"
+
+    def __init__(self, message: str, token: str | None) -> None:
+        super().__init__(message)
+        self.token = token
+
+
+def _token_refused(exc: PermanentError) -> bool:
+    """A resumed rewrite's first call refused: an invalid or expired token is 400 (or 404 for a token of
+    another object)."""
+    return isinstance(exc, NotFoundError) or exc.kind == "bad_request"
+
+
+def requester_pays(body: Any) -> bool:
+    """Whether a Cloud Storage error body says the bucket is requester-pays (reason ``userProjectMissing``,
+    or a message naming requester pays)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return False
+    reasons = [e.get("reason") for e in error.get("errors") or () if isinstance(e, dict)]
+    message = str(error.get("message") or "").lower()
+    return "userProjectMissing" in reasons or "requester pays" in message or "requester-pays" in message
+
+
+async def _refused(where: str, response: httpx.Response) -> Exception:
+    """The error of a 400/403 reply (read and closed here): ``requester_pays`` when the body says so."""
+    try:
+        await response.aread()
+    except httpx.HTTPError as exc:
+        return TransientError(f"{where}: HTTP {response.status_code}, body lost: {type(exc).__name__}")
+    finally:
+        await response.aclose()
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if requester_pays(body):
+        return PermanentError(
+            f"{where}: {error_message(response)}: the bucket is requester-pays, and the relay does not pay for "
+            "reading or writing another project's bucket; turn requester pays off on the bucket (gcloud storage "
+            "buckets update gs://BUCKET --no-requester-pays), or have the job write to a bucket without it",
+            kind=REQUESTER_PAYS)
+    error = classify(response) or BadResponseError(f"HTTP {response.status_code}")
+    error.args = (f"{where}: {error}",)
+    return error
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -184,7 +245,10 @@ class StorageClient:
                     **kw: Any) -> httpx.Response:
         """One HTTP request (counted), failures mapped by ``retry.send``; 412 is ``PreconditionFailed``."""
         self.requests += 1
-        response = await send(self.http, method, url, ok=(*ok, 412), stream=stream, timeout=self.timeout, **kw)
+        response = await send(self.http, method, url, ok=(*ok, 400, 403, 412), stream=stream, timeout=self.timeout,
+                              **kw)
+        if response.status_code in (400, 403) and response.status_code not in ok:
+            raise await _refused(f"{method} {response.request.url.path}", response)
         if response.status_code == 412 and 412 not in ok:
             await response.aclose()
             raise PreconditionFailed(f"{method} {response.request.url.path}: HTTP 412: the object changed since it "
@@ -233,24 +297,72 @@ class StorageClient:
                 return
             params["pageToken"] = token
 
+    async def find_objects(self, bucket: str, names: Collection[str], *,
+                           page_size: int = 1000) -> dict[str, ObjectInfo]:
+        """Those of ``names`` that exist, by name, without listing what was not asked for: a GET each for a
+        few names (``FIND_BY_GET``), else one listing of the range they span (their common prefix, from the
+        first name on, stopped past the last). The cost follows the names, not what else the bucket holds."""
+        wanted = sorted(set(names))
+        if not wanted:
+            return {}
+        if len(wanted) <= FIND_BY_GET:
+            found = await asyncio.gather(*(self.get_object(bucket, name) for name in wanted))
+            return {name: info for name, info in zip(wanted, found, strict=True) if info is not None}
+        last, asked = wanted[-1], set(wanted)
+        params: dict[str, str | int] = {"maxResults": page_size, "startOffset": wanted[0],
+                                        "fields": f"items({_OBJECT_FIELDS}),nextPageToken"}
+        prefix = os.path.commonprefix(wanted)
+        if prefix:
+            params["prefix"] = prefix
+        url = self._url(f"b/{_path(bucket)}/o")
+        present: dict[str, ObjectInfo] = {}
+        while True:
+            body = _json(await self._request("GET", url, params=params))
+            for item in body.get("items") or ():
+                info = ObjectInfo.from_api(item)
+                if info.name > last:
+                    return present
+                if info.name in asked:
+                    present[info.name] = info
+            token = body.get("nextPageToken")
+            if not token:
+                return present
+            params["pageToken"] = token
+
     async def rewrite(self, src_bucket: str, src_name: str, dst_bucket: str, dst_name: str, *,
                       if_generation_match: int | str | None = None, metadata: Mapping[str, str] | None = None,
-                      content_type: str | None = None) -> ObjectInfo:
+                      content_type: str | None = None, token: str | None = None,
+                      on_token: Callable[[str], Awaitable[object]] | None = None,
+                      stop: Callable[[], bool] | None = None) -> ObjectInfo:
         """Server-side copy, looping on ``rewriteToken`` until done. With ``metadata`` (or ``content_type``)
-        the destination gets those instead of the source's metadata."""
+        the destination gets those instead of the source's metadata. ``token``: resume a rewrite from a saved
+        token (refused: started again from scratch); ``on_token``: called with each new token; ``stop``: asked
+        before each call, True raises ``RewriteUnfinished`` with the token to resume from."""
         url = self._url(f"b/{_path(src_bucket)}/o/{_path(src_name)}/rewriteTo/b/{_path(dst_bucket)}"
                         f"/o/{_path(dst_name)}")
-        params: dict[str, str] = _write_params(if_generation_match)
+        resumed = token
         resource = _resource(None, content_type, metadata)
         extra: dict[str, Any] = {"json": resource} if resource else {}
         while True:
-            body = _json(await self._request("POST", url, params=params, **extra))
+            if stop is not None and stop():
+                raise RewriteUnfinished(f"rewrite of {src_name[:200]!r} stopped at the copy's deadline", token)
+            params: dict[str, str] = _write_params(if_generation_match)
+            if token:
+                params["rewriteToken"] = token
+            try:
+                body = _json(await self._request("POST", url, params=params, **extra))
+            except PermanentError as exc:
+                if resumed is None or token != resumed or not _token_refused(exc):
+                    raise
+                token = resumed = None  # the saved token is no longer good: this object starts again
+                continue
             if body.get("done"):
                 return ObjectInfo.from_api(body.get("resource"))
             token = body.get("rewriteToken")
-            if not token:
+            if not isinstance(token, str) or not token:
                 raise BadResponseError("rewrite reply is neither done nor carries a rewriteToken")
-            params["rewriteToken"] = token
+            if on_token is not None:
+                await on_token(token)
 
     # -- data ------------------------------------------------------------------------------------------
 

@@ -92,6 +92,9 @@ class AsyncStore:
                            waiting_since: dt.datetime | None = None) -> bool:
         return await asyncio.to_thread(self.sync.release_copy, name, attempt, now, waiting_since=waiting_since)
 
+    async def save_rewrites(self, name: str, attempt: int, tokens: dict[str, str]) -> bool:
+        return await asyncio.to_thread(self.sync.save_rewrites, name, attempt, tokens)
+
     async def recopy(self, name: str) -> JobRecord:
         return await asyncio.to_thread(self.sync.recopy, name)
 

@@ -37,6 +37,10 @@ class Copies(StoreBase):
         at = now or dt.datetime.now(dt.UTC)
         return self._transact(name, lambda record: machine.release_copy(record, attempt, at, waiting_since))
 
+    def save_rewrites(self, name: str, attempt: int, tokens: dict[str, str]) -> bool:
+        """Keep the rewrite tokens of a copy under way (False: this attempt no longer owns the copy)."""
+        return self._transact(name, lambda record: machine.save_rewrites(record, attempt, tokens))
+
     def recopy(self, name: str) -> JobRecord:
         """A new attempt of a failed or stuck copy (``UsageError`` when there is none to make)."""
         job = JobName.parse(name)

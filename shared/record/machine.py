@@ -410,7 +410,7 @@ def finish_copy(record: JobRecord | None, attempt: int, now: dt.datetime, settin
         return Outcome(None)
     copy = dataclasses.replace(record.copy, status=status, uri=uri, manifest_uri=manifest_uri, objects=int(objects),
                                bytes=int(size), error=error, announced=False)
-    after = record.replace(copy=copy, copy_lease_until=None, copy_waiting_since=None)
+    after = record.replace(copy=copy, copy_lease_until=None, copy_waiting_since=None, copy_rewrites={})
     if status != CopyStatus.FAILED:
         after = after.replace(results=results)
         event = events.outputs_ready(after, settings.event_source, now, partial=partial)
@@ -434,11 +434,22 @@ def release_copy(record: JobRecord | None, attempt: int, now: dt.datetime,
     return Outcome(True, Change(after))
 
 
+def save_rewrites(record: JobRecord | None, attempt: int, tokens: dict[str, str]) -> Outcome[bool]:
+    """Keep the rewrite tokens of a copy under way (``copy_rewrites``), so the next delivery resumes them;
+    False, and nothing written, when this attempt no longer owns the copy."""
+    if record is None or not _owns_copy(record, attempt):
+        return Outcome(False)
+    if record.copy_rewrites == tokens:
+        return Outcome(True)
+    return Outcome(True, Change(record.replace(copy_rewrites=dict(tokens))))
+
+
 def copy_stuck(record: JobRecord, now: dt.datetime, settings: Settings) -> bool:
     """A copy in ``copying`` whose lease ran out a whole lease ago: a redelivery had its chance to take
     the expired lease over; the reactor is taken to have died or the dead-letter topic to hold the message.
     A copy waiting for the API to show its output location is redelivered for up to ``RELAY_OUTPUT_WAIT_S``
-    from its first try: it is stuck only a lease after that."""
+    from its first try: it is stuck only a lease after that. A copy that stopped with rewrites unfinished
+    (``copy_rewrites``) gets two leases: Pub/Sub's backoff between its deliveries grows up to 600 s."""
     if record.copy.status != CopyStatus.COPYING:
         return False
     lease = record.copy_lease_until
@@ -446,7 +457,8 @@ def copy_stuck(record: JobRecord, now: dt.datetime, settings: Settings) -> bool:
         return True
     if record.copy_waiting_since is not None:
         lease = max(lease, record.copy_waiting_since + dt.timedelta(seconds=settings.output_wait_s))
-    return lease + dt.timedelta(seconds=settings.copy_lease_s) <= now
+    leases = 2 if record.copy_rewrites else 1
+    return lease + dt.timedelta(seconds=leases * settings.copy_lease_s) <= now
 
 
 def fail_stuck_copy(record: JobRecord | None, now: dt.datetime, settings: Settings) -> Outcome[bool]:
@@ -454,8 +466,12 @@ def fail_stuck_copy(record: JobRecord | None, now: dt.datetime, settings: Settin
     left alone (False)."""
     if record is None or not copy_stuck(record, now, settings):
         return Outcome(False)
-    copy = dataclasses.replace(record.copy, status=CopyStatus.FAILED, announced=False, error={
-        "kind": "timeout", "message": "copy did not finish within its lease (RELAY_COPY_LEASE_S)"})
+    error = {"kind": "timeout", "message": "copy did not finish within its lease (RELAY_COPY_LEASE_S)"}
+    if record.copy_rewrites:  # kept: ``recopy`` resumes them
+        error = {"kind": "rewrite_unfinished", "message": (
+            f"the server-side copy of {len(record.copy_rewrites)} object(s) was still unfinished when the "
+            "deliveries stopped (a large object across locations or storage classes); recopy resumes it")}
+    copy = dataclasses.replace(record.copy, status=CopyStatus.FAILED, announced=False, error=error)
     after = record.replace(copy=copy, copy_lease_until=None)
     event = events.outputs_failed(after, settings.event_source, now)
     after = after.replace(outbox={**after.outbox, "copy": event.to_doc()}, has_unpublished=True)

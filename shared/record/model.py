@@ -77,6 +77,11 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _strings(value: Any) -> dict[str, str]:
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)} \
+        if isinstance(value, dict) else {}
+
+
 def _map(value: Any) -> dict[str, Any] | None:
     return dict(value) if isinstance(value, dict) else None
 
@@ -219,6 +224,9 @@ class JobRecord:
     # When the reactor first found the API showing no output location for this copy attempt (the output
     # wait, RELAY_OUTPUT_WAIT_S, counts from it when the API gives no end time); None when not waiting.
     copy_waiting_since: dt.datetime | None = None
+    # The rewriteToken of each destination object whose server-side copy a delivery left unfinished (by object
+    # name; bounded by ``reactor.progress``): the next delivery resumes each rewrite from it. Empty otherwise.
+    copy_rewrites: dict[str, str] = dataclasses.field(default_factory=dict)
     expire_at: dt.datetime | None = None
     # Which path observes the job: ``poll_slot`` (the GET path's schedule, "" = not polled by GET) and
     # ``watch_scope`` (the watched scope whose list observes it, "" = none; ``watch_part``: its digest part).
@@ -266,7 +274,8 @@ class JobRecord:
             shard=_int(doc.get("shard"), shard_of(name)), has_unpublished=bool(doc.get("has_unpublished")),
             published_version=_int(doc.get("published_version")), outbox=_map(doc.get("outbox")) or {},
             publish_lease=Lease.from_doc(doc.get("publish_lease")), copy_lease_until=doc.get("copy_lease_until"),
-            copy_waiting_since=doc.get("copy_waiting_since"), expire_at=doc.get("expire_at"),
+            copy_waiting_since=doc.get("copy_waiting_since"), copy_rewrites=_strings(doc.get("copy_rewrites")),
+            expire_at=doc.get("expire_at"),
             poll_slot=doc.get("poll_slot", "" if doc.get("terminal") else EVERY_TICK),
             watch_scope=doc.get("watch_scope") or "", watch_part=_int(doc.get("watch_part")),
             lineage=_str(doc.get("lineage")) or "", resubmits=_int(doc.get("resubmits")),
