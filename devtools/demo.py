@@ -154,20 +154,26 @@ def _counts(ok: int, failed: int, left: int) -> dict[str, Any]:
     return {"stats": {"successful": ok, "failed": failed, "incomplete": left, "total": ok + failed + left}}
 
 
+NIGHTLY_FAILED = 6  # nightly-eval's failed requests (3 codes): its failed.jsonl, resubmitted by the demo
+AB_COUNT, AB_FINISHED = 500, 10  # ab-test: cancelled with 10 of its 500 requests done
 RUN_DIR = "prediction-model-2026-01-05T10:00:00.000000Z"  # ':' in object names, as Vertex writes them
 
 
 def _gemini_jobs() -> list[DemoJob]:
     """Six Gemini API batches (API key; BATCH_STATE_* on the wire, JOB_STATE_* in batch-relay)."""
     return [
-        DemoJob("batches/demo-nightly-eval", "responses file streamed to the bucket", "JOB_STATE_SUCCEEDED",
+        DemoJob("batches/demo-nightly-eval", "tokens, cost, 6 failed by code; their failed.jsonl resubmitted",
+                "JOB_STATE_SUCCEEDED",
                 "done", {"name": "batches/demo-nightly-eval", "display_name": "nightly-eval",
                          "timeline": _timeline(("PENDING", 0), ("RUNNING", 6, _counts(0, 0, 2000)),
                                                ("RUNNING", 8, _counts(900, 2, 1098)),
-                                               ("RUNNING", 8, _counts(1700, 3, 297)),
-                                               ("SUCCEEDED", 8, _counts(1996, 4, 0))),
-                         "output": {"kind": "file", "file_id": "batch-demo-nightly-eval-" + "0" * 32,
-                                    "lines": 2000, "line_bytes": 400, "errors": 4}},
+                                               ("RUNNING", 8, _counts(1700, 4, 296)),
+                                               ("SUCCEEDED", 8, _counts(1994, 6, 0))),
+                         # what the responses hold: tokens (cost), 6 failures by code, an input file to join
+                         "requests": {"count": 2000, "failed": NIGHTLY_FAILED, "error_codes": [3, 13, 8],
+                                      "usage": {"prompt": 1800, "candidates": 420, "cached": 600, "thoughts": 90},
+                                      "input": "file"},
+                         "output": {"kind": "file", "file_id": "batch-demo-nightly-eval-" + "0" * 32}},
                 destination=f"gs://{OUTPUT_BUCKET}/gemini/nightly-eval", labels={"team": "evals"}, via="cli"),
         DemoJob("batches/demo-support-replies", "inline responses -> responses.jsonl, default destination",
                 "JOB_STATE_SUCCEEDED", "done",
@@ -182,9 +188,13 @@ def _gemini_jobs() -> list[DemoJob]:
                                        ("FAILED", 12, {"error": {"code": 3, "message":
                                                                  "Invalid JSONL input at line 17."}}))},
                 destination=f"gs://{OUTPUT_BUCKET}/gemini/translation", via="cli"),
-        DemoJob("batches/demo-ab-test", "cancelled while running", "JOB_STATE_CANCELLED", "not_applicable",
+        DemoJob("batches/demo-ab-test", "cancelled at 10/500: partial outputs copied, 490 unfinished to resend",
+                "JOB_STATE_CANCELLED", "done",
                 {"name": "batches/demo-ab-test", "display_name": "ab-test",
-                 "timeline": _timeline(("PENDING", 0), ("RUNNING", 8, _counts(10, 0, 490)), ("CANCELLED", 14))},
+                 "timeline": _timeline(("PENDING", 0), ("RUNNING", 8, _counts(AB_FINISHED, 0, AB_COUNT - AB_FINISHED)),
+                                       ("CANCELLED", 14)),
+                 "requests": {"count": AB_COUNT, "finished": AB_FINISHED, "input": "file"},
+                 "output": {"kind": "file", "file_id": "batch-demo-ab-test-" + "2" * 32}},
                 destination=f"gs://{OUTPUT_BUCKET}/gemini/ab-test", via="cli"),
         DemoJob("batches/demo-backfill", "stalls in the queue (a stalled event), then expires (48 h, compressed)",
                 "JOB_STATE_EXPIRED", "not_applicable",
@@ -564,7 +574,8 @@ def _check_manifest(job: DemoJob, record: dict[str, Any], gcs: FakeGcs) -> list[
     if manifest.get("job") != job.name or manifest.get("state") != job.expected:
         problems.append(f"{job.name}: manifest says {manifest.get('job')} {manifest.get('state')}")
     listed = {o["name"]: o for o in manifest.get("objects", [])}
-    present = {n.removeprefix(prefix + "/") for n in gcs.names(bucket, prefix + "/")} - {"_manifest.json"}
+    present = {n.removeprefix(prefix + "/") for n in gcs.names(bucket, prefix + "/")
+               if not RETRY_FOLDER.match(n.removeprefix(prefix + "/"))} - {"_manifest.json"}
     if set(listed) != present:
         problems.append(f"{job.name}: manifest lists {sorted(listed)}, bucket holds {sorted(present)}")
     for name, entry in listed.items():
@@ -689,6 +700,7 @@ class _DemoRun:
         self.events: list = []
         self.lock = threading.Lock()
         self.records: dict[str, dict[str, Any]] = {}
+        self.resubmit: dict[str, Any] | None = None  # what `batch-relay resubmit` did
 
     def play(self, consumer_mod) -> None:
         """Arrange the jobs and their sources, subscribe, track, and watch until everything settles."""
@@ -707,7 +719,37 @@ class _DemoRun:
         self.cleanup.callback(self.waiter.stop)
         view.say("")
         self.timed_out = _watch(view, jobs, self.store, stack, self.consumer, self.events, self.lock, t0,
-                                self.seconds, self.timeout_s)
+                                self.seconds, self.timeout_s, on_records=self._resubmit_when_copied,
+                                also_done=lambda: self.waiter.ended is not None)
+
+    def _resubmit_when_copied(self, records: dict[str, dict[str, Any]]) -> None:
+        """Once nightly-eval's outputs are copied (its failed.jsonl among them): ``batch-relay resubmit`` it,
+        once, and follow the new batch like the other jobs (it joins ``self.jobs``)."""
+        copy = (records.get(RESUBMITTED) or {}).get("copy") or {}
+        if self.resubmit is not None or copy.get("status") != "done" or not copy.get("announced"):
+            return
+        from batch_relay import cli
+        from batch_relay.cli.resubmit import lines
+
+        argv = ["resubmit", RESUBMITTED, "--json"]
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            code = cli.main(argv, env=self.stack.env)
+        self.view.say(f"  $ batch-relay resubmit {RESUBMITTED}   (its outputs are copied: failed.jsonl is there)")
+        try:
+            result = json.loads(buf.getvalue()) if code == 0 else {}
+        except ValueError:
+            result = {}
+        self.resubmit = {"code": code, "batch": result.get("batch"), "status": result.get("status"),
+                         "requests": (result.get("input") or {}).get("requests"),
+                         "destination": result.get("destination"), "output": buf.getvalue()[-2000:]}
+        if result.get("batch"):
+            for line in lines(result):
+                self.view.say(self.view.paint(f"    {line}", "2"))
+            parent = next(job for job in self.jobs if job.name == RESUBMITTED)
+            self.jobs.append(retry_job(result["batch"], parent))
+        else:
+            self.view.say(f"    resubmit failed (exit {code}): {buf.getvalue()[-300:]}")
 
     def _arrange(self) -> None:
         """Buckets, the Vertex jobs' prediction files, and the scenario on screen."""
@@ -734,7 +776,8 @@ class _DemoRun:
         self.records = records = {r.name: r.to_doc() for r in self.store.records()}
         sim_stats = self.simulator.stats()
         checks, details = verify(self.jobs, self.store, self.gcs, seen, sim_stats, records)
-        waited = self.waiter.result(timeout_s=30)
+        checks.append(_results_check(self.jobs, records, seen, self.gcs, self.resubmit))
+        waited = self.waiter.result(timeout_s=30)  # (the watch already waited for it to end, within the timeout)
         checks.append({"check": f"`batch-relay wait {WAITED} --outputs` returned 0 once the outputs were copied",
                        "ok": waited["code"] == 0, "problems": [] if waited["code"] == 0 else [str(waited)]})
         if self.timed_out:
@@ -745,12 +788,16 @@ class _DemoRun:
         result = _result(self.jobs, records, seen, self.consumer, self.stack, checks, details, sim_stats,
                          self.timed_out, started, mirrored, self.workdir)
         result["wait"] = waited
+        result["resubmit"] = self.resubmit
+        result["results"] = {name: records.get(name, {}).get("results") for name in (RESUBMITTED, PARTIAL)}
         return result
 
 
 def _watch(view: View, jobs, store, stack: LocalStack, consumer, events: list, lock: threading.Lock, t0: float,
-           seconds: float, timeout_s: float) -> bool:
-    """Live view (or plain progress lines) until settled; returns whether it timed out."""
+           seconds: float, timeout_s: float, on_records: Callable[[dict[str, dict[str, Any]]], None] | None = None,
+           also_done: Callable[[], bool] | None = None) -> bool:
+    """Live view (or plain progress lines) until settled (and ``also_done()``, when given); returns whether it
+    timed out. ``on_records(records)`` sees each read of the records (it may add jobs to ``jobs``)."""
     if view.interactive:
         view.say(view.paint("Live (records read from Firestore, events from the subscription):", "1"))
     else:
@@ -765,7 +812,9 @@ def _watch(view: View, jobs, store, stack: LocalStack, consumer, events: list, l
         with lock:
             snapshot = list(events)
         received = {e.id for e in snapshot}
-        done = settled(jobs, records, received)
+        if on_records is not None:
+            on_records(records)
+        done = settled(jobs, records, received) and (also_done is None or also_done())
         if view.interactive:
             view.frame(render(jobs, {r.name: r.public() for r in typed}, snapshot, t0, elapsed, seconds, stack,
                               consumer))
@@ -795,6 +844,80 @@ def _watch(view: View, jobs, store, stack: LocalStack, consumer, events: list, l
 
 
 WAITED = "batches/demo-nightly-eval"
+RESUBMITTED = WAITED  # its failed requests are resubmitted once its outputs are copied
+PARTIAL = "batches/demo-ab-test"  # cancelled: its partial outputs are copied
+
+
+RETRY_FOLDER = re.compile(r"retry-\d+/")  # a resubmit's outputs are copied into the original's folder
+
+
+def retry_job(batch: str, parent: DemoJob) -> DemoJob:
+    """The batch ``batch-relay resubmit`` made of ``parent``'s failed requests: tracked with parent, it ends
+    SUCCEEDED (the simulator's created batches walk PENDING, RUNNING, SUCCEEDED) and is copied to retry-1."""
+    return DemoJob(batch, f"retry-1 of {label(parent.name)}: its failed requests", "JOB_STATE_SUCCEEDED", "done",
+                   {"name": batch, "timeline": [], "output": {"kind": "file"},
+                    "requests": {"count": NIGHTLY_FAILED}},
+                   destination=f"{parent.destination}/retry-1", labels=dict(parent.labels), via="cli")
+
+
+def expected_lines(job: DemoJob) -> int:
+    """How many lines a Gemini job's copied responses.jsonl holds."""
+    requests = job.spec.get("requests")
+    if requests is not None:
+        return requests["count"] if job.expected == "JOB_STATE_SUCCEEDED" else requests.get("finished", 0)
+    output = job.spec["output"]
+    return output.get("lines", output.get("count"))
+
+
+def _jsonl(gcs: FakeGcs, uri: str | None) -> list[dict[str, Any]]:
+    if not uri:
+        return []
+    bucket, name = split_gs(uri)
+    try:
+        return [json.loads(line) for line in gcs.get(bucket, name).splitlines() if line.strip()]
+    except (httpx.HTTPError, ValueError):
+        return []
+
+
+def _results_check(jobs: list[DemoJob], records: dict[str, dict[str, Any]], events: list, gcs: FakeGcs,
+                   resubmit: dict[str, Any] | None) -> dict[str, Any]:
+    """Issue 18 end to end: nightly-eval's tokens, cost and failures by code, its failed.jsonl resubmitted and
+    the retry tracked (parent, resubmitted_as) to its end and copied; ab-test's partial outputs, with its
+    unfinished requests in failed.jsonl."""
+    problems: list[str] = []
+    nightly = records.get(RESUBMITTED) or {}
+    results = nightly.get("results") or {}
+    usage, cost = results.get("usage") or {}, results.get("cost") or {}
+    errors = results.get("errors") or {}
+    if (results.get("failed"), sum(errors.values()), len(errors)) != (NIGHTLY_FAILED, NIGHTLY_FAILED, 3):
+        problems.append(f"{RESUBMITTED}: failed {results.get('failed')}, errors {errors}")
+    if not usage.get("total_tokens") or not usage.get("cached_tokens") or not cost.get("amount"):
+        problems.append(f"{RESUBMITTED}: usage {usage}, cost {cost}")
+    failed = _jsonl(gcs, results.get("failed_uri"))
+    if len(failed) != NIGHTLY_FAILED or not all("key" in line and "request" in line for line in failed):
+        problems.append(f"{RESUBMITTED}: failed.jsonl at {results.get('failed_uri')} holds {len(failed)} requests")
+    batch = (resubmit or {}).get("batch")
+    if not batch or (resubmit or {}).get("requests") != NIGHTLY_FAILED:
+        problems.append(f"`batch-relay resubmit {RESUBMITTED}`: {resubmit}")
+    else:
+        retry = records.get(batch) or {}
+        if nightly.get("resubmitted_as") != batch or retry.get("parent") != RESUBMITTED:
+            problems.append(f"{batch}: parent {retry.get('parent')}; {RESUBMITTED}: resubmitted_as "
+                            f"{nightly.get('resubmitted_as')}")
+        if (retry.get("results") or {}).get("succeeded") != NIGHTLY_FAILED:
+            problems.append(f"{batch}: results {retry.get('results')}")
+    partial = records.get(PARTIAL) or {}
+    got = (partial.get("results") or {})
+    ready = [e for e in events if e.job == PARTIAL and e.type.endswith("outputsReady")]
+    if not ready or ready[-1].data.get("partial") is not True:
+        problems.append(f"{PARTIAL}: outputsReady {[e.data for e in ready]} is not marked partial")
+    unfinished = AB_COUNT - AB_FINISHED
+    if (got.get("succeeded"), got.get("unfinished")) != (AB_FINISHED, unfinished) or \
+            len(_jsonl(gcs, got.get("failed_uri"))) != unfinished:
+        problems.append(f"{PARTIAL}: results {got}")
+    return {"check": f"results: tokens, cost and {NIGHTLY_FAILED} failures by code; their resubmit tracked to its "
+                     f"end; partial outputs of the cancelled job with its {unfinished} unfinished requests",
+            "ok": not problems, "problems": problems}
 
 
 class _Waiter:
@@ -909,6 +1032,23 @@ def _summary(view: View, result: dict[str, Any], jobs, records, stack: LocalStac
     waited = result.get("wait") or {}
     view.say(f"  wait:        `batch-relay wait {WAITED} --outputs` exited {waited.get('code')} after "
              f"{waited.get('took_s')}s: {waited.get('last_line', '')[:90]}")
+    results = result.get("results") or {}
+    view.say(f"  results:     {label(RESUBMITTED)} (`batch-relay show` prints the same), counted as the outputs "
+             "streamed past the copy:")
+    for line in views.results_lines(results.get(RESUBMITTED)):
+        view.say(f"                {line}")
+    resubmitted = result.get("resubmit") or {}
+    if resubmitted.get("batch"):
+        retry = records.get(resubmitted["batch"]) or {}
+        view.say(f"  resubmit:    its {resubmitted.get('requests')} failed requests sent again as "
+                 f"{resubmitted['batch']} (parent {label(RESUBMITTED)}): "
+                 f"{str(retry.get('state', '?')).removeprefix('JOB_STATE_')}, copied to "
+                 f"{(retry.get('copy') or {}).get('uri')}/")
+    else:
+        view.say(f"  resubmit:    did not run: {resubmitted or 'the outputs were never copied'}")
+    partial = results.get(PARTIAL) or {}
+    view.say(f"  partial:     {label(PARTIAL)} cancelled: {partial.get('succeeded')} results copied (outputsReady "
+             f"says partial), {partial.get('unfinished')} unfinished requests in {partial.get('failed_uri')}")
     answers = result["api_answers"]
     faults = ", ".join(f"{answers[c]}x {c}" for c in ("429", "500", "503") if answers.get(c))
     view.say(f"  API faults:  {faults or 'none'} answered by the simulator, retried (backoff, Retry-After)")

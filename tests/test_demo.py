@@ -109,22 +109,28 @@ def check_end_state(stack, jobs: list[demo.DemoJob]) -> dict:
         assert manifest["job"] == job.name and manifest["state"] == job.expected
         bucket, _, prefix = copy.uri.removeprefix("gs://").partition("/")
         names = sorted(o["name"] for o in manifest["objects"])
-        assert gcs_names(gcs, bucket, prefix + "/") == sorted(f"{prefix}/{n}" for n in [*names, "_manifest.json"])
+        held = [n for n in gcs_names(gcs, bucket, prefix + "/") if not demo.RETRY_FOLDER.match(n[len(prefix) + 1:])]
+        assert held == sorted(f"{prefix}/{n}" for n in [*names, "_manifest.json"])  # (retry-1/: the resubmit's)
         for entry in manifest["objects"]:
             data = gcs_get(gcs, f"{copy.uri}/{entry['name']}")
             assert (len(data), crc32c_of(data)) == (entry["size"], entry["crc32c"]), (job.name, entry["name"])
         assert manifest["total_bytes"] == copy.bytes and len(names) == copy.objects
+        results = record.results  # failed.jsonl: the requests to resend (those it cannot hold are missing)
+        failed = results["failed"] + results["unfinished"] - results["missing"]
+        assert ("failed.jsonl" in names) == bool(failed), (job.name, names, results)
+        if failed:
+            assert copy.uri + "/failed.jsonl" == record.results["failed_uri"] == manifest["results"]["failed_uri"]
+            assert len(gcs_get(gcs, record.results["failed_uri"]).splitlines()) == failed
         if job.sources:  # Vertex: the objects under the output directory, byte for byte; not the sibling
             directory = job.spec["output"]["uri"].split("/", 3)[3]
             expected = {n[len(directory) + 1:]: d for n, d in job.sources.items() if n.startswith(directory + "/")}
-            assert [n for n in names if n != "failed.jsonl"] == sorted(expected)  # and the requests to resend
+            assert [n for n in names if n != "failed.jsonl"] == sorted(expected)
             for name, data in expected.items():
                 assert gcs_get(gcs, f"{copy.uri}/{name}") == data
-        else:  # Gemini: responses.jsonl, one line per request
-            assert names == ["responses.jsonl"]
+        else:  # Gemini: responses.jsonl, one line per request that has a result
+            assert [n for n in names if n != "failed.jsonl"] == ["responses.jsonl"]
             lines = gcs_get(gcs, f"{copy.uri}/responses.jsonl").decode().splitlines()
-            output = job.spec["output"]
-            assert len(lines) == output.get("lines", output.get("count"))
+            assert len(lines) == demo.expected_lines(job)
             assert all("key" in json.loads(line) for line in lines)
     return {"messages": messages}
 
@@ -136,7 +142,9 @@ def test_demo_ci_ends_with_every_job_terminal_every_event_delivered_and_outputs_
     seen: dict = {}
 
     def inspect(stack, result):
-        seen.update(check_end_state(stack, jobs))
+        # the batch `batch-relay resubmit` made of nightly-eval's failed requests is followed too
+        retry = demo.retry_job(result["resubmit"]["batch"], next(j for j in jobs if j.name == demo.RESUBMITTED))
+        seen.update(check_end_state(stack, [*jobs, retry]))
 
     out = io.StringIO()
     started = time.monotonic()
@@ -152,7 +160,15 @@ def test_demo_ci_ends_with_every_job_terminal_every_event_delivered_and_outputs_
     states = {j["expected"] for j in result["jobs"]}
     assert {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED",
             "JOB_STATE_PARTIALLY_SUCCEEDED"} <= states
-    assert {j["api"] for j in result["jobs"]} == {"gemini", "vertex"} and len(result["jobs"]) == 13
+    assert {j["api"] for j in result["jobs"]} == {"gemini", "vertex"} and len(result["jobs"]) == 14  # 13 + a retry
+    # issue 18: tokens, cost and failures by code; the resubmit of the failed requests, tracked to its end
+    nightly, partial = result["results"][demo.RESUBMITTED], result["results"][demo.PARTIAL]
+    assert nightly["failed"] == demo.NIGHTLY_FAILED and len(nightly["errors"]) == 3 and nightly["cost"]["amount"] > 0
+    assert nightly["usage"]["total_tokens"] > 0 and result["resubmit"]["requests"] == demo.NIGHTLY_FAILED
+    retry = next(j for j in result["jobs"] if j["name"] == result["resubmit"]["batch"])
+    assert retry["state"] == "JOB_STATE_SUCCEEDED" and retry["copy"]["uri"].endswith("/nightly-eval/retry-1")
+    assert (partial["succeeded"], partial["unfinished"]) == (demo.AB_FINISHED, demo.AB_COUNT - demo.AB_FINISHED)
+    assert re.search(r"^  results: .*\n(.*\n)*  resubmit: .*SUCCEEDED", log, re.M)
     assert sum(1 for job in jobs if job.via == "watch") == 1  # one job nobody tracked, found by its scope
     assert all(result["api_answers"].get(code) for code in ("429", "500", "503"))
     assert result["copied"]["objects"] >= 9 and result["copied"]["bytes"] > 1_000_000

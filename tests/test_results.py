@@ -220,6 +220,64 @@ def test_lines_survive_any_chunking(parts, data):
     assert got == expected
 
 
+plain_usage = st.fixed_dictionaries({}, optional={k: st.one_of(st.integers(0, 10**6), st.integers(-3, 3),
+                                                                 st.sampled_from([lines.MAX_COUNT, 10**16, 250_000]))
+                                                for k in ("promptTokenCount", "candidatesTokenCount",
+                                                          "thoughtsTokenCount", "cachedContentTokenCount",
+                                                          "toolUsePromptTokenCount", "totalTokenCount")})
+typical = st.one_of(  # the lines the fast path takes (successes with integer counts), and their near misses
+    st.builds(lambda k, u: {"key": k, "response": {"candidates": [], "usageMetadata": u}}, st.text(max_size=5),
+              plain_usage),
+    st.builds(lambda s, u: {"status": s, "request": {"contents": []}, "response": {"usageMetadata": u}},
+              st.sampled_from(["", " ", "\t", None, "Bad Request: x", 0]), plain_usage),
+    st.builds(lambda u: {"key": "k", "error": None, "response": {"usageMetadata": u}}, usage))
+any_line = st.one_of(
+    typical.map(dumps), gemini_obj.map(dumps), vertex_obj.map(dumps),
+    st.one_of(typical, gemini_obj, vertex_obj).map(  # raw UTF-8, lone surrogates too
+        lambda o: json.dumps(o, ensure_ascii=False).encode("utf-8", "surrogatepass")),
+    typical.map(lambda o: json.dumps(o).encode("utf-16-le")),  # json.loads guesses UTF-16 from the NULs
+    st.binary(max_size=30), st.binary(max_size=20).map(lambda b: b"{" + b),
+    st.sampled_from([b"", b"  ", b"\t\r", b"{}", b"[]", b"null", b'{"a":' + b"[" * 5000, b"\xef\xbb\xbf{}"]))
+
+
+class _NoCuts:  # st.data() for an @example: the lines as they are, in one chunk
+    def draw(self, strategy: object) -> object:
+        return b"" if "sampled_from" in repr(strategy) else []
+
+
+@settings(QUICK, max_examples=500)
+@given(st.lists(any_line, max_size=25), st.sampled_from(["gemini", "vertex"]), st.booleans(),
+       st.sampled_from([chunks.MAX_LINE, 40]), st.data())
+@example([dumps({"status": "Bad Request: x", "request": {}, "response": {"usageMetadata": {"promptTokenCount": 3}}}),
+          dumps({"status": " ", "request": {}, "response": {"usageMetadata": {"promptTokenCount": 3}}})],
+         "vertex", False, chunks.MAX_LINE, _NoCuts())
+@example([gemini_ok("a", promptTokenCount=3), gemini_ok("b", promptTokenCount=300_000, cachedContentTokenCount=9**9),
+          dumps({"key": "c", "response": {"usageMetadata": {"totalTokenCount": -1, "candidatesTokenCount": 2}}})],
+         "gemini", False, chunks.MAX_LINE, _NoCuts())
+@example([gemini_ok("a", promptTokenCount=3)], "gemini", True, chunks.MAX_LINE, _NoCuts())
+def test_the_streamed_pass_counts_as_the_parsers_do(batch, api, track, max_line, data):
+    """The fast pass over chunks (``feed_chunk``) gives the Summary of parsing each line with the reference
+    parser (``parse_gemini_line``/``parse_vertex_row``), whatever the lines hold and however they are cut."""
+    batch = [line.replace(b"\n", b" ") for line in batch]
+    blob = b"\n".join(batch) + data.draw(st.sampled_from([b"", b"\n"]))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(blob)), max_size=8)))
+    streamed = ResultsReader(api, track_unfinished=track, max_line=max_line)
+    for lo, hi in zip([0, *cuts], [*cuts, len(blob)], strict=True):
+        streamed.feed_chunk(blob[lo:hi])
+    streamed.end_file()
+    reference = ResultsReader(api, track_unfinished=track, max_line=max_line)
+    parse = lines.parse_gemini_line if api == "gemini" else lines.parse_vertex_row
+    for line in batch:
+        reference.feed_row(lines.UNPARSED if len(line) > max_line else parse(line))
+    got, want = streamed.finish(), reference.finish()
+    assert got == want
+    assert list(got.errors.items()) == list(want.errors.items())  # the same order (ties: the code first seen)
+    # the keys of successes kept to find unfinished requests in the input (the join reads them, not the Summary)
+    assert streamed._succeeded_keys == reference._succeeded_keys
+    streamed.failed_lines.close()
+    reference.failed_lines.close()
+
+
 def test_a_line_too_long_is_reported_once_and_not_kept():
     splitter = chunks.LineSplitter(max_line=10)
     got = [*splitter.feed(b"short\n" + b"x" * 8), *splitter.feed(b"y" * 50), *splitter.feed(b"z\nafter\n" + b"q" * 30),

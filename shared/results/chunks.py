@@ -1,14 +1,12 @@
 """Bytes as a download delivers them → JSONL lines, in bounded memory.
 
-``LineSplitter.feed(chunk)`` yields every line a chunk completes (without its ``\\n``); ``end()`` yields
+``LineSplitter.feed(chunk)`` returns every line a chunk completes (without its ``\\n``); ``end()`` returns
 the last line when the data does not end with a newline. A line longer than ``max_line`` is not kept: it
-is yielded once as ``TOO_LONG`` (callers count it as unparsed) and its remaining bytes are skipped, so
+is returned once as ``TOO_LONG`` (callers count it as unparsed) and its remaining bytes are skipped, so
 memory stays at most ``max_line`` plus one chunk whatever the data holds.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 MAX_LINE = 32 * 1024 * 1024
 TOO_LONG = b"\x00too long\x00"  # never a JSON line: it reads as unparsed
@@ -20,38 +18,36 @@ class LineSplitter:
         self._buf = bytearray()
         self._skipping = False  # inside a line already reported as TOO_LONG
 
-    def feed(self, chunk: bytes) -> Iterator[bytes]:
-        start = 0
-        while True:
-            end = chunk.find(b"\n", start)
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines ``chunk`` completes, in order (one ``bytes.split`` of the chunk: no loop per line here)."""
+        if self._skipping:
+            end = chunk.find(b"\n")
             if end < 0:
-                break
-            if self._skipping:
-                self._skipping = False
-            elif len(self._buf) + end - start > self._max:
-                self._buf.clear()
-                yield TOO_LONG
-            else:
-                if self._buf:
-                    self._buf += chunk[start:end]
-                    line = bytes(self._buf)
-                    self._buf.clear()
-                else:
-                    line = chunk[start:end]
-                yield line
-            start = end + 1
-        rest = len(chunk) - start
-        if rest and not self._skipping:
-            if len(self._buf) + rest > self._max:
+                return []
+            self._skipping = False
+            chunk = chunk[end + 1:]
+        longest = len(self._buf) + len(chunk)  # no line of this chunk can be longer
+        lines = chunk.split(b"\n")
+        rest = lines.pop()  # the line the chunk leaves unfinished (b"" when it ends with a newline)
+        if self._buf and lines:
+            self._buf += lines[0]
+            lines[0] = bytes(self._buf)
+            self._buf.clear()
+        if longest > self._max and lines:
+            limit = self._max
+            lines = [TOO_LONG if len(line) > limit else line for line in lines]
+        if rest:
+            if len(self._buf) + len(rest) > self._max:
                 self._buf.clear()
                 self._skipping = True
-                yield TOO_LONG
+                lines.append(TOO_LONG)
             else:
-                self._buf += chunk[start:]
+                self._buf += rest
+        return lines
 
-    def end(self) -> Iterator[bytes]:
-        if self._buf and not self._skipping:
-            line = bytes(self._buf)
-            self._buf.clear()
-            yield line
+    def end(self) -> list[bytes]:
+        """The last line, when the data does not end with a newline."""
+        line = bytes(self._buf) if self._buf and not self._skipping else None
+        self._buf.clear()
         self._skipping = False
+        return [] if line is None else [line]
