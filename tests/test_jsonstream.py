@@ -79,3 +79,54 @@ def test_a_value_longer_than_the_bound_is_refused_without_reading_on():
     with pytest.raises(JsonStreamError, match="longer than 100"):
         for _ in range(10):
             stream.feed(b"x" * 100)
+
+
+# -- the simulator's field masks (devtools.simulator.fieldmask) and the relay's (batchapi.fields) -----------------
+
+def test_mask_paths_dots_slashes_and_google_nesting_give_the_same_tree():
+    from devtools.simulator.fieldmask import parse
+
+    nested = parse("name,metadata(state,output(responsesFile,inlinedResponses/inlinedResponses(metadata)))")
+    dotted = parse("name,metadata.state,metadata.output.responsesFile,"
+                   "metadata.output.inlinedResponses.inlinedResponses.metadata")
+    assert nested == dotted == {"name": None, "metadata": {"state": None, "output": {
+        "responsesFile": None, "inlinedResponses": {"inlinedResponses": {"metadata": None}}}}}
+    assert parse("a.b,a") == parse("a,a.b") == {"a": None}  # a whole field wins over its parts
+
+
+@pytest.mark.parametrize("text", ["", "a,,b", "a(b", "a(b))", "a.", "(a)", "a(b)c"])
+def test_bad_mask_syntax_is_refused(text):
+    from devtools.simulator.fieldmask import MaskError, parse
+
+    with pytest.raises(MaskError):
+        parse(text)
+
+
+def test_a_mask_keeps_its_fields_masks_each_element_of_a_list_and_refuses_unknown_fields():
+    from devtools.simulator.fieldmask import GEMINI_BATCH, MaskError, apply, check, parse
+
+    reply = {"name": "batches/b", "done": True, "metadata": {"state": "BATCH_STATE_SUCCEEDED", "output": {
+        "inlinedResponses": {"inlinedResponses": [{"response": {"x": 1}, "metadata": {"key": "a"}}, {"error": {}}]}}}}
+    tree = parse("name,metadata(state,output.inlinedResponses.inlinedResponses.metadata),metadata.endTime")
+    check(tree, GEMINI_BATCH)
+    assert apply(tree, reply) == {"name": "batches/b", "metadata": {"state": "BATCH_STATE_SUCCEEDED", "output": {
+        "inlinedResponses": {"inlinedResponses": [{"metadata": {"key": "a"}}, {}]}}}}  # the count is kept
+    check(parse("metadata.output.inlinedResponses.inlinedResponses.response.anything.below"), GEMINI_BATCH)
+    for unknown in ("metadata.startTime", "nope", "name.inner", "metadata.output.bogus"):
+        with pytest.raises(MaskError, match="Invalid field mask path"):
+            check(parse(unknown), GEMINI_BATCH)
+
+
+def test_the_relays_masks_are_fields_the_gemini_api_has():
+    from batch_relay.batchapi import fields
+    from devtools.simulator.fieldmask import GEMINI_BATCH, GEMINI_LIST, check, parse
+
+    for mask in (fields.GEMINI_STATUS, fields.GEMINI_COPY, *map(fields.inline_fields, fields.INLINE_PATHS)):
+        check(parse(mask), GEMINI_BATCH)
+    check(parse(fields.GEMINI_LIST), GEMINI_LIST)
+    for mask in (fields.GEMINI_STATUS, fields.GEMINI_COPY):  # of each inline response only its metadata
+        tree = parse(mask)
+        assert tree["metadata"]["output"]["inlinedResponses"]["inlinedResponses"] == {"metadata": None}
+        assert tree["response"]["inlinedResponses"]["inlinedResponses"] == {"metadata": None}
+    assert fields.inline_path({"response": {"inlinedResponses": {"inlinedResponses": []}}}) == fields.INLINE_PATHS[1]
+    assert fields.inline_path({"metadata": {"output": {}}}) == fields.INLINE_PATHS[0]

@@ -146,6 +146,9 @@ def _parse_output(api: str, job_id: str, out: Any, where: str, batch: Batch | No
     elif kind == "inline":
         res["count"] = int(out.get("count", 1))
         res["errors"] = min(int(out.get("errors", 0)), res["count"])
+        res["response_bytes"] = int(out.get("response_bytes", 0))  # each response's text padded to this size
+        if res["count"] < 0 or res["response_bytes"] < 0:
+            raise SpecError(f"{where}: output count and response_bytes must be >= 0")
     elif kind == "gcs":
         if not str(out.get("uri", "")).startswith("gs://"):
             raise SpecError(f"{where}: output.uri must be gs://...")
