@@ -6,8 +6,8 @@ that much memory runs it (``tests/test_memory.py``)::
 
 Settings come from the environment (``Settings.from_env``). The cap (``RLIMIT_AS``) is set before anything
 is imported; run it with ``MALLOC_ARENA_MAX=2`` so that malloc's per-thread arenas (64 MiB of address space
-each) do not use up a cap meant for data. Prints one JSON line: ``{"ok", "result", "error", "peak_rss_mib"}``
-(``ru_maxrss`` of this process).
+each) do not use up a cap meant for data. Prints one JSON line: ``{"ok", "result", "error", "peak_rss_mib", "seconds"}``
+(``ru_maxrss`` of this process; the seconds it ran, imports included).
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ def main() -> None:
     import base64
     import json
     import os
+    import time
     import traceback
 
+    started = time.monotonic()
     ok, result, error = False, None, None
     try:
         from batch_relay import wiring
@@ -47,8 +49,8 @@ def main() -> None:
         error = f"{type(exc).__name__}: {str(exc)[:300]}"
         traceback.print_exc(limit=4)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"ok": ok, "result": result, "error": error, "peak_rss_mib": round(peak, 1)}, default=str),
-          flush=True)
+    print(json.dumps({"ok": ok, "result": result, "error": error, "peak_rss_mib": round(peak, 1),
+                      "seconds": round(time.monotonic() - started, 1)}, default=str), flush=True)
     os._exit(0)  # no teardown of gRPC threads under the cap
 
 

@@ -64,8 +64,8 @@ def test_a_batch_of_200_mb_of_inline_responses_in_a_512_mib_tick_and_a_1_gib_cop
     for i in range(31):  # with the big one: 32 polled at once
         _track(relay, simulator, f"batches/mem-b-{i}", small)
     tick = _run(relay.settings, "tick", str(POLLER_MIB))
-    assert (tick["result"]["polled"], tick["result"]["errors"]) == (32, 0)
     record = relay.store.load(big)
+    assert (tick["result"]["polled"], tick["result"]["errors"]) == (32, 0), record.error
     assert record.terminal and record.output == {"inlined_count": COUNT}  # the count, without the responses
     [message] = [m for m in relay.drain() if m["attributes"]["ce-type"] == "batchrelay.job.v1.stateChanged"
                  and m["data"]["job"]["name"] == big]
