@@ -485,3 +485,26 @@ def test_only_batchapi_writes_a_batch_api_url_or_the_key_header():
              for needle in needles if needle in path.read_text().lower()]
     assert [hit for hit in found if hit not in allowed] == []
     assert ("log.py", "x-goog-api-key") in found  # the scan reads what it should
+
+
+def test_inline_responses_are_streamed_from_a_get_of_them_alone_or_the_whole_batch_if_the_mask_is_refused():
+    items = [{"response": {"text": "a ] }"}, "metadata": {"key": "a"}},
+             {"error": {"code": 3}, "metadata": {"key": "b"}}]
+    inlined = {"inlinedResponses": {"inlinedResponses": items}}
+    whole = {"name": "batches/b1", "metadata": {"name": "batches/b1", "output": inlined}, "response": inlined}
+    asked = []
+
+    def handler(request):
+        asked.append(request.url.params.get("fields"))
+        if request.url.params.get("fields"):
+            return httpx.Response(400, json={"error": {"code": 400, "message": "bad mask"}})
+        return httpx.Response(200, content=json.dumps(whole).encode())
+
+    async def read():
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            outputs = GeminiOutputs(http, settings(RELAY_GEMINI_BASE_URL="https://gemini.example"))
+            async with outputs.inline_items("batches/b1", ("response", "inlinedResponses", "inlinedResponses")) as got:
+                return [item async for item in got]
+
+    assert asyncio.run(read()) == items  # once: the copy in `response` is read past, not handed out again
+    assert asked == ["response.inlinedResponses.inlinedResponses", None]

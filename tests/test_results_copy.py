@@ -168,6 +168,17 @@ def test_inline_responses_in_another_order_join_the_inline_requests_by_key(relay
     assert manifest_of(gcs, dst, "i")["results"] == results
 
 
+def test_a_batch_with_an_empty_list_of_inline_responses_gets_an_empty_responses_jsonl(relay, simulator, gcs):
+    dst = gcs.bucket("gempty")
+    spec = gemini_spec("inl-0", ["SUCCEEDED"], output={"kind": "inline", "count": 0})
+    record, message = end(relay, simulator, spec, f"gs://{dst}/e")
+    assert record.output == {"inlined_count": 0}
+    react(relay, message)
+    assert gcs.get(dst, "e/responses.jsonl") == b""  # the streamed upload of nothing is an empty object
+    assert manifest_of(gcs, dst, "e")["objects"][0] == {"name": "responses.jsonl", "size": 0,
+                                                         "crc32c": "AAAAAA=="}
+
+
 # -- Vertex AI: prediction files copied server-side and read beside the copy -------------------------------------
 
 
