@@ -13,9 +13,10 @@ from batch_relay.auth import GoogleAuth
 from batch_relay.batchapi.client import BatchApiClient
 from batch_relay.batchapi.create import GeminiCreate, VertexCreate, vertex_job_body
 from batch_relay.batchapi.endpoints import MissingApiKey, status_url
-from batch_relay.batchapi.fields import GEMINI_STATUS
+from batch_relay.batchapi.fields import GEMINI_STATUS, VERTEX_STATUS
 from batch_relay.batchapi.http import USER_AGENT
 from batch_relay.batchapi.inputs import BatchInput, GeminiInputs, batch_input
+from batch_relay.batchapi.listing import VERTEX_READ_MASK
 from batch_relay.batchapi.names import JobName
 from batch_relay.batchapi.outputs import GeminiOutputs
 from batch_relay.batchapi.quota import RegionLimiter
@@ -88,6 +89,12 @@ def test_gemini_request_carries_the_key_header():
     assert seen[0].headers["x-goog-api-key"] == "k-123456"
     assert seen[0].url.copy_with(query=None) == "https://generativelanguage.googleapis.com/v1beta/batches/b1"
     assert seen[0].url.params["fields"] == GEMINI_STATUS  # the tick asks only for what it stores
+
+
+def test_a_vertex_get_asks_for_the_fields_its_list_asks_for():
+    result, seen, _ = run([httpx.Response(200, json=OK_VERTEX)], job=VERTEX)
+    assert result.state == "JOB_STATE_QUEUED"
+    assert seen[0].url.params["fields"] == VERTEX_STATUS == VERTEX_READ_MASK
 
 
 def test_a_field_mask_the_api_refuses_is_dropped_for_the_rest_of_the_client(caplog):

@@ -119,11 +119,12 @@ def test_a_mask_keeps_its_fields_masks_each_element_of_a_list_and_refuses_unknow
 
 def test_the_relays_masks_are_fields_the_gemini_api_has():
     from batch_relay.batchapi import fields
-    from devtools.simulator.fieldmask import GEMINI_BATCH, GEMINI_LIST, check, parse
+    from devtools.simulator.fieldmask import GEMINI_BATCH, GEMINI_LIST, VERTEX_JOB, check, parse
 
     for mask in (fields.GEMINI_STATUS, fields.GEMINI_COPY, *map(fields.inline_fields, fields.INLINE_PATHS)):
         check(parse(mask), GEMINI_BATCH)
     check(parse(fields.GEMINI_LIST), GEMINI_LIST)
+    check(parse(fields.VERTEX_STATUS), VERTEX_JOB)
     for mask in (fields.GEMINI_STATUS, fields.GEMINI_COPY):  # of each inline response only its metadata
         tree = parse(mask)
         assert tree["metadata"]["output"]["inlinedResponses"]["inlinedResponses"] == {"metadata": None}

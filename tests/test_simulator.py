@@ -123,6 +123,10 @@ def test_gemini_field_masks_trim_gets_and_list_pages_and_refuse_unknown_fields(s
     page = http.get("/v1beta/batches", headers=KEY, params={"fields": "operations.name,nextPageToken"}).json()
     assert page == {"operations": [{"name": "batches/fm"}]}
     assert http.get("/v1beta/batches", headers=KEY, params={"fields": "operations.bogus"}).status_code == 400
+    simulator.add_job(vertex_spec("p1", "us-central1", "77", ["SUCCEEDED"]))
+    job = vget(http, "77", params={"fields": "name,state,outputInfo"}).json()
+    assert job == {"name": VJOB + "77", "state": "JOB_STATE_SUCCEEDED", "outputInfo": job["outputInfo"]}
+    assert vget(http, "77", params={"fields": "name,bogus"}).status_code == 400
 
 
 def test_gemini_cancel_failed_and_terminal_states(simulator, http):

@@ -7,7 +7,6 @@ job's prediction rows are written to the storage emulator when its outputs appea
 from __future__ import annotations
 
 import collections
-import json
 import random
 import time
 from typing import TYPE_CHECKING, Any
@@ -303,6 +302,6 @@ class Simulator:
         if job is None:
             return job_not_found(api, name, keep_alive)
         job.settle(time.monotonic())
-        body = job.body() if mask is None else json.dumps(fieldmask.apply(mask, job.render())).encode()
+        body = job.body() if mask is None else job.fields_body(mask)
         job.polls += 1
         return ok(body, keep_alive)

@@ -1,5 +1,5 @@
-"""Partial responses of the Gemini API routes: the ``fields`` system parameter (also ``$fields``, or the
-``X-Goog-FieldMask`` header), as Google's REST APIs take it.
+"""Partial responses of the Gemini API routes and the Vertex AI job GET: the ``fields`` system parameter
+(also ``$fields``, or the ``X-Goog-FieldMask`` header), as Google's REST APIs take it.
 
 A mask is comma-separated paths, each a dotted (or ``/``-separated) chain of JSON field names, with Google's
 ``a(b,c)`` nesting (``metadata(name,state)`` = ``metadata.name,metadata.state``). A path keeps that field
@@ -30,6 +30,12 @@ _BATCH = {
 GEMINI_BATCH = {"name": LEAF, "done": LEAF, "metadata": _BATCH, "response": _OUTPUT,
                 "error": {"code": LEAF, "message": LEAF, "details": ANY}}
 GEMINI_LIST = {"operations": GEMINI_BATCH, "nextPageToken": LEAF}
+VERTEX_JOB = {name: ANY for name in (  # a BatchPredictionJob's fields, anything below them
+    "name", "displayName", "model", "modelVersionId", "unmanagedContainerModel", "inputConfig", "instanceConfig",
+    "modelParameters", "outputConfig", "dedicatedResources", "serviceAccount", "manualBatchTuningParameters",
+    "generateExplanation", "explanationSpec", "outputInfo", "state", "error", "partialFailures",
+    "resourcesConsumed", "completionStats", "createTime", "startTime", "endTime", "updateTime", "labels",
+    "encryptionSpec", "disableContainerLogging", "satisfiesPzs", "satisfiesPzi")}
 
 Tree = dict[str, Any]  # field -> its Tree, or None: the whole value
 

@@ -106,7 +106,7 @@ def _bodies(jobs: list[Job], mask: frozenset[str] | None, fields: fieldmask.Tree
             if fields is not None:
                 body = json.dumps(fieldmask.apply(fields, json.loads(body))).encode()
         elif fields is not None:
-            body = json.dumps(fieldmask.apply(fields, job.render())).encode()
+            body = job.fields_body(fields)
         else:
             body = job.body() if mask is None else job.masked_body(mask)
         bodies.append(body)

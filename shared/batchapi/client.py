@@ -25,7 +25,7 @@ from ..log import get_logger, log, storable
 from ..retry import RetryPolicy, retry, send
 from ..settings import Settings
 from .endpoints import gemini_key, list_url, status_url
-from .fields import GEMINI_LIST, GEMINI_STATUS
+from .fields import GEMINI_LIST, GEMINI_STATUS, VERTEX_STATUS
 from .listing import PAGE_SIZE, VERTEX_READ_MASK, Page, parse_page
 from .names import Api, JobName
 from .quota import RegionLimiter
@@ -70,10 +70,11 @@ class BatchApiClient:
     async def get_reply(self, job: JobName, deadline: float, *, fields: str = GEMINI_STATUS) -> tuple[JobStatus, Any]:
         """The job's status and the reply it was read from (the decoded JSON body): the copy reads a Gemini
         batch's input, and where its inline responses are, from the same reply as its state
-        (``reactor.source``). ``fields``: the Gemini field mask (``batchapi.fields``)."""
+        (``reactor.source``). ``fields``: the Gemini field mask (``batchapi.fields``; Vertex AI jobs get
+        ``VERTEX_STATUS``)."""
         body = await self.get_json(job.api, status_url(self._settings, job), deadline,
                                    region=None if job.api == Api.GEMINI else job.region_key,
-                                   fields=fields if job.api == Api.GEMINI else None)
+                                   fields=fields if job.api == Api.GEMINI else VERTEX_STATUS)
         status = (JobStatus.from_gemini if job.api == Api.GEMINI else JobStatus.from_vertex)(body)
         if status.name != job.name:
             try:
