@@ -13,11 +13,14 @@ from batch_relay.auth import GoogleAuth
 from batch_relay.batchapi.client import BatchApiClient
 from batch_relay.batchapi.create import GeminiCreate, VertexCreate, vertex_job_body
 from batch_relay.batchapi.endpoints import MissingApiKey, status_url
+from batch_relay.batchapi.fields import GEMINI_STATUS, VERTEX_STATUS
 from batch_relay.batchapi.http import USER_AGENT
 from batch_relay.batchapi.inputs import BatchInput, GeminiInputs, batch_input
+from batch_relay.batchapi.listing import VERTEX_READ_MASK
 from batch_relay.batchapi.names import JobName
 from batch_relay.batchapi.outputs import GeminiOutputs
 from batch_relay.batchapi.quota import RegionLimiter
+from batch_relay.batchapi.scopes import WatchScope
 from batch_relay.batchapi.webhook_admin import WebhookAdmin
 from batch_relay.batchapi.wire import JobStatus, inline_responses
 from batch_relay.errors import (
@@ -84,7 +87,45 @@ def test_gemini_request_carries_the_key_header():
     result, seen, _ = run([httpx.Response(200, json=OK_GEMINI)])
     assert result.state == "JOB_STATE_RUNNING"
     assert seen[0].headers["x-goog-api-key"] == "k-123456"
-    assert str(seen[0].url) == "https://generativelanguage.googleapis.com/v1beta/batches/b1"
+    assert seen[0].url.copy_with(query=None) == "https://generativelanguage.googleapis.com/v1beta/batches/b1"
+    assert seen[0].url.params["fields"] == GEMINI_STATUS  # the tick asks only for what it stores
+
+
+def test_a_vertex_get_asks_for_the_fields_its_list_asks_for():
+    result, seen, _ = run([httpx.Response(200, json=OK_VERTEX)], job=VERTEX)
+    assert result.state == "JOB_STATE_QUEUED"
+    assert seen[0].url.params["fields"] == VERTEX_STATUS == VERTEX_READ_MASK
+
+
+def test_a_field_mask_the_api_refuses_is_dropped_for_the_rest_of_the_client(caplog):
+    refused = httpx.Response(400, json={"error": {"code": 400, "message": "Invalid field mask path",
+                                                  "status": "INVALID_ARGUMENT"}})
+    seen = []
+    replies = [refused, httpx.Response(200, json=OK_GEMINI), httpx.Response(200, json={"operations": []})]
+
+    def handler(request):
+        seen.append(request.url)
+        return replies.pop(0)
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            api = BatchApiClient(http, settings())
+            status = await api.get_status(GEMINI, 1e12)
+            page = await api.list_page(WatchScope.parse("gemini"), None, 1e12)
+            return status, page
+
+    status, page = asyncio.run(go())
+    assert status.state == "JOB_STATE_RUNNING" and page.items == []
+    assert [url.params.get("fields") for url in seen] == [GEMINI_STATUS, None, None]  # asked again, then no mask
+    [line] = [r for r in caplog.records if "refused a field mask" in r.getMessage()]
+    assert line.levelname == "WARNING"
+
+
+def test_another_400_is_not_hidden_by_the_mask_fallback():
+    bad = httpx.Response(400, json={"error": {"code": 400, "message": "bad name", "status": "INVALID_ARGUMENT"}})
+    result, seen, _ = run([bad, bad])
+    assert isinstance(result, PermanentError) and result.kind == "bad_request"
+    assert [r.url.params.get("fields") for r in seen] == [GEMINI_STATUS, None]
 
 
 def test_vertex_hosts():
@@ -184,7 +225,8 @@ def test_region_limiter_spends_a_minute_of_quota_then_waits():
 
 
 def test_error_bodies_do_not_leak_the_key():
-    result, _, _ = run([httpx.Response(400, json={"error": {"message": "API key not valid"}})])
+    refused = httpx.Response(400, json={"error": {"message": "API key not valid"}})
+    result, _, _ = run([refused, refused])  # asked again without the field mask, in case it was the mask
     assert isinstance(result, PermanentError) and "API key not valid" in str(result)
     assert "k-123456" not in str(result)
 
@@ -258,7 +300,8 @@ def test_inline_responses_are_read_with_the_wire_parser():
 
     def handler(request):
         assert request.headers["x-goog-api-key"] == "k-123456"
-        assert str(request.url) == "https://gemini.example/v1beta/batches/b1"
+        assert request.url.copy_with(query=None) == "https://gemini.example/v1beta/batches/b1"
+        assert request.url.params["fields"] == "metadata.output.inlinedResponses.inlinedResponses"
         return httpx.Response(200, json=body) if request.url.host == "gemini.example" else httpx.Response(404)
 
     async def read(reply):
@@ -449,3 +492,26 @@ def test_only_batchapi_writes_a_batch_api_url_or_the_key_header():
              for needle in needles if needle in path.read_text().lower()]
     assert [hit for hit in found if hit not in allowed] == []
     assert ("log.py", "x-goog-api-key") in found  # the scan reads what it should
+
+
+def test_inline_responses_are_streamed_from_a_get_of_them_alone_or_the_whole_batch_if_the_mask_is_refused():
+    items = [{"response": {"text": "a ] }"}, "metadata": {"key": "a"}},
+             {"error": {"code": 3}, "metadata": {"key": "b"}}]
+    inlined = {"inlinedResponses": {"inlinedResponses": items}}
+    whole = {"name": "batches/b1", "metadata": {"name": "batches/b1", "output": inlined}, "response": inlined}
+    asked = []
+
+    def handler(request):
+        asked.append(request.url.params.get("fields"))
+        if request.url.params.get("fields"):
+            return httpx.Response(400, json={"error": {"code": 400, "message": "bad mask"}})
+        return httpx.Response(200, content=json.dumps(whole).encode())
+
+    async def read():
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            outputs = GeminiOutputs(http, settings(RELAY_GEMINI_BASE_URL="https://gemini.example"))
+            async with outputs.inline_items("batches/b1", ("response", "inlinedResponses", "inlinedResponses")) as got:
+                return [item async for item in got]
+
+    assert asyncio.run(read()) == items  # once: the copy in `response` is read past, not handed out again
+    assert asked == ["response.inlinedResponses.inlinedResponses", None]

@@ -21,6 +21,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
+from batch_relay.batchapi.fields import GEMINI_COPY
 from batch_relay.errors import TransientError
 from devtools.simulator import gemini_spec, vertex_spec
 from tests.helpers import pubsub_envelope, validate_event
@@ -152,7 +153,10 @@ def test_inline_responses_in_another_order_join_the_inline_requests_by_key(relay
     record, message = end(relay, simulator, spec, f"gs://{dst}/i")
     wire = Recorder()
     react(relay, message, transport=wire)
-    assert wire.gets("/v1beta/batches/inl-1") == 1  # the outputs and the input come from the reply read
+    # The state, the input and where the responses are come from one GET that leaves the responses out; a
+    # second GET, streamed, asks for the responses alone (batchapi.fields): neither reply is decoded whole.
+    masks = [q.get("fields") for m, p, q in wire.seen if m == "GET" and p.endswith("/v1beta/batches/inl-1")]
+    assert masks == [GEMINI_COPY, "metadata.output.inlinedResponses.inlinedResponses"]
     copied = lines_of(gcs.get(dst, "i/responses.jsonl"))
     assert len(copied) == 12 and sum("error" in line for line in copied) == 3
     failed = lines_of(gcs.get(dst, "i/failed.jsonl"))
@@ -162,6 +166,58 @@ def test_inline_responses_in_another_order_join_the_inline_requests_by_key(relay
     results = announced(relay, record.name)["results"]
     assert (results["succeeded"], results["failed"], results["missing"], results["errors"]) == (9, 3, 0, {"8": 3})
     assert manifest_of(gcs, dst, "i")["results"] == results
+
+
+class _BreaksOff(httpx.AsyncByteStream):
+    """A reply body that breaks off after its first bytes, as a reset connection does."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __aiter__(self):
+        async for chunk in self.inner:
+            yield chunk[:200]
+            raise httpx.ReadError("connection reset by peer")
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class BreakFirstInline(Recorder):
+    """The network, except that the first streamed GET of inline responses breaks off."""
+
+    broken = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if not self.broken and request.url.params.get("fields", "").endswith("inlinedResponses.inlinedResponses"):
+            self.broken = True
+            return httpx.Response(response.status_code, headers=response.headers, stream=_BreaksOff(response.stream))
+        return response
+
+
+def test_inline_responses_that_break_off_are_read_again_whole_and_counted_once(relay, simulator, gcs):
+    dst = gcs.bucket("gbrk")
+    spec = gemini_spec("inl-b", ["SUCCEEDED"], output={"kind": "inline"}, requests={"count": 9, "failed": 2})
+    record, message = end(relay, simulator, spec, f"gs://{dst}/b")
+    wire = BreakFirstInline()
+    react(relay, message, transport=wire)
+    assert wire.broken and wire.gets("/v1beta/batches/inl-b") == 3  # the state, the broken read, the read again
+    copied = lines_of(gcs.get(dst, "b/responses.jsonl"))
+    assert len(copied) == 9 and sum("error" in line for line in copied) == 2
+    results = announced(relay, record.name)["results"]
+    assert (results["succeeded"], results["failed"]) == (7, 2)  # a new reader for the second read
+
+
+def test_a_batch_with_an_empty_list_of_inline_responses_gets_an_empty_responses_jsonl(relay, simulator, gcs):
+    dst = gcs.bucket("gempty")
+    spec = gemini_spec("inl-0", ["SUCCEEDED"], output={"kind": "inline", "count": 0})
+    record, message = end(relay, simulator, spec, f"gs://{dst}/e")
+    assert record.output == {"inlined_count": 0}
+    react(relay, message)
+    assert gcs.get(dst, "e/responses.jsonl") == b""  # the streamed upload of nothing is an empty object
+    assert manifest_of(gcs, dst, "e")["objects"][0] == {"name": "responses.jsonl", "size": 0,
+                                                         "crc32c": "AAAAAA=="}
 
 
 # -- Vertex AI: prediction files copied server-side and read beside the copy -------------------------------------

@@ -103,6 +103,32 @@ def test_gemini_inline_results(simulator, http):
                                             "failedRequestCount": "1"}
 
 
+def test_gemini_field_masks_trim_gets_and_list_pages_and_refuse_unknown_fields(simulator, http):
+    simulator.add_job(gemini_spec("fm", ["SUCCEEDED"], output={"kind": "inline", "count": 3, "errors": 1,
+                                                               "response_bytes": 1000}))
+    whole = gget(http, "fm")
+    items = whole.json()["metadata"]["output"]["inlinedResponses"]["inlinedResponses"]
+    assert items[0]["response"]["candidates"][0]["content"]["parts"][1]["text"] == "x" * 1000  # padded
+    keys = {"inlinedResponses": {"inlinedResponses": [{"metadata": {"key": f"req-{i}"}} for i in (1, 2, 3)]}}
+    expected = {"name": "batches/fm", "metadata": {"state": "BATCH_STATE_SUCCEEDED", "output": keys}}
+    mask = "name,metadata(state,output.inlinedResponses.inlinedResponses.metadata),metadata.endTime"
+    assert gget(http, "fm", params={"fields": mask}).json() == {
+        **expected, "metadata": {**expected["metadata"], "endTime": whole.json()["metadata"]["endTime"]}}
+    dotted = "name,metadata.state,metadata.output.inlinedResponses.inlinedResponses.metadata"
+    assert gget(http, "fm", params={"$fields": dotted}).json() == expected
+    assert gget(http, "fm", headers={**KEY, "X-Goog-FieldMask": dotted}).json() == expected
+    for bad in ("metadata.startTime", "metadata(", "nope"):
+        refused = gget(http, "fm", params={"fields": bad})
+        assert refused.status_code == 400 and refused.json()["error"]["status"] == "INVALID_ARGUMENT"
+    page = http.get("/v1beta/batches", headers=KEY, params={"fields": "operations.name,nextPageToken"}).json()
+    assert page == {"operations": [{"name": "batches/fm"}]}
+    assert http.get("/v1beta/batches", headers=KEY, params={"fields": "operations.bogus"}).status_code == 400
+    simulator.add_job(vertex_spec("p1", "us-central1", "77", ["SUCCEEDED"]))
+    job = vget(http, "77", params={"fields": "name,state,outputInfo"}).json()
+    assert job == {"name": VJOB + "77", "state": "JOB_STATE_SUCCEEDED", "outputInfo": job["outputInfo"]}
+    assert vget(http, "77", params={"fields": "name,bogus"}).status_code == 400
+
+
 def test_gemini_cancel_failed_and_terminal_states(simulator, http):
     simulator.add_jobs([
         gemini_spec("c1", ["PENDING", "RUNNING", "SUCCEEDED"]),

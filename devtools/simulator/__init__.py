@@ -18,6 +18,7 @@ Modules, one per responsibility:
   ``listfilter``: the Vertex list ``filter``
 - ``files``: responses files, input files, Files API uploads and their download; ``storage``: the storage
   emulator Vertex jobs write their prediction rows to; ``webhooks``: signed deliveries and registrations
+- ``fieldmask``: partial responses (the ``fields`` system parameter)
 - ``faults``: injected faults; ``admin``: the ``/_sim/`` API; ``app``: state, config, stats, routing
 - ``server``: the asyncio HTTP/1.1 server and ``main``; ``client``: ``SimulatorClient``, ``gemini_spec``,
   ``vertex_spec`` (re-exported here)
@@ -75,7 +76,7 @@ Job spec::
                   {"state": "SUCCEEDED", "after_s": 2.5, "error": null}],
      "output": {"kind": "file", "file_id": "batch-abc", "lines": 100, "line_bytes": 200, "errors": 0,
                 "chunked": false}
-             | {"kind": "inline", "count": 5, "errors": 1}
+             | {"kind": "inline", "count": 5, "errors": 1, "response_bytes": 0}
              | {"kind": "gcs", "uri": "gs://bucket/prefix/prediction-model-..."}
              | {"kind": "bigquery", "table": "bq://proj.dataset.predictions_..."} | null,
      "faults": [{"kind": "429", "count": 2}, {"kind": "429", "retry_after": 1},
@@ -105,6 +106,14 @@ Lists: ``GET /v1beta/batches`` (Gemini, ``operations``) and ``GET /v1/{parent}/b
 kept) and ``filter`` (Vertex; Gemini answers 400): the AIP-160 subset of ``compile_filter`` — ``AND``,
 ``OR`` (binding tighter, as in AIP-160), ``NOT``, parentheses, ``state`` = !=, ``create_time`` = != < <= >
 >=, ``display_name`` = != and ``:`` wildcards, ``labels.k=v``, ``labels.k:*``.
+
+``response_bytes`` (inline output): each successful inline response carries a second text part of that many
+bytes, so a batch can hold hundreds of megabytes of inline responses (the memory tests).
+
+Partial responses (``fieldmask``): the Gemini routes (batch GET and list) and the Vertex AI job GET honour
+the ``fields`` system parameter, ``$fields`` and the ``X-Goog-FieldMask`` header: comma-separated dotted (or
+``/``) paths with Google's ``a(b,c)`` nesting; a path through a list masks each element; a field the resource
+does not have is refused with 400 ``INVALID_ARGUMENT``.
 
 A step without ``after_polls``/``after_s`` takes effect after one poll. ``after_polls`` counts successful
 status GETs of the job at the previous step (a faulted GET is not a poll); ``after_s`` counts from the

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from devtools.simulator import admin, faults, files, gemini, storage, vertex, webhooks
+from devtools.simulator import admin, faults, fieldmask, files, gemini, storage, vertex, webhooks
 from devtools.simulator.files import FileOutput, InputFile, ResultsFile
 from devtools.simulator.jobs import Job, parse_steps
 from devtools.simulator.lists import LIST_PAGE_MAX
@@ -285,8 +285,10 @@ class Simulator:
             return vertex.handle(self, method, parts, query, headers, keep_alive, body)
         return no_method(method, path, keep_alive)
 
-    def status_get(self, api: str, name: str, keep_alive: bool) -> tuple[int, Reply]:
-        """``GET`` of one job: counted, faulted as scripted (or at random), else settled and rendered."""
+    def status_get(self, api: str, name: str, keep_alive: bool,
+                   mask: fieldmask.Tree | None = None) -> tuple[int, Reply]:
+        """``GET`` of one job: counted, faulted as scripted (or at random), else settled and rendered (only
+        the fields of ``mask``, a ``fieldmask`` tree, when the request has one)."""
         self.status_gets += 1
         self.per_job_gets[name] += 1
         job = self.find(name)
@@ -300,6 +302,6 @@ class Simulator:
         if job is None:
             return job_not_found(api, name, keep_alive)
         job.settle(time.monotonic())
-        body = job.body()
+        body = job.body() if mask is None else job.fields_body(mask)
         job.polls += 1
         return ok(body, keep_alive)

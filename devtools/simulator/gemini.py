@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from devtools.simulator import faults, files, lists
+from devtools.simulator import faults, fieldmask, files, lists
 from devtools.simulator.results import Batch
 from devtools.simulator.wire import (
     GEMINI,
@@ -50,6 +50,7 @@ def _output(job: Job) -> dict:
         return {"inlinedResponses": {"inlinedResponses": [job.batch.gemini_inline(i) for i in job.batch.order(done)]}}
     if job.inline_items is None:
         n, errors = out["count"], out["errors"]
+        pad = "x" * out.get("response_bytes", 0)  # one string shared by every item: big replies, small memory
         items = []
         for i in range(1, n + 1):
             if i > n - errors:
@@ -57,7 +58,8 @@ def _output(job: Job) -> dict:
                               "metadata": {"key": f"req-{i}"}})
             else:
                 items.append({"response": {
-                    "candidates": [{"content": {"parts": [{"text": f"response {i}"}], "role": "model"},
+                    "candidates": [{"content": {"parts": [{"text": f"response {i}"}, {"text": pad}] if pad else [
+                        {"text": f"response {i}"}], "role": "model"},
                                     "finishReason": "STOP"}],
                     "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 3,
                                       "totalTokenCount": 7},
@@ -152,9 +154,14 @@ def handle(sim: Simulator, method: str, parts: list[str], query: str, headers: d
         return denied
     if parts[2] == "files":
         return _files(method, parts, path, query, headers, keep_alive)
+    q = parse_qs(query) if query else {}
+    try:
+        mask = fieldmask.from_request(q, headers, fieldmask.GEMINI_LIST if n == 3 else fieldmask.GEMINI_BATCH)
+    except fieldmask.MaskError as exc:
+        return err(400, str(exc), keep_alive)
     if n == 3:
-        return _list(sim, method, path, query, keep_alive)
-    return _batch(sim, method, parts[3], path, keep_alive)
+        return _list(sim, method, path, q, keep_alive, mask)
+    return _batch(sim, method, parts[3], path, keep_alive, mask)
 
 
 def _files(method: str, parts: list[str], path: str, query: str, headers: dict[str, str],
@@ -170,21 +177,22 @@ def _files(method: str, parts: list[str], path: str, query: str, headers: dict[s
     return no_method(method, path, keep_alive)
 
 
-def _list(sim: Simulator, method: str, path: str, query: str, keep_alive: bool) -> tuple[int, Reply]:
+def _list(sim: Simulator, method: str, path: str, q: dict[str, list[str]], keep_alive: bool,
+          mask: fieldmask.Tree | None) -> tuple[int, Reply]:
     if method != "GET":
         return no_method(method, path, keep_alive)
     if sim.random_faults is not None:
         faulted = faults.random_reply(sim.random_faults, sim.rng, GEMINI, None, keep_alive)
         if faulted is not None:
             return faulted
-    q = parse_qs(query) if query else {}
     if q.get("filter", [""])[0]:
         return err(400, "filter is not supported for the Gemini API batches list.", keep_alive)
     jobs = [j for j in sim.jobs.values() if j.api == GEMINI]
-    return lists.page(sim, GEMINI, jobs, q, "operations", keep_alive)
+    return lists.page(sim, GEMINI, jobs, q, "operations", keep_alive, fields=mask)
 
 
-def _batch(sim: Simulator, method: str, ident: str, path: str, keep_alive: bool) -> tuple[int, Reply]:
+def _batch(sim: Simulator, method: str, ident: str, path: str, keep_alive: bool,
+           mask: fieldmask.Tree | None) -> tuple[int, Reply]:
     if ident.endswith(":cancel"):
         if method != "POST":
             return no_method(method, path, keep_alive)
@@ -195,7 +203,7 @@ def _batch(sim: Simulator, method: str, ident: str, path: str, keep_alive: bool)
         return ok(b"{}", keep_alive)
     name = "batches/" + ident
     if method == "GET":
-        return sim.status_get(GEMINI, name, keep_alive)
+        return sim.status_get(GEMINI, name, keep_alive, mask)
     if method == "DELETE":
         if sim.jobs.pop(name, None) is None:
             return job_not_found(GEMINI, name, keep_alive)

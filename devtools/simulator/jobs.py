@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from devtools.simulator import gemini, vertex
+from devtools.simulator import fieldmask, gemini, vertex
 from devtools.simulator.faults import parse_faults
 from devtools.simulator.results import Batch
 from devtools.simulator.wire import (
@@ -23,6 +23,8 @@ from devtools.simulator.wire import (
     VERTEX_NAME,
     SpecError,
 )
+
+FIELD_CACHE_MAX = 64 * 1024  # masked renderings kept per job up to this size (a big one is made per GET)
 
 GEMINI_MODEL = "models/gemini-2.5-flash"
 VERTEX_MODEL = "publishers/google/models/gemini-2.5-flash"
@@ -146,6 +148,9 @@ def _parse_output(api: str, job_id: str, out: Any, where: str, batch: Batch | No
     elif kind == "inline":
         res["count"] = int(out.get("count", 1))
         res["errors"] = min(int(out.get("errors", 0)), res["count"])
+        res["response_bytes"] = int(out.get("response_bytes", 0))  # each response's text padded to this size
+        if res["count"] < 0 or res["response_bytes"] < 0:
+            raise SpecError(f"{where}: output count and response_bytes must be >= 0")
     elif kind == "gcs":
         if not str(out.get("uri", "")).startswith("gs://"):
             raise SpecError(f"{where}: output.uri must be gs://...")
@@ -168,7 +173,7 @@ class Job:
     __slots__ = ("name", "api", "job_id", "display_name", "model", "steps", "step", "polls", "step_t",
                  "state", "stats", "error", "output", "faults", "labels", "input_config", "create_t",
                  "update_t", "start_t", "end_t", "cancel_pending", "output_ready", "cache", "total",
-                 "inline_items", "rendered_name", "prev_body", "stale_lists", "masked", "listener",
+                 "inline_items", "rendered_name", "prev_body", "stale_lists", "masked", "field_bodies", "listener",
                  "batch", "new_rules", "output_delay", "output_due", "results_done", "outputs_written",
                  "written", "write_error", "gemini_input", "on_outputs")
 
@@ -231,6 +236,7 @@ class Job:
         self.output_ready = False
         self.cache: bytes | None = None
         self.masked: tuple[frozenset[str], bytes] | None = None
+        self.field_bodies: tuple[bytes, dict[str, bytes]] | None = None  # (the body they match, mask -> body)
         self.rendered_name = name  # a Vertex name may be rendered with the project number (config)
         self.prev_body: bytes | None = None  # the rendering before the last change: what a stale page shows
         self.stale_lists = 0  # list appearances still to show prev_body
@@ -386,6 +392,20 @@ class Job:
         if self.masked is None or self.masked[0] != mask:
             self.masked = (mask, json.dumps({k: v for k, v in json.loads(body).items() if k in mask}).encode())
         return self.masked[1]
+
+    def fields_body(self, tree: fieldmask.Tree) -> bytes:
+        """The rendering with only the fields of a ``fields`` mask; cached (small ones) until the job changes,
+        so a masked GET costs the simulator what an unmasked one does."""
+        body = self.body()
+        if self.field_bodies is None or self.field_bodies[0] is not body:
+            self.field_bodies = (body, {})
+        key = repr(tree)
+        cached = self.field_bodies[1].get(key)
+        if cached is None:
+            cached = json.dumps(fieldmask.apply(tree, self.render())).encode()
+            if len(cached) <= FIELD_CACHE_MAX:
+                self.field_bodies[1][key] = cached
+        return cached
 
     def render(self) -> dict:
         return gemini.render(self) if self.api == GEMINI else vertex.render(self)

@@ -10,7 +10,7 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from devtools.simulator import faults
+from devtools.simulator import faults, fieldmask
 from devtools.simulator.wire import GEMINI, VERTEX, Reply, err, ok
 
 if TYPE_CHECKING:
@@ -48,8 +48,9 @@ def _start(api: str, scope: str, token: str) -> int:
 
 
 def page(sim: Simulator, api: str, jobs: list[Job], query: dict, key: str, keep_alive: bool,
-         scope: str = "") -> tuple[int, Reply]:
-    """One page of ``jobs`` under ``key`` (``operations`` or ``batchPredictionJobs``)."""
+         scope: str = "", fields: fieldmask.Tree | None = None) -> tuple[int, Reply]:
+    """One page of ``jobs`` under ``key`` (``operations`` or ``batchPredictionJobs``); ``fields``: the
+    request's field mask (``fieldmask``, Gemini), applied to each item and to the page."""
     try:
         size = int(query.get("pageSize", ["0"])[0] or 0)
     except ValueError:
@@ -76,21 +77,23 @@ def page(sim: Simulator, api: str, jobs: list[Job], query: dict, key: str, keep_
         return ok(b'{"' + key.encode() + b'": [{"name": "x', keep_alive)
     if fault == "wrong_shape":
         return ok(json.dumps({key: "not a list", "nextPageToken": 7}).encode(), keep_alive)
-    bodies = _bodies(jobs[start:start + size], mask)
+    bodies = [] if fields is not None and key not in fields else _bodies(
+        jobs[start:start + size], mask, fields.get(key) if fields is not None else None)
     if fault in ("no_names", "foreign_names"):
         bodies = [json.dumps(faults.misname(json.loads(b), api, fault == "no_names")).encode() for b in bodies]
     parts = [b"{"]
     if bodies:
         parts += [b'"', key.encode(), b'": [', b", ".join(bodies), b"]"]
     next_start = start if fault == "endless" else start + size
-    if fault == "endless" or start + size < len(jobs):
+    if (fault == "endless" or start + size < len(jobs)) and (fields is None or "nextPageToken" in fields):
         parts += [b", " if bodies else b"", b'"nextPageToken": "', _token(api, scope, next_start).encode(), b'"']
     parts.append(b"}")
     return ok(b"".join(parts), keep_alive)
 
 
-def _bodies(jobs: list[Job], mask: frozenset[str] | None) -> list[bytes]:
-    """The page's jobs, settled, rendered (a stale one as it was before its last change), masked."""
+def _bodies(jobs: list[Job], mask: frozenset[str] | None, fields: fieldmask.Tree | None = None) -> list[bytes]:
+    """The page's jobs, settled, rendered (a stale one as it was before its last change), masked (``readMask``
+    or a ``fields`` tree: rendered again with only those fields, the full body never parsed)."""
     now = time.monotonic()
     bodies = []
     for job in jobs:
@@ -100,6 +103,10 @@ def _bodies(jobs: list[Job], mask: frozenset[str] | None) -> list[bytes]:
             body = job.prev_body
             if mask is not None:
                 body = json.dumps({k: v for k, v in json.loads(body).items() if k in mask}).encode()
+            if fields is not None:
+                body = json.dumps(fieldmask.apply(fields, json.loads(body))).encode()
+        elif fields is not None:
+            body = job.fields_body(fields)
         else:
             body = job.body() if mask is None else job.masked_body(mask)
         bodies.append(body)

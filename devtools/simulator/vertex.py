@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from devtools.simulator import faults, lists, storage
+from devtools.simulator import faults, fieldmask, lists, storage
 from devtools.simulator.listfilter import compile_filter
 from devtools.simulator.results import Batch
 from devtools.simulator.wire import (
@@ -155,7 +155,11 @@ def handle(sim: Simulator, method: str, parts: list[str], query: str, headers: d
         return ok(b"{}", keep_alive)
     name = f"{parent}/{ident}"
     if method == "GET":
-        return sim.status_get(VERTEX, name, keep_alive)
+        try:
+            mask = fieldmask.from_request(parse_qs(query) if query else {}, headers, fieldmask.VERTEX_JOB)
+        except fieldmask.MaskError as exc:
+            return err(400, str(exc), keep_alive)
+        return sim.status_get(VERTEX, name, keep_alive, mask)
     if method == "DELETE":
         return _delete(sim, parent, name, keep_alive)
     return no_method(method, path, keep_alive)

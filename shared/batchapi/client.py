@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -19,15 +20,19 @@ from typing import Any
 
 import httpx
 
-from ..errors import BadResponseError, DeadlineExceeded, UsageError
+from ..errors import BadResponseError, DeadlineExceeded, PermanentError, UsageError
+from ..log import get_logger, log, storable
 from ..retry import RetryPolicy, retry, send
 from ..settings import Settings
 from .endpoints import gemini_key, list_url, status_url
+from .fields import GEMINI_LIST, GEMINI_STATUS, VERTEX_STATUS
 from .listing import PAGE_SIZE, VERTEX_READ_MASK, Page, parse_page
 from .names import Api, JobName
 from .quota import RegionLimiter
 from .scopes import WatchScope
 from .wire import JobStatus
+
+_log = get_logger("batchapi")
 
 
 class BatchApiClient:
@@ -51,6 +56,7 @@ class BatchApiClient:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+        self._masks_refused = False  # the API answered 400 to a field mask: none sent any more
 
     @property
     def limiter(self) -> RegionLimiter:
@@ -61,11 +67,14 @@ class BatchApiClient:
         status, _ = await self.get_reply(job, deadline)
         return status
 
-    async def get_reply(self, job: JobName, deadline: float) -> tuple[JobStatus, Any]:
+    async def get_reply(self, job: JobName, deadline: float, *, fields: str = GEMINI_STATUS) -> tuple[JobStatus, Any]:
         """The job's status and the reply it was read from (the decoded JSON body): the copy reads a Gemini
-        batch's inline responses and its input from the same reply as its state (``reactor.source``)."""
+        batch's input, and where its inline responses are, from the same reply as its state
+        (``reactor.source``). ``fields``: the Gemini field mask (``batchapi.fields``; Vertex AI jobs get
+        ``VERTEX_STATUS``)."""
         body = await self.get_json(job.api, status_url(self._settings, job), deadline,
-                                   region=None if job.api == Api.GEMINI else job.region_key)
+                                   region=None if job.api == Api.GEMINI else job.region_key,
+                                   fields=fields if job.api == Api.GEMINI else VERTEX_STATUS)
         status = (JobStatus.from_gemini if job.api == Api.GEMINI else JobStatus.from_vertex)(body)
         if status.name != job.name:
             try:
@@ -89,13 +98,29 @@ class BatchApiClient:
             if filter:
                 params["filter"] = filter
             region = scope.region_key
-        body = await self.get_json(scope.api, list_url(self._settings, scope), deadline, region=region, params=params)
+        body = await self.get_json(scope.api, list_url(self._settings, scope), deadline, region=region, params=params,
+                                   fields=GEMINI_LIST if scope.api == Api.GEMINI else None)
         return parse_page(scope, body)
 
     async def get_json(self, api: Api, url: str, deadline: float, *, region: str | None = None,
-                       params: dict[str, Any] | None = None) -> Any:
+                       params: dict[str, Any] | None = None, fields: str | None = None) -> Any:
         """GET ``url`` of ``api`` and decode its JSON body, retried; ``region``: the quota bucket to take
-        a token from before each attempt (Vertex)."""
+        a token from before each attempt (Vertex); ``fields``: a field mask (``batchapi.fields``). A mask the
+        API refuses with 400 is dropped: the request is sent again without it, and so are the later ones."""
+        if fields is not None and not self._masks_refused:
+            try:
+                return await self._get_json(api, url, deadline, region, {**(params or {}), "fields": fields})
+            except PermanentError as exc:
+                if exc.kind != "bad_request":
+                    raise
+                self._masks_refused = True
+                log(_log, logging.WARNING, "the API refused a field mask (HTTP 400): asking again without masks "
+                    "for the rest of this client's requests", api=api.value, url=httpx.URL(url).path,
+                    error={"kind": exc.kind, "message": storable(str(exc))})
+        return await self._get_json(api, url, deadline, region, params)
+
+    async def _get_json(self, api: Api, url: str, deadline: float, region: str | None,
+                        params: dict[str, Any] | None) -> Any:
         gemini_headers = gemini_key(self._settings) if api == Api.GEMINI else None
 
         async def attempt() -> Any:

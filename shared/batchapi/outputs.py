@@ -4,15 +4,17 @@
   ``MAX_REDIRECTS``): the API key goes only to the configured Gemini origin, and a redirect may not
   downgrade https to http. A download that cannot start or breaks off is ``SourceUnavailable``
   (transient): the copier retries the whole download.
-- The inline responses: the batch fetched again (retried), its ``inlinedResponses`` read by
-  ``wire.inline_responses``.
+- The inline responses: the batch fetched again, asking only for them (the ``fields`` mask of
+  ``batchapi.fields``; without it if the API refuses the mask), the body read streamed and taken apart one
+  response at a time (``batchapi.jsonstream``): a copy holds one response, never the whole list. A reply
+  that breaks off is ``SourceUnavailable``, like a download.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -20,7 +22,9 @@ from ..errors import BadResponseError, PermanentError, TransientError
 from ..retry import RetryPolicy, retry, send
 from ..settings import Settings
 from .endpoints import file_download_url, gemini_key, gemini_url, is_gemini_origin
-from .wire import inline_responses
+from .fields import INLINE_PATHS, inline_fields
+from .jsonstream import JsonStreamError, aiter_array
+from .wire import inline_line
 
 MAX_REDIRECTS = 5
 _REDIRECTS = (301, 302, 303, 307, 308)
@@ -96,11 +100,60 @@ class GeminiOutputs:
             url = str(next_url)
         raise PermanentError("responses file download redirected too many times", kind="bad_source")
 
-    async def inline_responses(self, name: str) -> list[dict[str, Any]]:
-        """The inline responses of batch ``name`` (``wire.inline_responses``), fetched with retries."""
+    @contextlib.asynccontextmanager
+    async def inline_items(self, name: str, path: tuple[str, ...] = INLINE_PATHS[0]
+                           ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        """The inline responses of batch ``name`` as the API gives them (``{"response" | "error",
+        "metadata"}``), one at a time, from a GET of only ``path`` (``fields.inline_path`` of the batch's
+        reply). Errors: as ``download``; an item that is not an object, or a body that is not JSON,
+        ``BadResponseError``."""
         url = gemini_url(self._settings, name)
-        response = await retry(lambda: send(self._http, "GET", url, headers=gemini_key(self._settings)), self._retry)
+        headers = gemini_key(self._settings)
         try:
-            return inline_responses(response.json())
-        except (ValueError, BadResponseError) as exc:
-            raise BadResponseError(f"inline responses of {name} are unreadable: {exc}") from None
+            try:
+                response = await send(self._http, "GET", url, stream=True, headers=headers,
+                                      params={"fields": inline_fields(path)})
+            except PermanentError as exc:
+                if exc.kind != "bad_request":
+                    raise
+                response = await send(self._http, "GET", url, stream=True, headers=headers)  # the mask refused
+        except SourceUnavailable:
+            raise
+        except TransientError as exc:
+            raise SourceUnavailable(str(exc), retry_after=exc.retry_after) from None
+        try:
+            yield _items(response, name)
+        finally:
+            await response.aclose()
+
+    async def inline_responses(self, name: str) -> list[dict[str, Any]]:
+        """The ``responses.jsonl`` lines of batch ``name``'s inline responses (``wire.inline_line``), read
+        streamed, the GET retried while nothing was read."""
+
+        async def attempt() -> list[dict[str, Any]]:
+            async with self.inline_items(name) as items:
+                return [inline_line(index, item) async for index, item in _enumerate(items)]
+
+        return await retry(attempt, self._retry)
+
+
+async def _enumerate(items: AsyncIterator[dict[str, Any]]) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+    index = 0
+    async for item in items:
+        yield index, item
+        index += 1
+
+
+async def _items(response: httpx.Response, name: str) -> AsyncIterator[dict[str, Any]]:
+    index = 0
+    try:
+        async for item in aiter_array(response.aiter_bytes(), INLINE_PATHS):
+            if not isinstance(item, dict):
+                raise BadResponseError(f"inline responses of {name} are unreadable: "
+                                       f"inlinedResponses[{index}] is not an object")
+            yield cast(dict[str, Any], item)
+            index += 1
+    except JsonStreamError as exc:
+        raise BadResponseError(f"inline responses of {name} are unreadable: {exc}") from None
+    except httpx.HTTPError as exc:
+        raise SourceUnavailable(f"inline responses of {name} broke off: {type(exc).__name__}") from None

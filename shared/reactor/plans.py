@@ -11,8 +11,9 @@ target is looked at before the first write, so a refusal leaves the destination 
 - Gemini, responses file: streamed from the Gemini API (``batchapi.outputs``) into a resumable upload of
   ``responses.jsonl`` (memory stays flat whatever the size), each chunk read into the results as it passes;
   a download that breaks is started again (with a new count).
-- Gemini, inline responses: ``responses.jsonl``, one ``{"key", "response" | "error"}`` object per line, from
-  the reply the copy read.
+- Gemini, inline responses: ``responses.jsonl``, one ``{"key", "response" | "error"}`` object per line,
+  streamed like a responses file: a second GET of the batch asks only for its inline responses
+  (``batchapi.outputs``), each is read into the results and written as one line on its way to the bucket.
 - Vertex, BigQuery output: nothing to copy (``not_applicable``); the results are the job's counts.
 - A job that ended CANCELLED, EXPIRED or FAILED is copied the same way when the reply has an output location
   (its partial outputs); without one there is nothing to copy (``not_applicable``, its counts as results).
@@ -35,11 +36,12 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 from ..batchapi.client import BatchApiClient
+from ..batchapi.fields import inline_path
 from ..batchapi.inputs import GeminiInputs
 from ..batchapi.names import JobName
 from ..batchapi.outputs import Download, GeminiOutputs, SourceUnavailable
-from ..batchapi.wire import inline_items, inline_line
-from ..errors import BadResponseError, ForbiddenError, NotFoundError, PermanentError, TransientError
+from ..batchapi.wire import inline_line
+from ..errors import ForbiddenError, NotFoundError, PermanentError, TransientError
 from ..record.model import CopyStatus, JobRecord, rfc3339
 from ..results.lines import is_prediction_file
 from ..results.summary import ResultsReader, Summary
@@ -59,6 +61,7 @@ FAILED = "failed.jsonl"
 RESERVED = (MANIFEST, FAILED)  # names the relay writes at the top of a destination: not copied from a source
 REWRITE_CONCURRENCY = 32
 LIST_PAGE_SIZE = 1000
+INLINE_PIECE = 1024 * 1024  # inline response lines are handed to the upload in pieces of about this size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,8 +179,7 @@ class Copier:
                 if source.kind is OutputKind.FILE:
                     one, reader = await self._copy_responses_file(source, bucket, target, at[target], owner)
                 else:
-                    reader = new_reader(source)
-                    one = await self._copy_inline(source, bucket, target, at[target], owner, reader)
+                    one, reader = await self._copy_inline(source, bucket, target, at[target], owner)
                 written = [one]
                 await self._read_input(reader, source)
             summary = reader.finish()
@@ -330,20 +332,45 @@ class Copier:
             return
         await read_gemini_input(reader, source, self._inputs, self._retry)
 
-    # -- Gemini: inline responses --------------------------------------------------------------------
-    async def _copy_inline(self, source: Source, bucket: str, target: str, at: int | str, owner: Ownership,
-                           reader: ResultsReader) -> ObjectInfo:
-        try:
-            items = inline_items(source.reply)
-            lines = [json.dumps(inline_line(index, item), ensure_ascii=False, separators=(",", ":"))
-                     for index, item in enumerate(items)]
-        except BadResponseError as exc:
-            raise BadResponseError(f"inline responses of {source.job.name} are unreadable: {exc}") from None
-        data = ("\n".join(lines) + "\n").encode() if lines else b""
-        written = await self._storage.upload_bytes(bucket, target, data, content_type="application/jsonl",
-                                                   if_generation_match=at, metadata=owner.metadata)
-        if written.size != len(data):
-            raise TransientError(f"responses.jsonl is {written.size} bytes, wrote {len(data)}")
-        for item in items:
-            reader.feed_inline(item)
-        return written
+    # -- Gemini: inline responses, streamed ----------------------------------------------------------
+    async def _copy_inline(self, source: Source, bucket: str, target: str, at: int | str,
+                           owner: Ownership) -> tuple[ObjectInfo, ResultsReader]:
+        """The object written and the reader that read it (a new one for each attempt)."""
+        name, path = source.job.name, inline_path(source.reply)
+
+        async def attempt() -> tuple[ObjectInfo, ResultsReader]:
+            counted = 0
+            reader = new_reader(source)
+
+            async def body(items: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+                nonlocal counted
+                index, piece = 0, bytearray()
+                async for item in items:
+                    piece += json.dumps(inline_line(index, item), ensure_ascii=False, separators=(",", ":")).encode()
+                    piece += b"\n"
+                    reader.feed_inline(item)  # the results, from the responses on their way to the bucket
+                    index += 1
+                    if len(piece) >= INLINE_PIECE:
+                        counted += len(piece)
+                        yield bytes(piece)
+                        piece.clear()
+                if piece:
+                    counted += len(piece)
+                    yield bytes(piece)
+
+            try:
+                async with self._gemini.inline_items(name, path) as items:
+                    written = await self._storage.upload_stream(
+                        bucket, target, body(items), content_type="application/jsonl", if_generation_match=at,
+                        metadata=owner.metadata)
+                if written.size != counted:
+                    raise TransientError(f"responses.jsonl is {written.size} bytes, wrote {counted}")
+            except NotFoundError as exc:
+                reader.failed_lines.close()
+                raise PermanentError(f"inline responses of {name}: {exc}", kind="missing_source") from None
+            except BaseException:
+                reader.failed_lines.close()
+                raise
+            return written, reader
+
+        return await retry(attempt, self._retry, retry_if=lambda exc: isinstance(exc, SourceUnavailable))

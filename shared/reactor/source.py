@@ -28,6 +28,7 @@ from typing import Any
 
 from ..batchapi import states
 from ..batchapi.client import BatchApiClient
+from ..batchapi.fields import GEMINI_COPY
 from ..batchapi.names import JobName, is_file_name
 from ..batchapi.wire import JobStatus
 from ..errors import PermanentError, TransientError, UsageError
@@ -47,7 +48,8 @@ class OutputKind(enum.StrEnum):
 @dataclasses.dataclass(frozen=True)
 class Source:
     """Where a job's outputs are, as the API said at copy time: ``status`` is that reply read, ``reply`` the
-    reply itself (a Gemini batch's inline responses and input are read from it)."""
+    reply itself (``batchapi.fields.GEMINI_COPY``: a Gemini batch's input is read from it, and where its
+    inline responses are, which a second GET streams)."""
 
     job: JobName
     state: str
@@ -80,7 +82,8 @@ async def read_source(api: BatchApiClient, record: JobRecord, now: dt.datetime, 
                       clock: Callable[[], float] = time.monotonic) -> Source:
     """The job's output location from the API's reply now (errors of ``batch_relay.errors``)."""
     job = job_of(record)
-    status, reply = await api.get_reply(job, clock() + settings.request_timeout_s * settings.max_attempts)
+    status, reply = await api.get_reply(job, clock() + settings.request_timeout_s * settings.max_attempts,
+                                        fields=GEMINI_COPY)
     source = source_of(job, status, record.copy_waiting_since, now, settings)
     return dataclasses.replace(source, status=status, reply=reply)
 

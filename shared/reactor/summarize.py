@@ -3,8 +3,8 @@ of its ``failed.jsonl``, and the cost of its tokens. ``reactor.plans`` writes; t
 
 - ``new_reader``: one copy attempt's ``results.summary.ResultsReader``, sized by the job's own counts. The
   outputs are fed to it as they stream past the copy, each byte once: the Gemini responses file as the
-  download is uploaded (a download started again gets a new reader), inline responses from the reply the
-  copy read, Vertex AI prediction files (copied server-side) by ``read_objects`` beside the copy.
+  download is uploaded (a download started again gets a new reader), inline responses as their streamed GET
+  is uploaded, Vertex AI prediction files (copied server-side) by ``read_objects`` beside the copy.
 - ``read_gemini_input``: a Gemini batch whose failed (or unfinished) requests must be recovered has its
   input read once, after the outputs: its inline requests from the same reply, or its input file through
   the Files API. A file that cannot be read (the Files API keeps files 48 hours) makes those requests
