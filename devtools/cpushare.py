@@ -158,6 +158,10 @@ class CpuShare:
             return None
         share_obj = cls(vcpu, *found)
         try:
+            if share_obj.version == 2:  # a child cgroup has cpu.max only once its parent delegates the controller
+                subtree = found[0] / "cgroup.subtree_control"
+                if "cpu" not in subtree.read_text().split():
+                    subtree.write_text("+cpu")
             share_obj.group("probe")
         except OSError as exc:
             share_obj.close()
