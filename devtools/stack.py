@@ -50,11 +50,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from devtools import emulators
+
+if TYPE_CHECKING:
+    from devtools.cpushare import CpuShare
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "functions" / "main.py"
@@ -171,7 +174,7 @@ class LocalStack:
                  topic: str = "batch-job-events", tick_s: float | None = 2.0,
                  gemini_api_key: str = DEFAULT_API_KEY, extra_env: dict[str, str] | None = None,
                  webhooks: dict[str, Any] | bool = True, pollers: int = 1, pending_s: float = 10.0,
-                 log_dir: str | os.PathLike | None = None, cpu_share: Any = None,
+                 log_dir: str | os.PathLike | None = None, cpu_share: CpuShare | None = None,
                  on_progress: Callable[[str], None] | None = None,
                  on_tick: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.project = project
