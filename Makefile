@@ -41,10 +41,14 @@ test: $(STAMP) $(CHECKOV_VENV)/.installed lint
 bundle: $(STAMP)
 	$(PY) -m devtools.bundle
 
+# Each bench measures on whole cores and, side by side in the same run, with the function under the CPU
+# share Cloud Run functions give its memory (BENCH_CPU_SHARE=512Mi by default, i.e. 1/3 vCPU; a cgroup
+# CFS quota, devtools/cpushare.py, needs root here; BENCH_CPU_SHARE=off: whole cores only).
 bench: $(STAMP)
 	$(PY) -m devtools.bench_poller
 	$(PY) -m devtools.bench_watch
 	$(PY) -m devtools.bench_webhook
+	$(PY) -m devtools.bench_webhook_cold
 	$(PY) -m devtools.bench_fanout
 
 # The copies through the local stack, then the results pass beside a bare json.loads loop over 1 GiB of each

@@ -12,6 +12,11 @@ job was fetched exactly once. A third tick, fanned out, runs after a tenth of th
 publish exactly one ``stateChanged`` (its version 1), and no other job any. Printed at the end: what the
 front end did (requests per instance, the most one instance had at once, 429s).
 
+With a CPU share (``--cpu-share``, default ``$BENCH_CPU_SHARE`` or 512Mi, i.e. 1/3 vCPU) the whole bench
+runs twice, one stack after the other: on whole cores, then with every function instance under that
+share's CFS quota, one cgroup each (``devtools/cpushare.py``; emulators and simulator outside), and the
+two are printed side by side.
+
     python -m devtools.bench_fanout               # N = 10000, K = 4 over 4 instances
     python -m devtools.bench_fanout --jobs 2000 --parts 2
     python -m devtools.bench_fanout --jobs 2000 --parts 4 --instances 2   # parts beyond the instances: 429s
@@ -26,6 +31,7 @@ import time
 
 import httpx
 
+from devtools import cpushare
 from devtools.seeding import write_records
 from devtools.simulator import SimulatorClient, gemini_spec
 from devtools.stack import LocalStack
@@ -88,16 +94,11 @@ def events_of(stack: LocalStack) -> dict[str, list[int]]:
     return by_job
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=10000)
-    parser.add_argument("--parts", type=int, default=4)
-    parser.add_argument("--instances", type=int, default=None, help="poll_jobs instances (default: --parts)")
-    args = parser.parse_args(argv)
-    instances = args.instances or args.parts
+def run(args, instances: int, share: cpushare.CpuShare | None) -> dict:
     env = {"RELAY_TICK_FANOUT": str(args.parts), "RELAY_TICK_DEADLINE_S": "600", "RELAY_POLL_CONCURRENCY": "32",
            "RELAY_MAX_POLL_INTERVAL_S": "0"}  # every job due on both ticks
-    with LocalStack(project="bench-fanout", tick_s=None, webhooks=False, pollers=instances, extra_env=env) as stack:
+    with LocalStack(project="bench-fanout", tick_s=None, webhooks=False, pollers=instances, extra_env=env,
+                    cpu_share=share) as stack:
         with stack.environ():
             names = seed(stack, args.jobs)
             single = timed_tick(stack, {"shard_lo": 0, "shard_hi": 1024}, names)
@@ -111,9 +112,16 @@ def main(argv: list[str] | None = None) -> int:
             moving = timed_tick(stack, {}, names)
             published = events_of(stack)
             front = stack.balancer
+    return {"single": single, "fanned": fanned, "moving": moving, "changed": changed, "published": published,
+            "front": front}
+
+
+def report(args, instances: int, vcpu: float | None, out: dict) -> None:
+    single, fanned, moving, changed, published, front = (
+        out[k] for k in ("single", "fanned", "moving", "changed", "published", "front"))
     r = fanned["reply"]
     print(f"N={args.jobs} due GET-path jobs, 50 ms per status call, {args.parts} parts over {instances} poll_jobs "
-          f"instances (one request each at a time) on this machine:")
+          f"instances (one request each at a time) on this machine, {cpushare.label(vcpu)} per instance:")
     for label, run in (("one instance", single), (f"fan-out x{args.parts}", fanned),
                        (f"fan-out, {len(changed)} ending", moving)):
         print(f"    {label:22} {run['seconds']:7.2f}s   fetched once: {run['once']}, more than once: {run['more']}, "
@@ -128,7 +136,38 @@ def main(argv: list[str] | None = None) -> int:
           f"{single['seconds'] / fanned['seconds']:.2f}x")
     if front is not None:
         print(f"    front end: requests served per instance {front.served}, the most one instance had at once "
-              f"{max(front.peak)}, refused with 429 (every instance busy for {front.pending_s:g}s): {front.refused}")
+              f"{max(front.peak)}, refused with 429 (every instance busy for {front.pending_s:g}s): {front.refused}",
+              flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=10000)
+    parser.add_argument("--parts", type=int, default=4)
+    parser.add_argument("--instances", type=int, default=None, help="poll_jobs instances (default: --parts)")
+    cpushare.add_argument(parser)
+    args = parser.parse_args(argv)
+    instances = args.instances or args.parts
+    shares = cpushare.shares_to_measure(args.cpu_share)
+    results = []
+    for value in shares:
+        share = cpushare.CpuShare.for_memory(value) if value != "off" else None
+        if value != "off" and share is None:
+            break
+        try:
+            out = run(args, instances, share)
+        finally:
+            if share is not None:
+                share.close()
+        vcpu = share.vcpu if share else None
+        report(args, instances, vcpu, out)
+        results.append((vcpu, out))
+    if len(results) == 2:
+        (_, whole), (vcpu, quota) = results
+        print(f"at {vcpu:.3g} vCPU per instance against whole cores: " + ", ".join(
+            f"{label} {quota[key]['seconds']:.2f}s vs {whole[key]['seconds']:.2f}s "
+            f"({quota[key]['seconds'] / whole[key]['seconds']:.2f}x)"
+            for label, key in (("one instance", "single"), (f"fan-out x{args.parts}", "fanned"))))
     return 0
 
 

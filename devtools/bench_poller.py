@@ -12,6 +12,11 @@ the other, the order alternating (plain, pool, tick on odd repeats; tick, pool, 
   the same N names in order, each a ``GET`` with the API key header, ``raise_for_status`` and ``json()``;
 - **pool**: the same GETs through the tick's own HTTP pool (``make_http_pool``), without the tick.
 
+With a CPU share (``--cpu-share``, default ``$BENCH_CPU_SHARE`` or 512Mi: Cloud Run functions give 512 MiB
+1/3 vCPU), each repeat also runs **tick @quota**: the same tick with this process under the CFS quota of
+that share (``devtools/cpushare.py``; the emulators and the simulator stay outside it), and the report
+gives it beside the whole-core tick: ``quota / whole``.
+
 It prints each repeat's ``tick / plain`` and ``tick / pool`` and their medians (the machine is shared
 and noisy: compare within a run), CPU per job, Firestore reads and writes, and two older figures: the
 ratio to the bound N x latency / concurrency and the speed-up against a sequential loop that fetches
@@ -20,6 +25,7 @@ the jobs one at a time (extrapolated from ``--sample`` jobs). Speed goals live h
     python -m devtools.bench_poller                    # N=1000 @32 and N=10000 @64
     python -m devtools.bench_poller --cases 1000:32 --repeats 8
     python -m devtools.bench_poller --cases 1000:32 --profile   # the ticks' CPU (ratios then meaningless)
+    python -m devtools.bench_poller --cases 10000:64 --repeats 1 --cpu-share 1   # whole cores vs 1 vCPU
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from batch_relay.batchapi.http import make_http_pool
 from batch_relay.batchapi.names import JobName
 from batch_relay.record.model import JobRecord
 from batch_relay.settings import Settings
-from devtools import emulators
+from devtools import cpushare, emulators
 from devtools.counting import CountingStore
 from devtools.seeding import write_records
 from devtools.simulator import SimulatorClient, gemini_spec
@@ -153,7 +159,7 @@ def timed(run, profiler: cProfile.Profile | None = None):
 
 
 def run_case(n: int, concurrency: int, latency_ms: float, repeats: int, sample: int, profile: bool,
-             services) -> dict:
+             services, quota: cpushare.Group | None = None) -> dict:
     firestore, pubsub, simulator = services
     collection = f"bench_{n}_{concurrency}_{int(time.time())}"
     env = {"GOOGLE_CLOUD_PROJECT": PROJECT, "FIRESTORE_EMULATOR_HOST": firestore.host,
@@ -177,6 +183,8 @@ def run_case(n: int, concurrency: int, latency_ms: float, repeats: int, sample: 
     rounds = []
     for r in range(repeats):
         order = ("plain", "pool", "tick") if r % 2 == 0 else ("tick", "pool", "plain")
+        if quota is not None:
+            order = (*order, "quota") if r % 2 == 0 else ("quota", *order)
         row: dict = {"order": order}
         for which in order:
             sim.reset_stats()
@@ -184,6 +192,11 @@ def run_case(n: int, concurrency: int, latency_ms: float, repeats: int, sample: 
                 (summary, reads), seconds, cpu = timed(lambda: one_tick(settings, db, publisher), profiler)
                 row.update(tick_s=seconds, tick_cpu_s=cpu, polled=summary["polled"], errors=summary["errors"],
                            reads=reads, tick_max_in_flight=sim.stats().get("max_in_flight"))
+            elif which == "quota" and quota is not None:
+                with quota.holding_self():
+                    (summary, _), seconds, cpu = timed(lambda: one_tick(settings, db, publisher))
+                row.update(quota_s=seconds, quota_cpu_s=cpu, quota_polled=summary["polled"],
+                           quota_errors=summary["errors"])
             else:
                 gets = plain_gets if which == "plain" else pool_gets
                 ok, seconds, cpu = timed(lambda: gets(settings, names))  # noqa: B023 - called at once
@@ -207,6 +220,8 @@ def run_case(n: int, concurrency: int, latency_ms: float, repeats: int, sample: 
         "firestore_reads": [r["reads"] for r in rounds], "firestore_writes_jobs": writes,
         "heartbeat_writes": repeats + 1, "bound_s": bound, "ratio_to_bound": tick_s / bound,
         "sequential_s": seq_per_job * n if seq_per_job else None, "sequential_measured_jobs": min(sample, n),
+        "quota_s": statistics.median(r["quota_s"] for r in rounds) if quota is not None else None,
+        "quota_vcpu": None,
     }
     if profiler:
         out = io.StringIO()
@@ -227,6 +242,12 @@ def report(r: dict) -> None:
               f"(CPU {row['plain_cpu_s']:.2f}s, {row['plain_ok']} ok), pool {row['pool_s']:.2f}s "
               f"(CPU {row['pool_cpu_s']:.2f}s, {row['pool_ok']} ok): "
               f"tick/plain {row['ratio']:.3f}, tick/pool {row['ratio_pool']:.3f}")
+    if r["quota_s"] is not None:
+        runs = ", ".join(f"{row['quota_s']:.2f}s (CPU {row['quota_cpu_s']:.2f}s, polled {row['quota_polled']}, "
+                         f"errors {row['quota_errors']})" for row in r["rounds"])
+        print(f"    tick @{r['quota_vcpu']:.3g} vCPU: {runs}; median {r['quota_s']:.2f}s against {r['tick_s']:.2f}s on "
+              f"whole cores: quota / whole {r['quota_s'] / r['tick_s']:.2f}x, {r['n'] / r['quota_s']:.0f} jobs/s "
+              f"at {r['quota_vcpu']:.3g} vCPU")
     ratios = ", ".join(f"{row['ratio']:.2f}" for row in r["rounds"])
     print(f"    tick / plain: {ratios}; median {r['ratio_median']:.3f}x")
     ratios = ", ".join(f"{row['ratio_pool']:.2f}" for row in r["rounds"])
@@ -252,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="tick, pool and plain runs per case")
     parser.add_argument("--sample", type=int, default=200, help="jobs timed in the sequential loop (0: none)")
     parser.add_argument("--profile", action="store_true", help="print where the ticks' CPU goes")
+    cpushare.add_argument(parser)
     args = parser.parse_args(argv)
+    shares = cpushare.shares_to_measure(args.cpu_share)
+    share = cpushare.CpuShare.for_memory(shares[-1]) if len(shares) > 1 else None
     firestore, pubsub = emulators.start_firestore(), emulators.start_pubsub()
     simulator = emulators.start_simulator()
     try:
@@ -261,9 +285,13 @@ def main(argv: list[str] | None = None) -> int:
         publisher.create_topic(name=f"projects/{PROJECT}/topics/bench-events")
         for case in args.cases.split(","):
             n, concurrency = (int(x) for x in case.split(":"))
-            report(run_case(n, concurrency, args.latency_ms, args.repeats, args.sample, args.profile,
-                            (firestore, pubsub, simulator)))
+            result = run_case(n, concurrency, args.latency_ms, args.repeats, args.sample, args.profile,
+                              (firestore, pubsub, simulator), share.group(f"poller-{n}") if share else None)
+            result["quota_vcpu"] = share.vcpu if share else None
+            report(result)
     finally:
+        if share is not None:
+            share.close()
         for service in (simulator, pubsub, firestore):
             service.stop()
     return 0

@@ -11,6 +11,10 @@ Prints, per N: API requests per tick, list pages, tick seconds, the bound (list 
 Firestore time of the tick: digest, scope bookkeeping, query, heartbeat), record reads and writes, and
 the ratios: requests against N/100 + 2, tick against the bound, GET tick against watch tick.
 
+With a CPU share (``--cpu-share``, default ``$BENCH_CPU_SHARE`` or 512Mi, i.e. 1/3 vCPU), each steady
+tick is run once more right after, with this process under that share's CFS quota (``devtools/cpushare.py``;
+the emulators and the simulator outside it), and printed beside the whole-core one.
+
     python -m devtools.bench_watch                  # N = 1000 and 10000
     python -m devtools.bench_watch --cases 1000 --page-max 100
 """
@@ -30,7 +34,7 @@ from batch_relay.batchapi.scopes import WatchScope
 from batch_relay.record.model import JobRecord
 from batch_relay.record.store import JobStore
 from batch_relay.settings import Settings
-from devtools import emulators
+from devtools import cpushare, emulators
 from devtools.counting import CountingStore
 from devtools.seeding import write_records
 from devtools.simulator import SimulatorClient, vertex_spec
@@ -65,7 +69,18 @@ def firestore_time(settings: Settings, db, scope: WatchScope) -> float:
     return time.perf_counter() - started
 
 
-def run_case(n: int, latency_ms: float, page_max: int, concurrency: int, services) -> dict:
+def quota_tick(quota: cpushare.Group | None, settings: Settings, db, publisher) -> dict | None:
+    """The same steady tick again, this process under the quota; None without one."""
+    if quota is None:
+        return None
+    with quota.holding_self():
+        started = time.perf_counter()
+        summary = asyncio.run(tick(settings, db, publisher))
+        return {"tick_s": round(time.perf_counter() - started, 3), "errors": summary["errors"]}
+
+
+def run_case(n: int, latency_ms: float, page_max: int, concurrency: int, services,
+             quota: cpushare.Group | None = None) -> dict:
     firestore, pubsub, simulator = services
     sim = SimulatorClient(simulator.url)
     sim.reset()
@@ -103,6 +118,7 @@ def run_case(n: int, latency_ms: float, page_max: int, concurrency: int, service
     summary = asyncio.run(tick(get_settings, db, publisher))
     out["get"] = {"tick_s": round(time.perf_counter() - started, 3), "requests": sim.stats()["requests"],
                   "polled": summary["polled"], "writes": writes_since(db, get_settings.collection, since)}
+    out["get"]["quota"] = quota_tick(quota, get_settings, db, publisher)
 
     # -- the watch tick: discover, fill the digest in, then a steady tick timed ---------------------------
     asyncio.run(tick(watch_settings, db, publisher))
@@ -116,6 +132,7 @@ def run_case(n: int, latency_ms: float, page_max: int, concurrency: int, service
     seconds = time.perf_counter() - started
     stats = sim.stats()
     pages = stats["list_pages"].get("vertex", 0)
+    watch_quota = quota_tick(quota, watch_settings, db, publisher)
     fs_s = min(firestore_time(watch_settings, db, scope) for _ in range(3))
     bound = pages * latency_ms / 1000.0 + fs_s
     out["watch"] = {"tick_s": round(seconds, 3), "requests": stats["requests"], "list_pages": pages,
@@ -123,7 +140,7 @@ def run_case(n: int, latency_ms: float, page_max: int, concurrency: int, service
                     "changed": summary["changed"], "updated": summary["updated"], "errors": summary["errors"],
                     "record_reads": store.record_reads, "meta_reads": store.meta_reads,
                     "record_writes": writes_since(db, watch_settings.collection, since),
-                    "firestore_s": round(fs_s, 3), "bound_s": round(bound, 3)}
+                    "firestore_s": round(fs_s, 3), "bound_s": round(bound, 3), "quota": watch_quota}
     out["ratios"] = {
         "requests_vs_allowed": round(stats["requests"] / (n / 100 + 2), 3),
         "tick_vs_bound": round(seconds / bound, 2),
@@ -142,14 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--page-max", type=int, default=1000, help="the simulator's largest Vertex page")
     parser.add_argument("--concurrency", type=int, default=64, help="RELAY_POLL_CONCURRENCY of the GET tick")
+    cpushare.add_argument(parser)
     args = parser.parse_args(argv)
+    shares = cpushare.shares_to_measure(args.cpu_share)
+    share = cpushare.CpuShare.for_memory(shares[-1]) if len(shares) > 1 else None
     services = (emulators.start_firestore(), emulators.start_pubsub(), emulators.start_simulator())
     try:
         os.environ["PUBSUB_EMULATOR_HOST"] = services[1].host
         publisher = wiring.make_publisher(Settings.from_env({"GOOGLE_CLOUD_PROJECT": PROJECT}))
         publisher.create_topic(name=f"projects/{PROJECT}/topics/bench-events")
         for case in args.cases.split(","):
-            r = run_case(int(case), args.latency_ms, args.page_max, args.concurrency, services)
+            r = run_case(int(case), args.latency_ms, args.page_max, args.concurrency, services,
+                         share.group(f"watch-{case}") if share else None)
             g, w, q = r["get"], r["watch"], r["ratios"]
             print(f"N={r['n']:>6} Vertex jobs, one watched location, {r['latency_ms']:.0f} ms per call, "
                   f"pages of at most {r['page_max']}:")
@@ -165,7 +186,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    quota: the watch tick spends {w['requests']} of the region's 600 per minute "
                   f"({q['quota_minutes_per_tick']:.3f} min); a GET tick polls {q['get_jobs_polled_under_quota']} "
                   f"jobs a minute under it")
+            if share is not None and g["quota"] and w["quota"]:
+                print(f"    at {share.vcpu:.3g} vCPU (CFS quota, this process): GET tick {g['quota']['tick_s']:.2f}s "
+                      f"(whole cores {g['tick_s']:.2f}s, {g['quota']['tick_s'] / g['tick_s']:.2f}x, errors "
+                      f"{g['quota']['errors']}), watch tick {w['quota']['tick_s']:.2f}s (whole cores "
+                      f"{w['tick_s']:.2f}s, "
+                      f"{w['quota']['tick_s'] / w['tick_s']:.2f}x, errors {w['quota']['errors']})", flush=True)
     finally:
+        if share is not None:
+            share.close()
         for service in reversed(services):
             service.stop()
     return 0

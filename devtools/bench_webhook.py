@@ -11,6 +11,10 @@ Scheduler tick (uniform over the interval, 60 s deployed), then for that tick to
 (at most the measured duration of a tick over the same batches): median = interval / 2 + tick,
 p95 = 0.95 x interval + tick.
 
+With a CPU share (``--cpu-share``, default ``$BENCH_CPU_SHARE`` or 512Mi, i.e. 1/3 vCPU) the webhook path
+runs twice, a fresh set of services each time: ``on_gemini_webhook`` on whole cores, then under that share's
+CFS quota (``devtools/cpushare.py``; emulators, simulator and this process outside it), side by side.
+
     python -m devtools.bench_webhook                 # 100 batches
     python -m devtools.bench_webhook --batches 20 --interval-s 60
 """
@@ -30,7 +34,7 @@ from pathlib import Path
 
 from batch_relay import wiring
 from batch_relay.settings import Settings
-from devtools import emulators
+from devtools import cpushare, emulators
 from devtools.simulator import SimulatorClient, gemini_spec
 
 SETUP_S = 15.0
@@ -43,7 +47,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run(batches: int, latency_ms: float, interval_s: float, spread_s: float) -> dict:
+def run(batches: int, latency_ms: float, interval_s: float, spread_s: float,
+        quota: cpushare.Group | None = None) -> dict:
     firestore, pubsub, simulator = emulators.start_firestore(), emulators.start_pubsub(), emulators.start_simulator()
     services = [simulator, pubsub, firestore]
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
@@ -65,9 +70,9 @@ def run(batches: int, latency_ms: float, interval_s: float, spread_s: float) -> 
         subscriber.create_subscription(request={"name": subscription, "topic": topic,
                                                 "enable_message_ordering": True, "ack_deadline_seconds": 60})
         port = emulators.free_port()
-        hook = emulators.Service("webhook", [sys.executable, "-m", "functions_framework", "--target",
-                                             "on_gemini_webhook", "--source", str(MAIN), "--host", "127.0.0.1",
-                                             "--port", str(port)], port, env={**os.environ, **env})
+        argv = [sys.executable, "-m", "functions_framework", "--target", "on_gemini_webhook", "--source", str(MAIN),
+                "--host", "127.0.0.1", "--port", str(port)]
+        hook = emulators.Service("webhook", quota.wrap(argv) if quota else argv, port, env={**os.environ, **env})
         services.insert(0, hook)
         hook.wait_ready(60)
         sim = SimulatorClient(simulator.url)
@@ -125,10 +130,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--interval-s", type=float, default=60.0, help="the deployed Scheduler interval")
     parser.add_argument("--spread-s", type=float, default=20.0, help="the batches end over this many seconds")
+    cpushare.add_argument(parser)
     args = parser.parse_args(argv)
-    r = run(args.batches, args.latency_ms, args.interval_s, args.spread_s)
+    medians = []
+    for value in cpushare.shares_to_measure(args.cpu_share):
+        share = cpushare.CpuShare.for_memory(value) if value != "off" else None
+        if value != "off" and share is None:
+            break
+        try:
+            r = run(args.batches, args.latency_ms, args.interval_s, args.spread_s,
+                    share.group("webhook") if share else None)
+        finally:
+            if share is not None:
+                share.close()
+        report(args, r, share.vcpu if share else None)
+        medians.append((share.vcpu if share else None, r["median_s"], r["p95_s"]))
+    if len(medians) == 2 and all(m[1] for m in medians):
+        (_, whole, whole95), (vcpu, quota, quota95) = medians
+        print(f"webhook path at {vcpu:.3g} vCPU against whole cores: median {quota:.3f}s vs {whole:.3f}s "
+              f"({quota / whole:.2f}x), p95 {quota95:.3f}s vs {whole95:.3f}s")
+    return 0
+
+
+def report(args, r: dict, vcpu: float | None) -> None:
     print(f"{r['received']}/{r['batches']} batches ended in the simulator ({args.latency_ms:.0f} ms per API call), "
-          f"each stateChanged received on an ordered subscription:")
+          f"each stateChanged received on an ordered subscription, on_gemini_webhook on {cpushare.label(vcpu)}:")
     print(f"    webhook path (measured): median {r['median_s']:.3f}s, p95 {r['p95_s']:.3f}s, max {r['max_s']:.3f}s "
           f"(goal: median < 1 s, p95 < 2 s); deliveries {r['webhooks']}")
     print(f"    tick path at a {r['interval_s']:.0f}s interval (computed: interval/2 + tick, 0.95 x interval + tick, "
@@ -140,7 +166,6 @@ def main(argv: list[str] | None = None) -> int:
     if r["median_s"]:
         print(f"    the webhook path is {r['tick_median_s'] / r['median_s']:.0f}x faster at the median, "
               f"{r['tick_p95_s'] / r['p95_s']:.0f}x at p95")
-    return 0
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@
   ``devtools/balancer.py``, which, like Cloud Run's front end, answers 429 when every instance stays busy
   for ``pending_s``;
 
+With ``cpu_share`` (a ``devtools.cpushare.CpuShare``, owned and closed by the caller) each function
+instance runs in a cgroup of its own under that share's CFS quota (1/3 vCPU for 512 MiB, as Cloud Run
+functions deploy it), from its interpreter's first instruction; the emulators and the simulator do not.
+
 then creates the events topic, the reactor's Pub/Sub **push** subscription (emulator -> ``on_job_event``,
 the same filter as ``infra/pubsub.tf``), two ordered pull subscriptions (``…-viewer`` for tools that
 watch the stream, ``…-console`` left for you), the tick parts' push subscription (-> ``poll_jobs``, with
@@ -46,11 +50,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from devtools import emulators
+
+if TYPE_CHECKING:
+    from devtools.cpushare import CpuShare
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "functions" / "main.py"
@@ -167,7 +174,7 @@ class LocalStack:
                  topic: str = "batch-job-events", tick_s: float | None = 2.0,
                  gemini_api_key: str = DEFAULT_API_KEY, extra_env: dict[str, str] | None = None,
                  webhooks: dict[str, Any] | bool = True, pollers: int = 1, pending_s: float = 10.0,
-                 log_dir: str | os.PathLike | None = None,
+                 log_dir: str | os.PathLike | None = None, cpu_share: CpuShare | None = None,
                  on_progress: Callable[[str], None] | None = None,
                  on_tick: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.project = project
@@ -183,6 +190,7 @@ class LocalStack:
         # one request each at a time; a request finding them all busy for pending_s gets 429
         self.pollers = pollers
         self.pending_s = pending_s
+        self.cpu_share = cpu_share
         self.balancer = None
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="batch-relay-stack-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -361,6 +369,8 @@ class LocalStack:
             argv = [sys.executable, "-m", "functions_framework", "--target", target, "--source", str(MAIN),
                     "--signature-type", signature, "--host", "127.0.0.1", "--port", str(port)]
             own_env = {**env, **ONE_REQUEST_AT_A_TIME} if target == "poll_jobs" else env
+            if self.cpu_share is not None:  # one quota per instance, as each Cloud Run instance has its own
+                argv = self.cpu_share.group(name).wrap(argv)
             started.append(self._adopt(emulators.Service(name, argv, port, env=own_env, log_dir=str(self.log_dir))))
         for service in started:  # they import side by side; wait for each
             service.wait_ready(60)

@@ -84,11 +84,13 @@ locals {
     poller = {
       description   = "batch-relay: one poll tick (called by Cloud Scheduler; tick parts pushed by ${local.names.tick_parts_sub})"
       enabled       = true
+      cpu           = var.poller.cpu
       entry_point   = "poll_jobs"
       env           = local.function_env
       ingress       = var.ingress_settings
       max_instances = var.poller.max_instances
       memory        = var.poller.memory
+      min_instances = var.poller.min_instances
       name          = local.names.poller_function
       secret_env = {
         RELAY_GEMINI_API_KEY = local.gemini_secret
@@ -99,11 +101,13 @@ locals {
     reactor = {
       description   = "batch-relay: copies outputs of succeeded jobs (pushed by the ${local.names.reactor_sub} subscription)"
       enabled       = true
+      cpu           = null # the memory's share
       entry_point   = "on_job_event"
       env           = local.function_env
       ingress       = var.ingress_settings
       max_instances = var.reactor.max_instances
       memory        = var.reactor.memory
+      min_instances = 0
       name          = local.names.reactor_function
       secret_env = {
         RELAY_GEMINI_API_KEY = local.gemini_secret
@@ -116,12 +120,14 @@ locals {
     # authenticates each delivery by its signature instead.
     webhook = {
       description   = "batch-relay: Gemini API batch webhook deliveries (signed; public endpoint)"
+      cpu           = var.webhooks.cpu
       enabled       = var.webhooks.enabled
       entry_point   = "on_gemini_webhook"
       env           = local.function_env
       ingress       = "ALLOW_ALL"
       max_instances = var.webhooks.max_instances
       memory        = var.webhooks.memory
+      min_instances = var.webhooks.min_instances
       name          = local.names.webhook_function
       secret_env = {
         RELAY_GEMINI_API_KEY         = local.gemini_secret
@@ -157,9 +163,12 @@ resource "google_cloudfunctions2_function" "function" {
   }
 
   service_config {
-    available_memory               = each.value.memory
+    available_memory = each.value.memory
+    # null: the vCPU Cloud Run functions derive from the memory (512Mi: 1/3 vCPU); the poller sets 1 by
+    # default (variables.tf; docs/benchmarks.md "Fractional vCPU" has the measurements)
+    available_cpu                  = each.value.cpu == null ? null : tostring(each.value.cpu)
     timeout_seconds                = each.value.timeout_s
-    min_instance_count             = 0
+    min_instance_count             = each.value.min_instances
     max_instance_count             = each.value.max_instances
     ingress_settings               = each.value.ingress
     all_traffic_on_latest_revision = true

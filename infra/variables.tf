@@ -159,15 +159,17 @@ variable "labels" {
 }
 
 variable "poller" {
-  description = "The poll_jobs function and its schedule: memory, timeout (the tick deadline is set 30 s below it), status-request concurrency and retry settings, the per-job publish lease (against overlapping ticks), whether the relay reads Vertex AI jobs (vertex_ai: roles/aiplatform.viewer for the poller in this project, vertex_projects and the watched Vertex AI scopes' projects; null: true unless a Gemini API key is set and no Vertex AI project or scope is named, i.e. a Gemini-only relay gets no Vertex AI role), extra projects whose Vertex AI jobs it (and the reactor, at copy time) may read (vertex_projects); the Scheduler interval in seconds (tick_interval_s, must match schedule), the longest a job goes unpolled (max_poll_interval_s), after how long without change a job is reported stalled (stall_after_s, 0 = never) and how many parallel parts a tick is split into (fanout, 1-64; each instance serves one request at a time, so max_instances must be at least 2 * fanout)."
+  description = "The poll_jobs function and its schedule: memory, timeout (the tick deadline is set 30 s below it), status-request concurrency and retry settings, the per-job publish lease (against overlapping ticks), whether the relay reads Vertex AI jobs (vertex_ai: roles/aiplatform.viewer for the poller in this project, vertex_projects and the watched Vertex AI scopes' projects; null: true unless a Gemini API key is set and no Vertex AI project or scope is named, i.e. a Gemini-only relay gets no Vertex AI role), extra projects whose Vertex AI jobs it (and the reactor, at copy time) may read (vertex_projects); the Scheduler interval in seconds (tick_interval_s, must match schedule), the longest a job goes unpolled (max_poll_interval_s), after how long without change a job is reported stalled (stall_after_s, 0 = never) and how many parallel parts a tick is split into (fanout, 1-64; each instance serves one request at a time, so max_instances must be at least 2 * fanout); cpu: the vCPU of each instance (available_cpu; default 1 whatever the memory: at 512Mi Cloud Run functions would give 1/3 vCPU, under which one instance's tick over 10,000 jobs takes 30-48 s of a 60 s interval (17.6 s at 1 vCPU), see docs/benchmarks.md \"Fractional vCPU\"; null: the memory's share); min_instances: instances kept warm (default 0)."
   type = object({
     concurrency         = optional(number, 32)
+    cpu                 = optional(number, 1)
     fanout              = optional(number, 1)
     lost_after_s        = optional(number, 86400)
     max_attempts        = optional(number, 5)
     max_instances       = optional(number, 3)
     max_poll_interval_s = optional(number, 300)
     memory              = optional(string, "512Mi")
+    min_instances       = optional(number, 0)
     publish_lease_s     = optional(number, 60)
     request_timeout_s   = optional(number, 20)
     schedule            = optional(string, "* * * * *")
@@ -204,6 +206,24 @@ variable "poller" {
   validation {
     condition     = can(regex("^[0-9]+(Mi|Gi)$", var.poller.memory))
     error_message = "poller.memory must look like 512Mi or 1Gi."
+  }
+  validation {
+    condition     = var.poller.cpu == null || try((var.poller.cpu >= 0.08 && var.poller.cpu < 1) || contains([1, 2, 4, 6, 8], var.poller.cpu), false)
+    error_message = "poller.cpu must be null (the vCPU Cloud Run functions give poller.memory: 512Mi 1/3 vCPU), a fraction between 0.08 and 1, or 1, 2, 4, 6 or 8 vCPU."
+  }
+  # Cloud Run's CPU and memory pairs: below 0.5 vCPU at most 512 MiB, below 1 vCPU at most 1 GiB, at most 4 GiB
+  # per whole vCPU; 4 vCPU need at least 2 GiB, 6 and 8 at least 4 GiB.
+  validation {
+    condition     = var.poller.cpu == null || try((var.poller.cpu >= 0.5 || tonumber(regex("^[0-9]+", var.poller.memory)) * (endswith(var.poller.memory, "Gi") ? 1024 : 1) <= 512) && (var.poller.cpu >= 1 || tonumber(regex("^[0-9]+", var.poller.memory)) * (endswith(var.poller.memory, "Gi") ? 1024 : 1) <= 1024) && (var.poller.cpu < 1 || tonumber(regex("^[0-9]+", var.poller.memory)) * (endswith(var.poller.memory, "Gi") ? 1024 : 1) <= var.poller.cpu * 4096) && (var.poller.cpu < 4 || tonumber(regex("^[0-9]+", var.poller.memory)) * (endswith(var.poller.memory, "Gi") ? 1024 : 1) >= 2048) && (var.poller.cpu < 6 || tonumber(regex("^[0-9]+", var.poller.memory)) * (endswith(var.poller.memory, "Gi") ? 1024 : 1) >= 4096), true)
+    error_message = "poller.cpu and poller.memory are not a pair Cloud Run accepts: below 0.5 vCPU at most 512Mi, below 1 vCPU at most 1Gi, at most 4Gi per whole vCPU, 4 vCPU at least 2Gi, 6 or 8 vCPU at least 4Gi."
+  }
+  validation {
+    condition     = var.poller.min_instances >= 0 && floor(var.poller.min_instances) == var.poller.min_instances
+    error_message = "poller.min_instances must be a whole number between 0 and poller.max_instances."
+  }
+  validation {
+    condition     = var.poller.min_instances <= var.poller.max_instances
+    error_message = "poller.min_instances must be a whole number between 0 and poller.max_instances."
   }
   validation {
     condition     = var.poller.fanout >= 1 && var.poller.fanout <= 64 && floor(var.poller.fanout) == var.poller.fanout
@@ -341,12 +361,14 @@ variable "watch" {
 }
 
 variable "webhooks" {
-  description = "Gemini API batch webhooks: when enabled, a third function (on_gemini_webhook, public: the Gemini API sends no Google identity token) receives deliveries and records the batch at once instead of waiting for the next poll. signing_secrets: Secret Manager secret (its id, never the value) whose value is a comma list of whsec_... signing secrets (RELAY_GEMINI_WEBHOOK_SECRETS), and the version the function reads (a number, never \"latest\"); jwks_url: JWKS endpoint for signed-token deliveries (RELAY_GEMINI_JWKS_URL). At least one of the two is needed."
+  description = "Gemini API batch webhooks: when enabled, a third function (on_gemini_webhook, public: the Gemini API sends no Google identity token) receives deliveries and records the batch at once instead of waiting for the next poll. signing_secrets: Secret Manager secret (its id, never the value) whose value is a comma list of whsec_... signing secrets (RELAY_GEMINI_WEBHOOK_SECRETS), and the version the function reads (a number, never \"latest\"); jwks_url: JWKS endpoint for signed-token deliveries (RELAY_GEMINI_JWKS_URL). At least one of the two is needed. cpu: the vCPU of each instance (available_cpu; null, the default: the memory's share, 1/3 vCPU at 512Mi); min_instances: instances kept warm, billed while idle (default 0: the first delivery after idle starts an instance and waits for it, about 3 s at 1/3 vCPU here, see docs/benchmarks.md \"Fractional vCPU\"; 1 removes that wait)."
   type = object({
+    cpu           = optional(number)
     enabled       = optional(bool, false)
     jwks_url      = optional(string)
     max_instances = optional(number, 10)
     memory        = optional(string, "512Mi")
+    min_instances = optional(number, 0)
     signing_secrets = optional(object({
       project_id = optional(string)
       secret_id  = string
@@ -375,5 +397,23 @@ variable "webhooks" {
   validation {
     condition     = can(regex("^[0-9]+(Mi|Gi)$", var.webhooks.memory))
     error_message = "webhooks.memory must look like 512Mi or 1Gi."
+  }
+  validation {
+    condition     = var.webhooks.cpu == null || try((var.webhooks.cpu >= 0.08 && var.webhooks.cpu < 1) || contains([1, 2, 4, 6, 8], var.webhooks.cpu), false)
+    error_message = "webhooks.cpu must be null (the vCPU Cloud Run functions give webhooks.memory: 512Mi 1/3 vCPU), a fraction between 0.08 and 1, or 1, 2, 4, 6 or 8 vCPU."
+  }
+  # Cloud Run's CPU and memory pairs: below 0.5 vCPU at most 512 MiB, below 1 vCPU at most 1 GiB, at most 4 GiB
+  # per whole vCPU; 4 vCPU need at least 2 GiB, 6 and 8 at least 4 GiB.
+  validation {
+    condition     = var.webhooks.cpu == null || try((var.webhooks.cpu >= 0.5 || tonumber(regex("^[0-9]+", var.webhooks.memory)) * (endswith(var.webhooks.memory, "Gi") ? 1024 : 1) <= 512) && (var.webhooks.cpu >= 1 || tonumber(regex("^[0-9]+", var.webhooks.memory)) * (endswith(var.webhooks.memory, "Gi") ? 1024 : 1) <= 1024) && (var.webhooks.cpu < 1 || tonumber(regex("^[0-9]+", var.webhooks.memory)) * (endswith(var.webhooks.memory, "Gi") ? 1024 : 1) <= var.webhooks.cpu * 4096) && (var.webhooks.cpu < 4 || tonumber(regex("^[0-9]+", var.webhooks.memory)) * (endswith(var.webhooks.memory, "Gi") ? 1024 : 1) >= 2048) && (var.webhooks.cpu < 6 || tonumber(regex("^[0-9]+", var.webhooks.memory)) * (endswith(var.webhooks.memory, "Gi") ? 1024 : 1) >= 4096), true)
+    error_message = "webhooks.cpu and webhooks.memory are not a pair Cloud Run accepts: below 0.5 vCPU at most 512Mi, below 1 vCPU at most 1Gi, at most 4Gi per whole vCPU, 4 vCPU at least 2Gi, 6 or 8 vCPU at least 4Gi."
+  }
+  validation {
+    condition     = var.webhooks.min_instances >= 0 && floor(var.webhooks.min_instances) == var.webhooks.min_instances
+    error_message = "webhooks.min_instances must be a whole number between 0 and webhooks.max_instances."
+  }
+  validation {
+    condition     = var.webhooks.min_instances <= var.webhooks.max_instances
+    error_message = "webhooks.min_instances must be a whole number between 0 and webhooks.max_instances."
   }
 }

@@ -109,3 +109,51 @@ def test_the_vertex_ai_viewer_role_only_when_vertex_ai_is_used(tmp_path):
     watched = {"gemini_api_key_secret": KEY, "watch": {"scopes": ["gemini", "vertex:projects/other-proj/locations/x"]},
                "poller": {"vertex_projects": ["third-proj"]}}
     assert viewer_projects(module, watched) == ["my-project-1", "other-proj", "third-proj"]
+
+
+def cloud_run_takes(cpu: float | None, memory_mib: int) -> bool:
+    """Cloud Run's CPU and memory pairs (its "Configure CPU limits" page): fractions of a vCPU from 0.08,
+    at most 512 MiB below 0.5 vCPU and 1 GiB below 1 vCPU; whole vCPU 1, 2, 4, 6 or 8, at most 4 GiB each,
+    4 vCPU from 2 GiB, 6 and 8 from 4 GiB. None: the memory's own share, always."""
+    if cpu is None:
+        return True
+    if cpu < 1:
+        return cpu >= 0.08 and memory_mib <= 1024 and (cpu >= 0.5 or memory_mib <= 512)
+    return cpu in (1, 2, 4, 6, 8) and {4: 2048, 6: 4096, 8: 4096}.get(int(cpu), 0) <= memory_mib <= cpu * 4096
+
+
+# (cpu, memory) for the poller and for the webhook function, planned together
+CPU_PAIRS = [((None, "512Mi"), (0.333, "512Mi")), ((1, "512Mi"), (0.333, "1Gi")), ((0.583, "1Gi"), (0.583, "2Gi")),
+             ((0.4, "1Gi"), (0.5, "1Gi")), ((2, "512Mi"), (1, "8Gi")), ((4, "1Gi"), (4, "2Gi")),
+             ((3, "4Gi"), (0.05, "128Mi")), ((8, "32Gi"), (1, "4Gi"))]
+
+
+@pytest.mark.parametrize(("poller", "webhook"), CPU_PAIRS)
+def test_cpu_and_memory_are_a_pair_cloud_run_takes(module, poller, webhook):
+    refused = plan(module, {"poller": {"cpu": poller[0], "memory": poller[1]},
+                            "webhooks": {"cpu": webhook[0], "memory": webhook[1]}})
+    for name, (cpu, memory) in (("poller", poller), ("webhooks", webhook)):
+        mib = int(memory[:-2]) * (1024 if memory.endswith("Gi") else 1)
+        assert (f"{name}.cpu" not in refused) == cloud_run_takes(cpu, mib), (name, cpu, memory, refused)
+
+
+def test_the_poller_gets_a_whole_vcpu_and_the_webhook_its_memorys_share_by_default():
+    tf = load_terraform(INFRA)
+    fields = tf["variable"]["poller"]["type"], tf["variable"]["webhooks"]["type"]
+    assert "cpu = optional(number, 1)" in re.sub(r"\s+", " ", fields[0].replace("${", "").replace("}", ""))
+    assert "cpu = optional(number)" in re.sub(r"\s+", " ", fields[1].replace("${", "").replace("}", ""))
+    functions = tf["resource"]["google_cloudfunctions2_function"]
+    for name, var in (("poller", "poller"), ("webhook", "webhooks")):
+        service = functions[f'function["{name}"]']["service_config"]
+        service = service[0] if isinstance(service, list) else service
+        assert f"tostring((var.{var}.cpu))" in service["available_cpu"], service
+        assert service["min_instance_count"] == f"${{var.{var}.min_instances}}", service
+
+
+def test_min_instances_is_a_whole_number_up_to_max_instances(module):
+    assert plan(module, {"poller": {"min_instances": 1}, "webhooks": {"min_instances": 1}}) == ""
+    for value in (-1, 1.5, 11):
+        refused = " ".join(plan(module, {"webhooks": {"min_instances": value}}).split())  # Terraform wraps lines
+        assert "webhooks.min_instances must be a whole number between 0 and webhooks.max_instances" in refused, value
+    refused = " ".join(plan(module, {"poller": {"min_instances": 4}}).split())  # max_instances 3 by default
+    assert "poller.min_instances must be a whole number" in refused
