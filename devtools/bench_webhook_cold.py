@@ -35,6 +35,7 @@ from pathlib import Path
 import httpx
 
 from devtools import cpushare, emulators
+from devtools.stack import proc_stats
 from devtools.simulator import SimulatorClient, gemini_spec
 
 PROJECT = "bench-cold"
@@ -54,16 +55,8 @@ def signed(secret: str, body: bytes) -> dict[str, str]:
 
 def group_cpu_s(pgid: int) -> float:
     """CPU seconds (user + system, with reaped children) of every process in the process group ``pgid``."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    total = sum(sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+                for _, fields in proc_stats() if int(fields[2]) == pgid)
     return total / CLOCK_TICKS
 
 

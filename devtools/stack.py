@@ -466,18 +466,20 @@ class LocalStack:
 def alive_pids(pids: list[int]) -> list[int]:
     """Which of ``pids`` (process group leaders) or members of their groups still run (zombies aside)."""
     groups = set(pids)
-    left = []
+    return sorted(pid for pid, fields in proc_stats()
+                  if (pid in groups or int(fields[2]) in groups) and fields[0] != "Z")
+
+
+def proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """Every running process's PID and the fields of its ``/proc/PID/stat`` after the command name (state
+    first, then ppid, pgrp, …); a process that ends while it is read is passed over."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            yield int(entry.name), (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        state, pgrp = fields[0], int(fields[2])
-        if (int(entry.name) in groups or pgrp in groups) and state != "Z":
-            left.append(int(entry.name))
-    return sorted(left)
 
 
 def _stop_quietly(service: emulators.Service) -> None:

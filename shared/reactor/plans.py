@@ -312,18 +312,13 @@ class Copier:
                 if written.size != counted or (expected is not None and expected != counted):
                     raise TransientError(f"responses.jsonl is {written.size} bytes, read {counted}")
                 reader.end_file()
-            except NotFoundError as exc:
-                reader.failed_lines.close()
-                raise PermanentError(f"responses file {file_name}: {exc}", kind="missing_source") from None
-            except ForbiddenError as exc:
-                reader.failed_lines.close()
-                raise PermanentError(f"responses file {file_name}: {exc}", kind="forbidden") from None
-            except BaseException:
-                reader.failed_lines.close()
-                raise
+            except BaseException as exc:
+                if (failed := _attempt_failed(reader, f"responses file {file_name}", exc, forbidden=True)) is exc:
+                    raise
+                raise failed from None
             return written, reader
 
-        return await retry(attempt, self._retry, retry_if=lambda exc: isinstance(exc, SourceUnavailable))
+        return await retry(attempt, self._retry, retry_if=_read_again)
 
     async def _read_input(self, reader: ResultsReader, source: Source) -> None:
         if self._inputs is None:
@@ -365,12 +360,27 @@ class Copier:
                         metadata=owner.metadata)
                 if written.size != counted:
                     raise TransientError(f"responses.jsonl is {written.size} bytes, wrote {counted}")
-            except NotFoundError as exc:
-                reader.failed_lines.close()
-                raise PermanentError(f"inline responses of {name}: {exc}", kind="missing_source") from None
-            except BaseException:
-                reader.failed_lines.close()
-                raise
+            except BaseException as exc:
+                if (failed := _attempt_failed(reader, f"inline responses of {name}", exc)) is exc:
+                    raise
+                raise failed from None
             return written, reader
 
-        return await retry(attempt, self._retry, retry_if=lambda exc: isinstance(exc, SourceUnavailable))
+        return await retry(attempt, self._retry, retry_if=_read_again)
+
+
+def _read_again(exc: BaseException) -> bool:
+    """A streamed read of the outputs that broke off is started again, with a new reader."""
+    return isinstance(exc, SourceUnavailable)
+
+
+def _attempt_failed(reader: ResultsReader, what: str, exc: BaseException, *, forbidden: bool = False) -> BaseException:
+    """What a failed attempt of a streamed copy raises, once its reader's ``failed.jsonl`` lines are let go: a
+    source that is gone is ``missing_source`` (and, where ``forbidden``, one refused is ``forbidden``), for
+    good; anything else as it came."""
+    reader.failed_lines.close()
+    if isinstance(exc, NotFoundError):
+        return PermanentError(f"{what}: {exc}", kind="missing_source")
+    if forbidden and isinstance(exc, ForbiddenError):
+        return PermanentError(f"{what}: {exc}", kind="forbidden")
+    return exc
