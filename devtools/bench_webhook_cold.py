@@ -35,8 +35,8 @@ from pathlib import Path
 import httpx
 
 from devtools import cpushare, emulators
-from devtools.stack import proc_stats
 from devtools.simulator import SimulatorClient, gemini_spec
+from devtools.stack import proc_stats
 
 PROJECT = "bench-cold"
 MAIN = Path(__file__).resolve().parent.parent / "functions" / "main.py"
