@@ -46,6 +46,34 @@ def finish(proc: subprocess.Popen, timeout: float = 30) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
+class ErrLines:
+    """A waiting process's stderr, read line by line as it comes (its view writes a line per change there,
+    with ``--json``): the test can tell when the listener's first snapshot arrived, however slowly the
+    process started, instead of sleeping for it."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc, self.lines, self._new = proc, [], threading.Condition()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            with self._new:
+                self.lines.append(line)
+                self._new.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        with self._new:
+            assert self._new.wait_for(lambda: any(text in line for line in self.lines), timeout), \
+                f"no line with {text!r} from the waiting process: {self.lines}"
+
+    def finish(self, timeout: float = 30) -> tuple[int, str, str]:
+        out = self.proc.stdout.read()
+        self.proc.wait(timeout=timeout)
+        self._thread.join(timeout)
+        return self.proc.returncode, out, "".join(self.lines)
+
+
 def test_wait_returns_0_on_success_as_ticks_move_the_job(relay, simulator, function_env):
     simulator.add_job(gemini_spec("w-ok", ["PENDING", {"state": "RUNNING", "stats": {"successful": 1, "failed": 0,
                                                                                    "incomplete": 3}},
@@ -53,9 +81,10 @@ def test_wait_returns_0_on_success_as_ticks_move_the_job(relay, simulator, funct
                                                                           "incomplete": 1}}, "SUCCEEDED"]))
     relay.store.track("batches/w-ok")
     proc = start_wait(function_env, "batches/w-ok", "--json")
-    time.sleep(1.5)  # listening before anything changes
+    err_lines = ErrLines(proc)
+    err_lines.wait_for("batches/w-ok")  # the listener's first snapshot: listening before anything changes
     tick_until(relay, proc)
-    code, out, err = finish(proc)
+    code, out, err = err_lines.finish()
     assert code == 0, err
     record = json.loads(out)
     assert record["state"] == "JOB_STATE_SUCCEEDED" and record["version"] == 3 and "shard" not in record
