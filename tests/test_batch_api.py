@@ -16,13 +16,12 @@ from batch_relay.batchapi.endpoints import MissingApiKey, status_url
 from batch_relay.batchapi.fields import GEMINI_STATUS, VERTEX_STATUS
 from batch_relay.batchapi.http import USER_AGENT
 from batch_relay.batchapi.inputs import BatchInput, GeminiInputs, batch_input
-from batch_relay.batchapi.listing import VERTEX_READ_MASK
 from batch_relay.batchapi.names import JobName
 from batch_relay.batchapi.outputs import GeminiOutputs
 from batch_relay.batchapi.quota import RegionLimiter
 from batch_relay.batchapi.scopes import WatchScope
 from batch_relay.batchapi.webhook_admin import WebhookAdmin
-from batch_relay.batchapi.wire import JobStatus, inline_responses
+from batch_relay.batchapi.wire import JobStatus, inline_line
 from batch_relay.errors import (
     BadResponseError,
     DeadlineExceeded,
@@ -94,7 +93,7 @@ def test_gemini_request_carries_the_key_header():
 def test_a_vertex_get_asks_for_the_fields_its_list_asks_for():
     result, seen, _ = run([httpx.Response(200, json=OK_VERTEX)], job=VERTEX)
     assert result.state == "JOB_STATE_QUEUED"
-    assert seen[0].url.params["fields"] == VERTEX_STATUS == VERTEX_READ_MASK
+    assert seen[0].url.params["fields"] == VERTEX_STATUS
 
 
 def test_a_field_mask_the_api_refuses_is_dropped_for_the_rest_of_the_client(caplog):
@@ -126,6 +125,27 @@ def test_another_400_is_not_hidden_by_the_mask_fallback():
     result, seen, _ = run([bad, bad])
     assert isinstance(result, PermanentError) and result.kind == "bad_request"
     assert [r.url.params.get("fields") for r in seen] == [GEMINI_STATUS, None]
+
+
+def test_another_400_leaves_the_masks_on_for_the_next_requests():
+    """One job answering 400 (a bad name) must not make the rest of the tick fetch whole batches, inline
+    responses and all: the masks go off only when the unmasked request succeeds."""
+    bad = httpx.Response(400, json={"error": {"code": 400, "message": "bad name", "status": "INVALID_ARGUMENT"}})
+    replies, seen = [bad, bad, httpx.Response(200, json=OK_GEMINI)], []
+
+    def handler(request):
+        seen.append(request.url.params.get("fields"))
+        return replies.pop(0)
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            api = BatchApiClient(http, settings(), clock=Clock(), sleep=Clock().sleep)
+            with pytest.raises(PermanentError):
+                await api.get_status(GEMINI, 1000.0)
+            return await api.get_status(GEMINI, 1000.0)
+
+    assert asyncio.run(go()).state == "JOB_STATE_RUNNING"
+    assert seen == [GEMINI_STATUS, None, GEMINI_STATUS]
 
 
 def test_vertex_hosts():
@@ -280,23 +300,15 @@ def test_webhook_admin_through_wiring_with_a_transport():
     assert all(r.headers["x-goog-api-key"] == "k-123456" and r.headers["user-agent"] == USER_AGENT for r in seen)
 
 
-def test_inline_responses_are_read_with_the_wire_parser():
+def test_inline_responses_stream_from_a_get_of_them_alone_as_responses_jsonl_lines():
+    items = [{"metadata": {"key": "a"}, "response": {"candidates": []}}, {"error": {"code": 3, "message": "bad"}}]
     body = {"name": "batches/b1", "metadata": {"name": "batches/b1", "state": "BATCH_STATE_SUCCEEDED", "output": {
-        "inlinedResponses": {"inlinedResponses": [
-            {"metadata": {"key": "a"}, "response": {"candidates": []}},
-            {"error": {"code": 3, "message": "bad"}},
-        ]}}}}
-    assert inline_responses(body) == [{"key": "a", "response": {"candidates": []}},
-                                      {"key": "1", "error": {"code": 3, "message": "bad"}}]
+        "inlinedResponses": {"inlinedResponses": items}}}}
+    lines = [{"key": "a", "response": {"candidates": []}}, {"key": "1", "error": {"code": 3, "message": "bad"}}]
+    assert [inline_line(index, item) for index, item in enumerate(items)] == lines
     assert JobStatus.from_gemini(body).output == {"inlined_count": 2}
-    in_response = {"name": "batches/b1", "response": {"inlinedResponses": {"inlinedResponses": [{"response": 1}]}}}
-    assert inline_responses(in_response) == [{"key": "0", "response": 1}]
-    assert inline_responses({"name": "batches/b1", "metadata": {}}) == []
-    for bad in ({"metadata": {"output": {"inlinedResponses": {"inlinedResponses": {}}}}},
-                {"metadata": {"output": {"inlinedResponses": {"inlinedResponses": ["x"]}}}},
-                {"metadata": {"output": {"inlinedResponses": {"inlinedResponses": [{"metadata": "k"}]}}}}, []):
-        with pytest.raises(BadResponseError):
-            inline_responses(bad)
+    with pytest.raises(BadResponseError):
+        inline_line(0, {"metadata": "k"})
 
     def handler(request):
         assert request.headers["x-goog-api-key"] == "k-123456"
@@ -306,11 +318,12 @@ def test_inline_responses_are_read_with_the_wire_parser():
 
     async def read(reply):
         async with httpx.AsyncClient(transport=httpx.MockTransport(reply)) as http:
-            return await GeminiOutputs(http, settings(RELAY_GEMINI_BASE_URL="https://gemini.example")
-                                       ).inline_responses("batches/b1")
+            outputs = GeminiOutputs(http, settings(RELAY_GEMINI_BASE_URL="https://gemini.example"))
+            async with outputs.inline_items("batches/b1") as got:
+                return [item async for item in got]
 
-    assert asyncio.run(read(handler)) == inline_responses(body)
-    with pytest.raises(BadResponseError, match="inline responses of batches/b1 are unreadable"):
+    assert [inline_line(index, item) for index, item in enumerate(asyncio.run(read(handler)))] == lines
+    with pytest.raises(BadResponseError):
         asyncio.run(read(lambda request: httpx.Response(200, content=b"<html>")))
 
 

@@ -198,6 +198,31 @@ def test_rewrite_progress_saves_at_most_every_30_s_and_stays_bounded():
     assert len(saves) == 2 and "a" not in saves[1] and len(saves[1]) == MAX_TOKENS
 
 
+def test_a_failed_save_of_the_tokens_does_not_stop_the_copy(caplog):
+    """The tokens only help a redelivery: a save that fails (Firestore busy) is logged and tried again at the
+    next save, never raised into the rewrite that noted the token (it would cancel every other rewrite)."""
+    clock, saves, failures = Clock(), [], [RuntimeError("firestore unavailable")]
+
+    async def save(tokens: dict[str, str]) -> None:
+        if failures:
+            raise failures.pop()
+        saves.append(dict(tokens))
+
+    async def run() -> None:
+        progress = RewriteProgress({}, save, 510, clock=clock, log_fields={"job": "batches/x"})
+        clock.now = 30.0
+        await progress.note("a", "token-1")  # the save fails: no exception here
+        clock.now = 60.0
+        await progress.note("a", "token-2")  # the next save goes through
+        assert await progress.try_flush()
+
+    asyncio.run(run())
+    assert saves == [{"a": "token-2"}]
+    [line] = [r for r in caplog.records if "tokens not saved" in r.getMessage()]
+    assert line.levelname == "WARNING" and line.fields["job"] == "batches/x"
+    assert "firestore unavailable" in line.fields["error"]
+
+
 def test_the_rewrite_deadline_leaves_room_inside_the_lease():
     assert rewrite_budget_s(600) == 510  # the default lease: inside the reactor's 540 s timeout
     assert rewrite_budget_s(120) == 60 and rewrite_budget_s(2) == 1  # short leases: half of it

@@ -68,8 +68,8 @@ class ErrLines:
                 f"no line with {text!r} from the waiting process: {self.lines}"
 
     def finish(self, timeout: float = 30) -> tuple[int, str, str]:
+        self.proc.wait(timeout=timeout)  # its stdout is one JSON record: far below a pipe's buffer
         out = self.proc.stdout.read()
-        self.proc.wait(timeout=timeout)
         self._thread.join(timeout)
         return self.proc.returncode, out, "".join(self.lines)
 

@@ -26,7 +26,7 @@ from ..retry import RetryPolicy, retry, send
 from ..settings import Settings
 from .endpoints import gemini_key, list_url, status_url
 from .fields import GEMINI_LIST, GEMINI_STATUS, VERTEX_STATUS
-from .listing import PAGE_SIZE, VERTEX_READ_MASK, Page, parse_page
+from .listing import PAGE_SIZE, Page, parse_page
 from .names import Api, JobName
 from .quota import RegionLimiter
 from .scopes import WatchScope
@@ -94,7 +94,7 @@ class BatchApiClient:
             params["pageToken"] = token
         region = None
         if scope.api != Api.GEMINI:
-            params["readMask"] = VERTEX_READ_MASK
+            params["readMask"] = VERTEX_STATUS
             if filter:
                 params["filter"] = filter
             region = scope.region_key
@@ -105,18 +105,22 @@ class BatchApiClient:
     async def get_json(self, api: Api, url: str, deadline: float, *, region: str | None = None,
                        params: dict[str, Any] | None = None, fields: str | None = None) -> Any:
         """GET ``url`` of ``api`` and decode its JSON body, retried; ``region``: the quota bucket to take
-        a token from before each attempt (Vertex); ``fields``: a field mask (``batchapi.fields``). A mask the
-        API refuses with 400 is dropped: the request is sent again without it, and so are the later ones."""
+        a token from before each attempt (Vertex); ``fields``: a field mask (``batchapi.fields``). On a 400 the
+        request is sent again without it; only when that one succeeds was it the mask, and the later requests
+        go without masks (a 400 of another cause, a bad name, leaves the masks on)."""
         if fields is not None and not self._masks_refused:
             try:
                 return await self._get_json(api, url, deadline, region, {**(params or {}), "fields": fields})
             except PermanentError as exc:
                 if exc.kind != "bad_request":
                     raise
-                self._masks_refused = True
-                log(_log, logging.WARNING, "the API refused a field mask (HTTP 400): asking again without masks "
-                    "for the rest of this client's requests", api=api.value, url=httpx.URL(url).path,
-                    error={"kind": exc.kind, "message": storable(str(exc))})
+                refusal = exc
+            body = await self._get_json(api, url, deadline, region, params)  # raises again: not the mask's fault
+            self._masks_refused = True  # the same request answered without the mask: it was the mask
+            log(_log, logging.WARNING, "the API refused a field mask (HTTP 400): asking without masks for the rest "
+                "of this client's requests", api=api.value, url=httpx.URL(url).path,
+                error={"kind": refusal.kind, "message": storable(str(refusal))})
+            return body
         return await self._get_json(api, url, deadline, region, params)
 
     async def _get_json(self, api: Api, url: str, deadline: float, region: str | None,

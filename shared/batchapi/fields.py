@@ -13,7 +13,7 @@ Gemini batch is an Operation whose ``metadata`` is the batch; the inline respons
 - ``inline_fields``: the copy's second GET, streamed, of the one place the reply holds the responses in.
 
 - ``VERTEX_STATUS`` (a Vertex AI job's GET, tick and copy alike): the fields its list already asks for
-  (``listing.VERTEX_READ_MASK``). A Vertex job has no large field (its inputs and outputs are in Cloud Storage
+  (its ``readMask``). A Vertex job has no large field (its inputs and outputs are in Cloud Storage
   or BigQuery); the mask keeps ``partialFailures``, ``inputConfig`` and the rest out all the same.
 
 A mask the API refuses (HTTP 400) must not stop polling: ``BatchApiClient`` asks again without it, and
@@ -40,7 +40,7 @@ _BATCH = (
 GEMINI_STATUS = ",".join(_BATCH)
 GEMINI_COPY = ",".join((*_BATCH, "metadata.inputConfig"))
 GEMINI_LIST = ",".join((*(f"operations.{path}" for path in _BATCH), "nextPageToken"))
-# A Vertex AI job's GET: what ``JobStatus.from_vertex`` reads, as its list asks (``listing.VERTEX_READ_MASK``).
+# A Vertex AI job's GET: what ``JobStatus.from_vertex`` reads, as its list asks (its ``readMask``).
 VERTEX_STATUS = ("name,state,completionStats,outputInfo,error,createTime,startTime,endTime,updateTime,"
                  "displayName,model,labels")
 

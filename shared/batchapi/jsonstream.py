@@ -11,8 +11,9 @@ is about one element and one read of the body, whatever the array's length.
   reads as no array.
 - ``max_value``: the most characters one value may span (an element, or a value that is skipped whole);
   beyond it, or for a body that is not one JSON document, ``JsonStreamError``.
-- The buffer grows by doubling while a value is incomplete, so a large element is decoded in a number of
-  attempts logarithmic in its size (never quadratic).
+- While a value is incomplete, arriving text is kept in a list and joined to the buffer only once the
+  buffer would double: a large element costs a number of joins and decoding attempts logarithmic in its
+  size, never a copy of the buffer per chunk.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class ArrayStream:
         self._text = codecs.getincrementaldecoder("utf-8")()
         self._buf = ""
         self._pos = 0
+        self._pending: list[str] = []  # text arrived since the buffer was last joined
+        self._pending_len = 0
         self._eof = False
         self._want = 0  # characters the buffer must hold before the next attempt (doubling)
         self._out: list[Any] = []
@@ -57,7 +60,7 @@ class ArrayStream:
     def feed(self, data: bytes) -> list[Any]:
         """The elements completed by ``data`` (possibly none)."""
         try:
-            self._buf += self._text.decode(data)
+            self._hold(self._text.decode(data))
         except UnicodeDecodeError as exc:
             raise JsonStreamError(f"body is not UTF-8: {exc}") from None
         self._run()
@@ -66,7 +69,7 @@ class ArrayStream:
     def close(self) -> list[Any]:
         """The last elements; ``JsonStreamError`` when the body ended inside the document."""
         try:
-            self._buf += self._text.decode(b"", final=True)
+            self._hold(self._text.decode(b"", final=True))
         except UnicodeDecodeError as exc:
             raise JsonStreamError(f"body is not UTF-8: {exc}") from None
         self._eof = True
@@ -80,9 +83,17 @@ class ArrayStream:
         out, self._out = self._out, []
         return out
 
+    def _hold(self, text: str) -> None:
+        if text:
+            self._pending.append(text)
+            self._pending_len += len(text)
+
     def _run(self) -> None:
-        if self._done or (not self._eof and len(self._buf) - self._pos < self._want):
+        if self._done or (not self._eof and len(self._buf) - self._pos + self._pending_len < self._want):
             return
+        if self._pending:  # one join, dropping what was read
+            self._buf = self._buf[self._pos:] + "".join(self._pending)
+            self._pos, self._pending, self._pending_len = 0, [], 0
         try:
             next(self._walk)
         except StopIteration:
@@ -96,8 +107,6 @@ class ArrayStream:
         held = len(self._buf) - self._pos
         if held > self._max:
             raise JsonStreamError(f"a value is longer than {self._max} characters")
-        if self._pos > len(self._buf) // 2:  # drop what was read before the buffer grows
-            self._buf, self._pos = self._buf[self._pos:], 0
         self._want = max(2 * held, 1)
         yield
 

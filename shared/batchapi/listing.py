@@ -17,14 +17,12 @@ from typing import Any
 
 from ..errors import BadResponseError, UsageError
 from . import states
-from .fields import VERTEX_STATUS
 from .names import Api, JobName
 from .scopes import WatchScope
 from .states import JobState, State
 from .wire import JobStatus, parse_timestamp
 
 PAGE_SIZE = 1000  # the largest page either API is asked for; a page may hold fewer
-VERTEX_READ_MASK = VERTEX_STATUS
 # Non-terminal states, for the windowed Vertex filter (a plain OR list: no precedence questions).
 _OPEN_STATES = (JobState.UNSPECIFIED, JobState.QUEUED, JobState.PENDING, JobState.RUNNING, JobState.CANCELLING,
                 JobState.PAUSED, JobState.UPDATING)

@@ -19,12 +19,11 @@ from typing import Any, cast
 import httpx
 
 from ..errors import BadResponseError, PermanentError, TransientError
-from ..retry import RetryPolicy, retry, send
+from ..retry import RetryPolicy, send
 from ..settings import Settings
 from .endpoints import file_download_url, gemini_key, gemini_url, is_gemini_origin
 from .fields import INLINE_PATHS, inline_fields
 from .jsonstream import JsonStreamError, aiter_array
-from .wire import inline_line
 
 MAX_REDIRECTS = 5
 _REDIRECTS = (301, 302, 303, 307, 308)
@@ -125,23 +124,6 @@ class GeminiOutputs:
             yield _items(response, name)
         finally:
             await response.aclose()
-
-    async def inline_responses(self, name: str) -> list[dict[str, Any]]:
-        """The ``responses.jsonl`` lines of batch ``name``'s inline responses (``wire.inline_line``), read
-        streamed, the GET retried while nothing was read."""
-
-        async def attempt() -> list[dict[str, Any]]:
-            async with self.inline_items(name) as items:
-                return [inline_line(index, item) async for index, item in _enumerate(items)]
-
-        return await retry(attempt, self._retry)
-
-
-async def _enumerate(items: AsyncIterator[dict[str, Any]]) -> AsyncIterator[tuple[int, dict[str, Any]]]:
-    index = 0
-    async for item in items:
-        yield index, item
-        index += 1
 
 
 async def _items(response: httpx.Response, name: str) -> AsyncIterator[dict[str, Any]]:

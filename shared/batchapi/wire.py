@@ -2,8 +2,8 @@
 
 ``JobStatus.from_gemini`` / ``from_vertex`` accept unknown fields, int64 counts as strings, omitted zero
 counts and nanosecond timestamps; anything of the wrong shape raises ``BadResponseError``.
-``to_record`` gives the A4 fields a poll may write. ``inline_responses`` reads a Gemini batch's inline
-responses (for the copy) with the same parsing.
+``to_record`` gives the A4 fields a poll may write. ``inline_line`` makes one of a Gemini batch's inline
+responses a line of ``responses.jsonl`` (the copy reads them streamed: ``outputs.GeminiOutputs.inline_items``).
 """
 
 from __future__ import annotations
@@ -132,25 +132,6 @@ def _inlined_items(output: dict[str, Any], response: dict[str, Any]) -> list[Any
     if items is not None and not isinstance(items, list):
         raise BadResponseError("inlinedResponses is not a list")
     return items
-
-
-def inline_items(body: Any) -> list[dict[str, Any]]:
-    """A Gemini batch's inline responses as the API gives them (``{"response" | "error", "metadata":
-    {"key"}}``); ``BadResponseError`` when they cannot be read (an item that is not an object)."""
-    op = _obj(body, "body")
-    meta = _obj(op.get("metadata"), "metadata")
-    items = _inlined_items(_obj(meta.get("output"), "metadata.output"), _obj(op.get("response"), "response"))
-    for index, item in enumerate(items or []):
-        if not isinstance(item, dict):
-            raise BadResponseError(f"inlinedResponses[{index}] is not an object")
-    return list(items or [])
-
-
-def inline_responses(body: Any) -> list[dict[str, Any]]:
-    """A Gemini batch's inline responses, one ``{"key", "response"}`` or ``{"key", "error"}`` per request
-    (the key from the request's metadata, else its index): the lines of ``responses.jsonl``. Raises
-    ``BadResponseError`` when they cannot be read."""
-    return [inline_line(index, item) for index, item in enumerate(inline_items(body))]
 
 
 def inline_line(index: int, item: dict[str, Any]) -> dict[str, Any]:

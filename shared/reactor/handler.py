@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import dataclasses
 import datetime as dt
 import enum
@@ -150,7 +149,7 @@ class Reactor:
         async def save(tokens: dict[str, str]) -> None:
             await self._store.save_rewrites(name, attempt, tokens)
 
-        progress = RewriteProgress(record.copy_rewrites, save, self._copier.rewrite_budget_s)
+        progress = RewriteProgress(record.copy_rewrites, save, self._copier.rewrite_budget_s, log_fields=fields)
         try:
             result = await self._copier.copy(record, now, progress)
         except PermanentError as exc:
@@ -165,8 +164,7 @@ class Reactor:
             await self._store.release_copy(name, attempt, waiting_since=now)
             raise
         except RewriteUnfinished as exc:
-            with contextlib.suppress(Exception):  # unsaved, the redelivery resumes from the last save
-                await progress.flush()
+            await progress.try_flush()
             log(_log, logging.WARNING, "copy stopped at its deadline with rewrites unfinished; their tokens are "
                 "kept and the event will be redelivered", kind=exc.kind, rewrites=progress.pending,
                 error=str(exc)[:500], duration_s=round(asyncio.get_running_loop().time() - started, 3), **fields)
@@ -174,8 +172,7 @@ class Reactor:
             raise
         except BaseException as exc:
             if isinstance(exc, TransientError):  # what the rewrites reached helps the redelivery
-                with contextlib.suppress(Exception):
-                    await progress.flush()
+                await progress.try_flush()
             log(_log, logging.WARNING, "copy interrupted; the event will be redelivered",
                 error=f"{type(exc).__name__}: {exc}"[:500], **fields)
             await self._store.release_copy(name, attempt)

@@ -257,6 +257,8 @@ class Copier:
 
         async def one(src: ObjectInfo, target: str, step: ObjectInfo | int | str) -> ObjectInfo:
             if isinstance(step, ObjectInfo):
+                if progress:  # a token left by a delivery that ended before it could drop it
+                    progress.done(target)
                 return step
             async with limit:
                 written = await self._storage.rewrite(

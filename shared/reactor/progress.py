@@ -13,8 +13,14 @@ It is written at most every ``SAVE_EVERY_S`` during the copy, and once more when
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from ..log import get_logger, log
+
+_log = get_logger("reactor")
 
 SAVE_EVERY_S = 30.0
 MAX_TOKENS = 32
@@ -46,7 +52,7 @@ class RewriteProgress:
 
     def __init__(self, saved: Mapping[str, str], save: Callable[[dict[str, str]], Awaitable[object]],
                  budget_s: float, *, clock: Callable[[], float] = time.monotonic,
-                 save_every_s: float = SAVE_EVERY_S) -> None:
+                 save_every_s: float = SAVE_EVERY_S, log_fields: Mapping[str, Any] | None = None) -> None:
         self._tokens = bounded(saved)
         self._stored = dict(self._tokens)
         self._save = save
@@ -55,6 +61,7 @@ class RewriteProgress:
         self._save_every_s = save_every_s
         self._last_save = clock()
         self._lock = asyncio.Lock()
+        self._log_fields = dict(log_fields or {})
 
     def resume(self, name: str) -> str | None:
         """The token to resume ``name``'s rewrite from, if the last delivery left one."""
@@ -76,7 +83,7 @@ class RewriteProgress:
         else:
             self._tokens[name] = token
         if self._clock() - self._last_save >= self._save_every_s:
-            await self.flush()
+            await self.try_flush()
 
     def done(self, name: str) -> None:
         """``name``'s rewrite finished: its token is dropped (from the record at the next save)."""
@@ -91,3 +98,14 @@ class RewriteProgress:
             tokens = dict(self._tokens)
             await self._save(tokens)
             self._stored = tokens
+
+    async def try_flush(self) -> bool:
+        """``flush``, a failure logged and left to the next save: the tokens only help a redelivery resume,
+        so a failed save never stops the copy (the redelivery resumes from the last save that went through)."""
+        try:
+            await self.flush()
+        except Exception as exc:  # noqa: BLE001 - any failure of the save: logged, the copy goes on
+            log(_log, logging.WARNING, "rewrite tokens not saved; a redelivery resumes from the last save",
+                rewrites=len(self._tokens), error=f"{type(exc).__name__}: {exc}"[:300], **self._log_fields)
+            return False
+        return True
